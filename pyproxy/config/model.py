@@ -1,0 +1,467 @@
+"""The frozen configuration model the proxy serves from.
+
+Everything here is immutable and built once per snapshot (from an Envoy v3 bootstrap or, later, from xDS)
+by :mod:`pyproxy.config.translate`. Work that can be done once per snapshot (compiling regexes, lower-casing
+header names, indexing domains) is done when the model is built, never per request.
+
+Names follow Envoy's API so that a reader can map each class to its proto:
+
+- :class:`Snapshot`            <- ``envoy.config.bootstrap.v3.Bootstrap`` (+ xDS resources)
+- :class:`Listener`            <- ``envoy.config.listener.v3.Listener``
+- :class:`HttpConnectionManager` <- ``...network.http_connection_manager.v3.HttpConnectionManager``
+- :class:`RouteConfiguration`, :class:`VirtualHost`, :class:`Route` <- ``envoy.config.route.v3``
+- :class:`Cluster`, :class:`Endpoint` <- ``envoy.config.cluster.v3`` / ``envoy.config.endpoint.v3``
+- :class:`TlsContext`          <- ``envoy.extensions.transport_sockets.tls.v3.{Up,Down}streamTlsContext``
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+# Envoy's defaults, in seconds.
+DEFAULT_CONNECT_TIMEOUT = 5.0  # Cluster.connect_timeout
+DEFAULT_ROUTE_TIMEOUT = 15.0  # RouteAction.timeout when unset (Envoy); Istio always sets 0 (= disabled)
+DEFAULT_STREAM_IDLE_TIMEOUT = 300.0  # HttpConnectionManager.stream_idle_timeout
+DEFAULT_MAX_CONCURRENT_STREAMS = 2147483647  # Http2ProtocolOptions.max_concurrent_streams
+DEFAULT_INITIAL_STREAM_WINDOW = 268435456  # Http2ProtocolOptions.initial_stream_window_size (256 MiB)
+DEFAULT_INITIAL_CONNECTION_WINDOW = 268435456  # Http2ProtocolOptions.initial_connection_window_size
+DEFAULT_MAX_REQUEST_HEADERS_KB = 60  # HttpConnectionManager.max_request_headers_kb
+DEFAULT_PER_CONNECTION_BUFFER_LIMIT = 1048576  # Listener/Cluster per_connection_buffer_limit_bytes
+UNLIMITED = 2**32 - 1
+
+
+class TrafficDirection(Enum):
+    UNSPECIFIED = 0
+    INBOUND = 1
+    OUTBOUND = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# --------------------------------------------------------------------------------------------- matchers
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatcher:
+    """``envoy.type.matcher.v3.StringMatcher`` (``safe_regex`` is RE2; Python ``re`` is used, anchored)."""
+
+    kind: Literal["exact", "prefix", "suffix", "contains", "regex"]
+    value: str
+    ignore_case: bool = False
+    compiled: re.Pattern[str] | None = field(default=None, compare=False)
+
+    def matches(self, s: str) -> bool:
+        if self.kind == "regex":
+            assert self.compiled is not None
+            return self.compiled.fullmatch(s) is not None
+        if self.ignore_case:
+            s = s.lower()
+            v = self.value.lower()
+        else:
+            v = self.value
+        if self.kind == "exact":
+            return s == v
+        if self.kind == "prefix":
+            return s.startswith(v)
+        if self.kind == "suffix":
+            return s.endswith(v)
+        return v in s
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatcher:
+    """``envoy.config.route.v3.HeaderMatcher``. ``name`` is lower-case. ``string_match`` None = presence."""
+
+    name: str
+    string_match: StringMatcher | None = None
+    present_match: bool = True
+    invert_match: bool = False
+    treat_missing_header_as_empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """``envoy.config.route.v3.RouteMatch``. Exactly one of prefix/path/safe_regex is set."""
+
+    prefix: str | None = None
+    path: str | None = None
+    safe_regex: re.Pattern[str] | None = None
+    case_sensitive: bool = True
+    headers: tuple[HeaderMatcher, ...] = ()
+    grpc: bool = False  # RouteMatch.grpc: only requests with content-type application/grpc*
+
+
+# --------------------------------------------------------------------------------------------- routes
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderValueOption:
+    """``envoy.config.core.v3.HeaderValueOption``; ``append_action`` mapped to overwrite or append."""
+
+    key: str  # lower-case
+    value: str
+    append: bool = False  # False: overwrite-if-exists-or-add (Envoy's default for append_action)
+    keep_empty_value: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMutation:
+    """Headers to add/remove, computed once per snapshot; applied in order remove -> add."""
+
+    add: tuple[HeaderValueOption, ...] = ()
+    remove: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.add and not self.remove
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``envoy.config.route.v3.RetryPolicy`` (policy only; per-request state lives in the router)."""
+
+    retry_on: frozenset[str] = frozenset()
+    num_retries: int = 1
+    per_try_timeout: float | None = None
+    retriable_status_codes: frozenset[int] = frozenset()
+    base_interval: float = 0.025
+    max_interval: float = 0.250
+    retry_previous_hosts: bool = False
+    host_selection_retry_max_attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorPolicy:
+    """``RouteAction.RequestMirrorPolicy``: ``fraction`` is in [0, 1]."""
+
+    cluster: str
+    fraction: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    name: str
+    weight: int
+    request_headers: HeaderMutation = HeaderMutation()
+    response_headers: HeaderMutation = HeaderMutation()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAction:
+    """``envoy.config.route.v3.RouteAction``. Exactly one of cluster / weighted_clusters is set.
+
+    ``timeout`` None means disabled (0 in the proto); Envoy's default when the field is unset is 15 s and the
+    translator fills that in. ``max_grpc_timeout`` None = do not honour grpc-timeout (Envoy's semantics when
+    the field is unset); 0.0 = honour it without a cap.
+    """
+
+    cluster: str | None = None
+    weighted_clusters: tuple[WeightedCluster, ...] = ()
+    total_weight: int = 0
+    timeout: float | None = DEFAULT_ROUTE_TIMEOUT
+    idle_timeout: float | None = None
+    max_grpc_timeout: float | None = None
+    grpc_timeout_offset: float = 0.0
+    retry_policy: RetryPolicy | None = None
+    mirrors: tuple[MirrorPolicy, ...] = ()
+    prefix_rewrite: str | None = None
+    host_rewrite_literal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    match: RouteMatch
+    action: RouteAction | DirectResponse
+    request_headers: HeaderMutation = HeaderMutation()
+    response_headers: HeaderMutation = HeaderMutation()
+    # filter name -> per-route config object (e.g. fault overrides); filled by later issues.
+    per_filter_config: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+    request_headers: HeaderMutation = HeaderMutation()
+    response_headers: HeaderMutation = HeaderMutation()
+    retry_policy: RetryPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfiguration:
+    name: str
+    virtual_hosts: tuple[VirtualHost, ...]
+    request_headers: HeaderMutation = HeaderMutation()
+    response_headers: HeaderMutation = HeaderMutation()
+
+
+# --------------------------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSource:
+    """A certificate + key, from files (inline PEM is materialised by the translator) or an SDS name."""
+
+    cert_chain_file: str | None = None
+    private_key_file: str | None = None
+    sds_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationContext:
+    trusted_ca_file: str | None = None
+    sds_name: str | None = None
+    # CertificateValidationContext.match_typed_subject_alt_names (URI/DNS SANs), any must match.
+    match_subject_alt_names: tuple[tuple[Literal["URI", "DNS", "EMAIL", "IP_ADDRESS"], StringMatcher], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsContext:
+    """Either side of TLS. ``server_side`` contexts come from DownstreamTlsContext."""
+
+    server_side: bool
+    certificates: tuple[CertificateSource, ...] = ()
+    validation: ValidationContext | None = None
+    alpn_protocols: tuple[str, ...] = ()
+    require_client_certificate: bool = False
+    sni: str | None = None
+    min_version: str | None = None  # "TLSv1_2", "TLSv1_3" (Envoy's names)
+    max_version: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Options:
+    """``envoy.config.core.v3.Http2ProtocolOptions`` (the fields we honour)."""
+
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    initial_stream_window_size: int = DEFAULT_INITIAL_STREAM_WINDOW
+    initial_connection_window_size: int = DEFAULT_INITIAL_CONNECTION_WINDOW
+    max_outbound_frames: int = 10000
+    max_outbound_control_frames: int = 1000
+    max_consecutive_inbound_frames_with_empty_payload: int = 1
+    max_inbound_priority_frames_per_stream: int = 100
+    max_inbound_window_update_frames_per_data_frame_sent: int = 10
+    connection_keepalive_interval: float | None = None
+    connection_keepalive_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFilter:
+    """One entry of ``HttpConnectionManager.http_filters``; ``config`` is the filter's own frozen config."""
+
+    name: str
+    type_url: str
+    config: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """``envoy.access_loggers.{stdout,stderr,file}``; ``format`` None = Envoy's default text format."""
+
+    sink: Literal["stdout", "stderr", "file"]
+    path: str | None = None
+    format: str | None = None
+    json_format: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConnectionManager:
+    stat_prefix: str
+    route_config: RouteConfiguration | None = None
+    rds_route_config_name: str | None = None  # filled when routes come from RDS (issue 3)
+    http_filters: tuple[HttpFilter, ...] = ()
+    http2: Http2Options = Http2Options()
+    codec_type: Literal["AUTO", "HTTP2"] = "AUTO"
+    stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT
+    request_timeout: float | None = None
+    max_request_headers_kb: int = DEFAULT_MAX_REQUEST_HEADERS_KB
+    server_name: str = "envoy"
+    server_header_transformation: Literal["OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH"] = "OVERWRITE"
+    access_logs: tuple[AccessLog, ...] = ()
+    drain_timeout: float = 5.0
+
+
+# --------------------------------------------------------------------------------------------- listeners
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChainMatch:
+    transport_protocol: str | None = None  # "tls" / "raw_buffer"
+    application_protocols: tuple[str, ...] = ()
+    destination_port: int | None = None
+    server_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChain:
+    name: str
+    match: FilterChainMatch
+    tls: TlsContext | None
+    hcm: HttpConnectionManager
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    address: SocketAddress
+    filter_chains: tuple[FilterChain, ...]
+    default_filter_chain: FilterChain | None = None
+    traffic_direction: TrafficDirection = TrafficDirection.UNSPECIFIED
+    tls_inspector: bool = False
+    per_connection_buffer_limit_bytes: int = DEFAULT_PER_CONNECTION_BUFFER_LIMIT
+
+
+# --------------------------------------------------------------------------------------------- clusters
+
+
+class LbPolicy(Enum):
+    ROUND_ROBIN = 0
+    LEAST_REQUEST = 1
+    RANDOM = 3
+
+
+class HealthStatus(Enum):
+    UNKNOWN = 0
+    HEALTHY = 1
+    UNHEALTHY = 2
+    DRAINING = 3
+    TIMEOUT = 4
+    DEGRADED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: SocketAddress
+    load_balancing_weight: int = 1
+    health_status: HealthStatus = HealthStatus.UNKNOWN
+    hostname: str = ""
+    # Flattened filter metadata, e.g. {"istio": {"workload": "payment-v1;default;payment;v1;Kubernetes"}}.
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityLbEndpoints:
+    endpoints: tuple[Endpoint, ...]
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+    load_balancing_weight: int | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLoadAssignment:
+    cluster_name: str
+    localities: tuple[LocalityLbEndpoints, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakers:
+    """``envoy.config.cluster.v3.CircuitBreakers`` thresholds for the DEFAULT priority."""
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 5
+    consecutive_local_origin_failure: int = 5
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: int = 10
+    enforcing_consecutive_5xx: int = 100
+    enforcing_consecutive_gateway_failure: int = 0
+    enforcing_success_rate: int = 100
+    split_external_local_origin_errors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str
+    discovery_type: Literal["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"]
+    load_assignment: ClusterLoadAssignment | None
+    eds_service_name: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    least_request_choice_count: int = 2
+    active_request_bias: float = 1.0
+    http2: Http2Options = Http2Options()
+    tls: TlsContext | None = None
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
+    outlier_detection: OutlierDetection | None = None
+    healthy_panic_threshold: float = 50.0
+    per_connection_buffer_limit_bytes: int = DEFAULT_PER_CONNECTION_BUFFER_LIMIT
+    max_requests_per_connection: int | None = None
+    idle_timeout: float | None = 3600.0  # HttpProtocolOptions.common_http_protocol_options.idle_timeout
+    dns_refresh_rate: float = 5.0
+    # Istio's cluster metadata (e.g. services/subset) flattened, for metrics labels.
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+# --------------------------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """``envoy.config.core.v3.Node`` plus the Istio node metadata keys the stats use."""
+
+    id: str = ""
+    cluster: str = ""
+    # Istio's node metadata: NAME, NAMESPACE, WORKLOAD_NAME, LABELS (app, version, ...), CLUSTER_ID, ...
+    metadata: tuple[tuple[str, object], ...] = ()
+
+    def meta(self, key: str, default: object = None) -> object:
+        for k, v in self.metadata:
+            if k == key:
+                return v
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    address: SocketAddress | None
+    access_log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent, immutable view of the whole configuration.
+
+    ``clusters`` and ``route_configs`` are looked up by name at request time; the consistency check in the
+    translator guarantees every name referenced by a listener or route exists.
+    """
+
+    version: str
+    node: NodeInfo
+    admin: AdminConfig
+    listeners: dict[str, Listener]
+    clusters: dict[str, Cluster]
+    route_configs: dict[str, RouteConfiguration] = field(default_factory=dict)
+    # Raw resources as JSON-able dicts, for /config_dump (kept so the dump shows what was configured).
+    source: dict[str, object] = field(default_factory=dict)
