@@ -17,6 +17,7 @@ Names follow Envoy's API so that a reader can map each class to its proto:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -26,8 +27,12 @@ DEFAULT_CONNECT_TIMEOUT = 5.0  # Cluster.connect_timeout
 DEFAULT_ROUTE_TIMEOUT = 15.0  # RouteAction.timeout when unset (Envoy); Istio always sets 0 (= disabled)
 DEFAULT_STREAM_IDLE_TIMEOUT = 300.0  # HttpConnectionManager.stream_idle_timeout
 DEFAULT_MAX_CONCURRENT_STREAMS = 2147483647  # Http2ProtocolOptions.max_concurrent_streams
-DEFAULT_INITIAL_STREAM_WINDOW = 268435456  # Http2ProtocolOptions.initial_stream_window_size (256 MiB)
-DEFAULT_INITIAL_CONNECTION_WINDOW = 268435456  # Http2ProtocolOptions.initial_connection_window_size
+# Envoy's defaults are 256 MiB windows, bounded in Envoy by its watermark buffers. pyproxy bounds memory with
+# flow control alone (it returns window only after bytes were forwarded), so when the bootstrap leaves the
+# windows unset it advertises these smaller windows: at most 1 MiB buffered per stream, 16 MiB per connection.
+# Values set explicitly in the configuration are honoured as given.
+DEFAULT_INITIAL_STREAM_WINDOW = 1 << 20  # Http2ProtocolOptions.initial_stream_window_size
+DEFAULT_INITIAL_CONNECTION_WINDOW = 16 << 20  # Http2ProtocolOptions.initial_connection_window_size
 DEFAULT_MAX_REQUEST_HEADERS_KB = 60  # HttpConnectionManager.max_request_headers_kb
 DEFAULT_PER_CONNECTION_BUFFER_LIMIT = 1048576  # Listener/Cluster per_connection_buffer_limit_bytes
 UNLIMITED = 2**32 - 1
@@ -91,7 +96,11 @@ class HeaderMatcher:
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
-    """``envoy.config.route.v3.RouteMatch``. Exactly one of prefix/path/safe_regex is set."""
+    """``envoy.config.route.v3.RouteMatch``. Exactly one of prefix/path/safe_regex is set.
+
+    When ``case_sensitive`` is False the translator stores ``prefix``/``path`` already lower-cased, so the
+    router lower-cases the request path and compares. ``safe_regex`` must match the whole path (fullmatch).
+    """
 
     prefix: str | None = None
     path: str | None = None
@@ -176,6 +185,11 @@ class RouteAction:
     mirrors: tuple[MirrorPolicy, ...] = ()
     prefix_rewrite: str | None = None
     host_rewrite_literal: str | None = None
+    # Added by the bootstrap translator. ``idle_timeout``: None = unset (the HCM's stream_idle_timeout
+    # applies), 0.0 = disabled. ``max_stream_duration`` (RouteAction.max_stream_duration.max_stream_duration):
+    # None = unset (the HCM's common_http_protocol_options.max_stream_duration applies), 0.0 = disabled.
+    max_stream_duration: float | None = None
+    cluster_not_found_response_code: int = 503  # only reachable when validate_clusters is false
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +217,24 @@ class VirtualHost:
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
     retry_policy: RetryPolicy | None = None
+    include_request_attempt_count: bool = False  # x-envoy-attempt-count on upstream requests
+    include_attempt_count_in_response: bool = False  # x-envoy-attempt-count on downstream responses
+
+
+@dataclass(frozen=True, slots=True)
+class DomainIndex:
+    """Virtual hosts by ``:authority``, built once per snapshot, in Envoy's search order.
+
+    1. ``exact`` (lower-case domain -> vhost); 2. ``suffixes``: ``*.foo.com`` / ``*-bar.foo.com`` stored
+    without the ``*``, longest first; 3. ``prefixes``: ``foo.*`` stored without the ``*``, longest first;
+    4. ``wildcard`` (``*``). A wildcard never matches the empty string, so a suffix/prefix entry matches
+    only a host strictly longer than it. Lower-case the host before looking it up.
+    """
+
+    exact: Mapping[str, VirtualHost] = field(default_factory=dict)
+    suffixes: tuple[tuple[str, VirtualHost], ...] = ()
+    prefixes: tuple[tuple[str, VirtualHost], ...] = ()
+    wildcard: VirtualHost | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +243,8 @@ class RouteConfiguration:
     virtual_hosts: tuple[VirtualHost, ...]
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
+    domain_index: DomainIndex = field(default_factory=DomainIndex, compare=False)
+    ignore_port_in_host_matching: bool = False
 
 
 # --------------------------------------------------------------------------------------------- TLS
@@ -245,6 +279,7 @@ class TlsContext:
     sni: str | None = None
     min_version: str | None = None  # "TLSv1_2", "TLSv1_3" (Envoy's names)
     max_version: str | None = None
+    cipher_suites: tuple[str, ...] = ()  # OpenSSL names for TLS <= 1.2 (checked with SSLContext.set_ciphers)
 
 
 # --------------------------------------------------------------------------------------------- HTTP
@@ -264,6 +299,8 @@ class Http2Options:
     max_inbound_window_update_frames_per_data_frame_sent: int = 10
     connection_keepalive_interval: float | None = None
     connection_keepalive_timeout: float | None = None
+    connection_keepalive_interval_jitter: float = 15.0  # percent
+    hpack_table_size: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +310,13 @@ class HttpFilter:
     name: str
     type_url: str
     config: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """``envoy.extensions.filters.http.router.v3.Router`` (the ``config`` of the router ``HttpFilter``)."""
+
+    suppress_envoy_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +344,13 @@ class HttpConnectionManager:
     server_header_transformation: Literal["OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH"] = "OVERWRITE"
     access_logs: tuple[AccessLog, ...] = ()
     drain_timeout: float = 5.0
+    # Added by the bootstrap translator (Envoy's defaults).
+    generate_request_id: bool = True
+    use_remote_address: bool = False
+    xff_num_trusted_hops: int = 0
+    idle_timeout: float | None = 3600.0  # common_http_protocol_options.idle_timeout (connection idle)
+    max_stream_duration: float | None = None  # common_http_protocol_options.max_stream_duration
+    headers_with_underscores_action: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
 
 
 # --------------------------------------------------------------------------------------------- listeners
@@ -330,6 +381,9 @@ class Listener:
     traffic_direction: TrafficDirection = TrafficDirection.UNSPECIFIED
     tls_inspector: bool = False
     per_connection_buffer_limit_bytes: int = DEFAULT_PER_CONNECTION_BUFFER_LIMIT
+    ipv4_compat: bool = False  # an IPv6 "::" listener also accepts IPv4 (v4-mapped)
+    listener_filters_timeout: float | None = 15.0  # None = no timeout
+    continue_on_listener_filters_timeout: bool = False
 
 
 # --------------------------------------------------------------------------------------------- clusters
@@ -384,6 +438,7 @@ class CircuitBreakers:
     max_pending_requests: int = 1024
     max_requests: int = 1024
     max_retries: int = 3
+    track_remaining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +454,18 @@ class OutlierDetection:
     enforcing_consecutive_gateway_failure: int = 0
     enforcing_success_rate: int = 100
     split_external_local_origin_errors: bool = False
+    # Added by the bootstrap translator (Envoy's defaults).
+    success_rate_minimum_hosts: int = 5
+    success_rate_request_volume: int = 100
+    success_rate_stdev_factor: int = 1900
+    enforcing_consecutive_local_origin_failure: int = 100
+    enforcing_local_origin_success_rate: int = 100
+    failure_percentage_threshold: int = 85
+    enforcing_failure_percentage: int = 0
+    enforcing_failure_percentage_local_origin: int = 0
+    failure_percentage_minimum_hosts: int = 5
+    failure_percentage_request_volume: int = 50
+    max_ejection_time_jitter: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +489,10 @@ class Cluster:
     dns_refresh_rate: float = 5.0
     # Istio's cluster metadata (e.g. services/subset) flattened, for metrics labels.
     metadata: tuple[tuple[str, str], ...] = ()
+    # Added by the bootstrap translator.
+    dns_lookup_family: Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"] = "AUTO"
+    respect_dns_ttl: bool = False
+    high_priority_circuit_breakers: CircuitBreakers = CircuitBreakers()
 
 
 # --------------------------------------------------------------------------------------------- snapshot
@@ -435,6 +506,9 @@ class NodeInfo:
     cluster: str = ""
     # Istio's node metadata: NAME, NAMESPACE, WORKLOAD_NAME, LABELS (app, version, ...), CLUSTER_ID, ...
     metadata: tuple[tuple[str, object], ...] = ()
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
 
     def meta(self, key: str, default: object = None) -> object:
         for k, v in self.metadata:
@@ -447,6 +521,7 @@ class NodeInfo:
 class AdminConfig:
     address: SocketAddress | None
     access_log_path: str | None = None
+    access_logs: tuple[AccessLog, ...] = ()  # Admin.access_log (the newer field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,3 +540,7 @@ class Snapshot:
     route_configs: dict[str, RouteConfiguration] = field(default_factory=dict)
     # Raw resources as JSON-able dicts, for /config_dump (kept so the dump shows what was configured).
     source: dict[str, object] = field(default_factory=dict)
+    # layered_runtime static layers merged (later layers win), keys flattened with dots as Envoy does.
+    runtime: Mapping[str, object] = field(default_factory=dict)
+    # Things accepted but worth telling the operator (e.g. an optional http filter that was skipped).
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,148 @@
+"""Per filter chain, per snapshot: everything a request needs that can be computed once.
+
+A :class:`ChainContext` is built when a snapshot is installed, for every filter chain of every listener. A
+downstream connection keeps the context of the snapshot it was accepted under (as Envoy keeps a
+connection's listener config); each request reads the route table through it when its headers arrive.
+Header mutations are compiled to bytes once, and the combination for (virtual host, route, weighted cluster)
+is cached, so the request path only concatenates lists.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pyproxy.config.model import (
+    FilterChain,
+    HeaderMutation,
+    HttpConnectionManager,
+    Listener,
+    NodeInfo,
+    TrafficDirection,
+)
+from pyproxy.http2.connection import H2Settings
+from pyproxy.http2.hpack import Header
+from pyproxy.routing.table import CompiledRoute, CompiledVirtualHost, RouteTable
+from pyproxy.tls import local_principal
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.proxy.stream import ProxyStream
+
+
+class CompiledMutation:
+    """A HeaderMutation with byte keys: ``remove`` names and ``add`` (name, value, append) triples."""
+
+    __slots__ = ("add", "remove")
+
+    def __init__(self, mutation: HeaderMutation) -> None:
+        self.remove = frozenset(name.lower().encode() for name in mutation.remove)
+        self.add = tuple((opt.key.lower().encode(), opt.value.encode(), opt.append)
+                         for opt in mutation.add if opt.value or opt.keep_empty_value)
+
+
+_EMPTY: tuple[CompiledMutation, ...] = ()
+
+
+def _compile(*mutations: HeaderMutation) -> tuple[CompiledMutation, ...]:
+    return tuple(CompiledMutation(m) for m in mutations if not m.empty)
+
+
+class ChainContext:
+    """Shared, immutable-after-build context of one filter chain under one snapshot."""
+
+    def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
+                 route_tables: dict[str, RouteTable], recorder: Callable[[ChainContext, ProxyStream], None],
+                 peer_metadata: tuple[bytes, bytes] | None) -> None:
+        self.runtime = runtime
+        self.listener = listener
+        self.chain = chain
+        self.hcm: HttpConnectionManager = chain.hcm
+        self.node = node
+        self.direction = listener.traffic_direction
+        self.inbound = self.direction is TrafficDirection.INBOUND
+        hcm = self.hcm
+        h2 = hcm.http2
+        self.h2_settings = H2Settings(max_concurrent_streams=h2.max_concurrent_streams,
+                                      initial_window=h2.initial_stream_window_size,
+                                      initial_connection_window=h2.initial_connection_window_size,
+                                      max_header_list_size=hcm.max_request_headers_kb * 1024,
+                                      max_consecutive_empty_frames=h2.max_consecutive_inbound_frames_with_empty_payload,
+                                      max_priority_per_stream=h2.max_inbound_priority_frames_per_stream)
+        self.server_header: bytes | None = (None if hcm.server_header_transformation == "PASS_THROUGH"
+                                            else hcm.server_name.encode())
+        self._route_tables = route_tables
+        self._inline_table: RouteTable | None = None
+        if hcm.route_config is not None:
+            self._inline_table = RouteTable(hcm.route_config)
+        self._recorder = recorder
+        # Istio metadata exchange: sidecars (node metadata present) tell each other who they are in
+        # request/response headers and strip the peer's headers before the application sees them.
+        self.strip_peer_metadata = peer_metadata is not None
+        exchange: tuple[Header, ...] = ()
+        if peer_metadata is not None:
+            exchange = ((b"x-envoy-peer-metadata-id", peer_metadata[0]),
+                        (b"x-envoy-peer-metadata", peer_metadata[1]))
+        self.upstream_request_headers: tuple[Header, ...] = () if self.inbound else exchange
+        self.downstream_response_headers: tuple[Header, ...] = exchange if self.inbound else ()
+        self._req_cache: dict[tuple[int, int, str], tuple[CompiledMutation, ...]] = {}
+        self._resp_cache: dict[tuple[int, int, str], tuple[CompiledMutation, ...]] = {}
+        self.stream_idle_timeout = hcm.stream_idle_timeout
+        self.local_principal = local_principal(chain.tls)
+
+    def route_table(self) -> RouteTable | None:
+        if self._inline_table is not None:
+            return self._inline_table
+        name = self.hcm.rds_route_config_name
+        return self._route_tables.get(name) if name else None
+
+    # Envoy's order of evaluation: weighted cluster, route, virtual host, route configuration.
+    def request_mutations(self, cvh: CompiledVirtualHost, croute: CompiledRoute,
+                          cluster: str) -> tuple[CompiledMutation, ...]:
+        key = (id(cvh), id(croute), cluster)
+        cached = self._req_cache.get(key)
+        if cached is None:
+            wc = croute.weighted_cluster_mutations(cluster)
+            table = self.route_table()
+            parts = [wc[0] if wc else HeaderMutation(), croute.route.request_headers,
+                     cvh.vhost.request_headers, table.config.request_headers if table else HeaderMutation()]
+            cached = _compile(*parts) or _EMPTY
+            self._req_cache[key] = cached
+        return cached
+
+    def response_mutations(self, cvh: CompiledVirtualHost, croute: CompiledRoute,
+                           cluster: str) -> tuple[CompiledMutation, ...]:
+        key = (id(cvh), id(croute), cluster)
+        cached = self._resp_cache.get(key)
+        if cached is None:
+            wc = croute.weighted_cluster_mutations(cluster)
+            table = self.route_table()
+            parts = [wc[1] if wc else HeaderMutation(), croute.route.response_headers,
+                     cvh.vhost.response_headers, table.config.response_headers if table else HeaderMutation()]
+            cached = _compile(*parts) or _EMPTY
+            self._resp_cache[key] = cached
+        return cached
+
+    def record(self, stream: ProxyStream) -> None:
+        self._recorder(self, stream)
+
+
+def encode_peer_metadata(node: NodeInfo) -> tuple[bytes, bytes] | None:
+    """Istio's metadata exchange headers for this node (None when the node carries no Istio metadata)."""
+    if not node.metadata:
+        return None
+    from google.protobuf import struct_pb2
+
+    keys = ("NAME", "NAMESPACE", "WORKLOAD_NAME", "LABELS", "CLUSTER_ID", "MESH_ID", "SERVICE_ACCOUNT",
+            "APP_CONTAINERS", "INSTANCE_IPS", "OWNER", "PLATFORM_METADATA")
+    struct = struct_pb2.Struct()
+    found = False
+    for key in keys:
+        value = node.meta(key)
+        if value is not None:
+            struct.update({key: value})
+            found = True
+    if not found:
+        return None
+    return node.id.encode(), base64.b64encode(struct.SerializeToString())

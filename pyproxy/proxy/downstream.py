@@ -1,0 +1,314 @@
+"""Accepting connections: listeners, filter chain selection, TLS termination, the downstream read loop.
+
+Flow per connection: accept -> (tls_inspector) peek at the first bytes -> pick the filter chain the way Envoy
+does (destination port, server names, transport protocol, application protocols; most specific wins) ->
+TLS handshake when the chain has a transport socket (peer certificate verified, SANs matched) -> HTTP/2
+server engine -> one :class:`~pyproxy.proxy.stream.ProxyStream` per request.
+
+Resource handling: each connection runs in its own task in the runtime's nursery and closes its transport
+when it returns; streams still open are told the downstream went away (their upstream streams are reset).
+Error handling: protocol errors are answered by the engine (GOAWAY / RST_STREAM); socket and TLS errors end
+the connection; nothing here raises into the listener's accept loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import trio
+
+from pyproxy.config.model import FilterChain, Listener
+from pyproxy.http2.connection import H2Connection
+from pyproxy.http2.events import (
+    REQUEST,
+    TRAILERS,
+    ConnectionTerminated,
+    DataReceived,
+    HeaderListTooLarge,
+    HeadersReceived,
+    StreamReset,
+    WindowUpdated,
+)
+from pyproxy.http2.frames import PREFACE, ErrorCode
+from pyproxy.io.sniff import ClientHelloInfo, client_hello_complete, looks_like_tls, parse_client_hello
+from pyproxy.io.transport import HIGH_WATER, PrefixedTransport, TlsTransport, Transport, TransportClosed
+from pyproxy.proxy.stream import ProxyStream
+from pyproxy.tls import PeerIdentity, identity_from_cert, san_matches
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.context import ChainContext
+    from pyproxy.proxy.runtime import Runtime
+
+log = logging.getLogger("pyproxy.downstream")
+
+HANDSHAKE_TIMEOUT = 10.0
+LISTENER_FILTER_TIMEOUT = 15.0  # Envoy's listener_filters_timeout default
+_HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+                b"content-length: 39\r\n\r\npyproxy serves HTTP/2 only (h2 or h2c)\n")
+
+
+class DownstreamConnection:
+    __slots__ = ("ctx", "dirty", "draining", "engine", "peer", "peer_address", "runtime", "streams",
+                 "transport")
+
+    def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity) -> None:
+        self.ctx = ctx
+        self.runtime = ctx.runtime
+        self.transport = transport
+        self.peer = peer
+        self.peer_address = transport.peer_address
+        self.engine = H2Connection(client_side=False, settings=ctx.h2_settings)
+        self.streams: dict[int, ProxyStream] = {}
+        self.dirty = False
+        self.draining = False
+
+    def flush(self) -> None:
+        self.dirty = False
+        data = self.engine.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def stream_done(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        if self.draining and not self.streams:
+            self.transport.close()
+
+    def drain(self) -> None:
+        """Graceful shutdown: GOAWAY, finish the streams in flight, then close."""
+        if self.draining:
+            return
+        self.draining = True
+        self.engine.send_goaway(ErrorCode.NO_ERROR)
+        self.runtime.mark_dirty(self)
+        self.runtime.flush()
+        if not self.streams:
+            self.transport.close()
+
+    async def run(self) -> None:
+        engine = self.engine
+        runtime = self.runtime
+        transport = self.transport
+        ctx = self.ctx
+        streams = self.streams
+        engine.initiate_connection()
+        runtime.mark_dirty(self)
+        runtime.flush()
+        runtime.downstream_connections.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(transport.run_writer)
+                try:
+                    while True:
+                        if transport.pending >= HIGH_WATER:
+                            # The peer does not read what we send: stop reading what it sends.
+                            await transport.wait_drained()
+                        data = await transport.receive()
+                        if not data:
+                            break
+                        for ev in engine.receive_data(data):
+                            t = type(ev)
+                            if t is DataReceived:
+                                s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                if s is not None:
+                                    s.on_request_data(ev)  # type: ignore[arg-type]
+                                else:
+                                    engine.acknowledge_received_data(
+                                        ev.flow_controlled_length, ev.stream_id)  # type: ignore[attr-defined]
+                            elif t is HeadersReceived:
+                                kind = ev.kind  # type: ignore[attr-defined]
+                                if kind == REQUEST:
+                                    s = ProxyStream(ctx, self, ev)  # type: ignore[arg-type]
+                                    streams[ev.stream_id] = s  # type: ignore[attr-defined]
+                                    s.start()
+                                elif kind == TRAILERS:
+                                    s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                    if s is not None:
+                                        s.on_request_trailers(ev)  # type: ignore[arg-type]
+                            elif t is WindowUpdated:
+                                sid = ev.stream_id  # type: ignore[attr-defined]
+                                if sid:
+                                    s = streams.get(sid)
+                                    if s is not None:
+                                        s.on_downstream_window()
+                                else:
+                                    for s in list(streams.values()):
+                                        s.on_downstream_window()
+                            elif t is StreamReset:
+                                s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                if s is not None:
+                                    s.on_downstream_reset(ev.error_code)  # type: ignore[attr-defined]
+                            elif t is HeaderListTooLarge:
+                                sid = ev.stream_id  # type: ignore[attr-defined]
+                                engine.send_headers(sid, [(b":status", b"431")], end_stream=True)
+                                engine.reset_stream(sid, ErrorCode.NO_ERROR)
+                            elif t is ConnectionTerminated:
+                                if ev.local:  # type: ignore[attr-defined]
+                                    log.info("downstream %s: connection error: %s", self.peer_address,
+                                             ev.additional_data.decode(errors="replace"))  # type: ignore[attr-defined]
+                                self.draining = True
+                        runtime.mark_dirty(self)
+                        runtime.flush()
+                        if engine.closed or (self.draining and not streams):
+                            break
+                except TransportClosed:
+                    pass
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            runtime.downstream_connections.discard(self)
+            lost = list(streams.values())
+            streams.clear()
+            for s in lost:
+                s.on_downstream_lost()
+            runtime.flush()
+            if not transport.closed and transport.pending:
+                with trio.CancelScope(shield=True):
+                    await transport.flush(1.0)
+            transport.close()
+
+
+# ------------------------------------------------------------------------------------------- listeners
+
+
+def select_filter_chain(listener: Listener, port: int, is_tls: bool,
+                        hello: ClientHelloInfo | None) -> FilterChain | None:
+    """Envoy's filter chain match: for each criterion, specific matches beat wildcards."""
+    candidates = list(listener.filter_chains)
+    transport = "tls" if is_tls else "raw_buffer"
+    sni = hello.server_name if hello else None
+    alpn = hello.alpn if hello else ()
+
+    def narrow(specific: list[FilterChain], wildcard: list[FilterChain]) -> list[FilterChain]:
+        return specific if specific else wildcard
+
+    candidates = narrow([c for c in candidates if c.match.destination_port == port],
+                        [c for c in candidates if c.match.destination_port is None])
+    candidates = narrow([c for c in candidates if c.match.server_names and sni is not None
+                         and _sni_matches(c.match.server_names, sni)],
+                        [c for c in candidates if not c.match.server_names])
+    candidates = narrow([c for c in candidates if c.match.transport_protocol == transport],
+                        [c for c in candidates if not c.match.transport_protocol])
+    candidates = narrow([c for c in candidates if c.match.application_protocols
+                         and set(c.match.application_protocols) & set(alpn)],
+                        [c for c in candidates if not c.match.application_protocols])
+    if candidates:
+        return candidates[0]
+    return listener.default_filter_chain
+
+
+def _sni_matches(names: tuple[str, ...], sni: str) -> bool:
+    sni = sni.lower()
+    for name in names:
+        n = name.lower()
+        if n == sni or (n.startswith("*.") and sni.endswith(n[1:])):
+            return True
+    return False
+
+
+def _needs_inspection(listener: Listener) -> bool:
+    if listener.tls_inspector:
+        return True
+    return any(c.match.transport_protocol or c.match.application_protocols or c.match.server_names
+               for c in listener.filter_chains)
+
+
+async def _peek(sock: socket.socket, limit: int = 16384) -> bytes:
+    """Read the first bytes: enough to tell TLS from plaintext and to parse a ClientHello."""
+    data = b""
+    with trio.move_on_after(LISTENER_FILTER_TIMEOUT):
+        while len(data) < limit:
+            try:
+                chunk = sock.recv(limit - len(data))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not chunk:
+                break
+            data += chunk
+            if looks_like_tls(data):
+                if client_hello_complete(data):
+                    break
+            elif len(data) >= 3:
+                break
+    return data
+
+
+async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket) -> None:
+    """Serve one accepted connection to completion (never raises, except Cancelled)."""
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        entry = runtime.listener_entry(listener_name)
+        if entry is None:
+            sock.close()
+            return
+        listener = entry.listener
+        prefix = b""
+        hello: ClientHelloInfo | None = None
+        is_tls = False
+        if _needs_inspection(listener):
+            try:
+                prefix = await _peek(sock)
+            except OSError:
+                sock.close()
+                return
+            is_tls = looks_like_tls(prefix)
+            if is_tls:
+                hello = parse_client_hello(prefix)
+        chain = select_filter_chain(listener, sock.getsockname()[1], is_tls, hello)
+        if chain is None:
+            log.info("listener %s: no filter chain matches connection from %s", listener_name,
+                     _peer(sock))
+            sock.close()
+            return
+        ctx = entry.contexts[chain.name]
+        transport: Transport
+        identity = PeerIdentity()
+        if chain.tls is not None:
+            ssl_context = entry.ssl_contexts[chain.name]
+            transport = TlsTransport(sock, ssl_context, server_side=True, prefix=prefix)
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await transport.handshake()
+            except (TransportClosed, trio.TooSlowError) as e:
+                runtime.stats.downstream_tls_failures += 1
+                log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock),
+                         e if str(e) else "timeout")
+                transport.close()
+                return
+            identity = identity_from_cert(transport.peer_certificate())
+            if not san_matches(chain.tls.validation, identity):
+                runtime.stats.downstream_tls_failures += 1
+                log.info("listener %s: peer %s certificate SAN not allowed (%s)", listener_name, _peer(sock),
+                         ", ".join(identity.uri_sans) or "no SAN")
+                transport.close()
+                return
+        else:
+            transport = PrefixedTransport(sock, prefix) if prefix else Transport(sock)
+            if prefix and not PREFACE.startswith(prefix[:len(PREFACE)]) and looks_like_http1(prefix):
+                transport.write(_HTTP1_REPLY)
+                await transport.flush(1.0)
+                transport.close()
+                return
+        await DownstreamConnection(ctx, transport, identity).run()
+    except (OSError, ssl.SSLError) as e:
+        log.debug("connection error: %s", e)
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def looks_like_http1(prefix: bytes) -> bool:
+    return prefix[:4] in (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"

@@ -1,0 +1,202 @@
+"""The proxy at run time: the installed snapshot, listeners, clusters, timers, output coalescing.
+
+Snapshot swap (:meth:`Runtime.install`): a new :class:`~pyproxy.config.model.Snapshot` is compiled into
+per-listener :class:`ListenerEntry` objects (chain contexts, SSL contexts, route tables) *before* anything
+changes; if compiling fails nothing changes and the error is raised to the caller (the xDS client NACKs it).
+Then the references are swapped in one step. New connections and new streams use the new snapshot;
+connections already open keep the chain context they were accepted with, and every stream keeps the route it
+was routed with, so streams in flight finish on the old configuration.
+
+Output coalescing: handlers never write to sockets directly. They mark connections "dirty" and the read loop
+that triggered them calls :meth:`Runtime.flush` once per batch of input, so the frames a request produces on
+several connections go out in one ``send`` per connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from pyproxy.config.model import Listener, Snapshot
+from pyproxy.proxy.context import ChainContext, encode_peer_metadata
+from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
+from pyproxy.routing.table import RouteTable
+from pyproxy.stats import ProxyStats
+from pyproxy.timers import Timers
+from pyproxy.tls import build_context
+from pyproxy.upstream.cluster import ClusterManager
+
+log = logging.getLogger("pyproxy")
+
+
+class Flushable(Protocol):
+    dirty: bool
+
+    def flush(self) -> None: ...
+
+
+@dataclass
+class ListenerEntry:
+    listener: Listener
+    contexts: dict[str, ChainContext]
+    ssl_contexts: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    socket: socket.socket | None = None
+    scope: trio.CancelScope | None = None
+
+
+class Runtime:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.log = log
+        self.rng = random.Random()
+        self.timers = Timers(after_callbacks=self.flush)
+        self.clusters = ClusterManager(self)
+        self.stats = ProxyStats()
+        self.snapshot = snapshot
+        self.route_tables: dict[str, RouteTable] = {}
+        self.listeners: dict[str, ListenerEntry] = {}
+        self.downstream_connections: set[DownstreamConnection] = set()
+        self._dirty: list[Flushable] = []
+        self._nursery: trio.Nursery | None = None
+        self.shutting_down = False
+        self.ready = trio.Event()
+
+    # ------------------------------------------------------------------------------------- plumbing
+
+    def mark_dirty(self, conn: Flushable) -> None:
+        if not conn.dirty:
+            conn.dirty = True
+            self._dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    def listener_entry(self, name: str) -> ListenerEntry | None:
+        return self.listeners.get(name)
+
+    # ------------------------------------------------------------------------------------- snapshots
+
+    def compile(self, snapshot: Snapshot) -> tuple[dict[str, ListenerEntry], dict[str, RouteTable]]:
+        """Everything derived from ``snapshot``; raises on problems without changing anything."""
+        route_tables = {name: RouteTable(rc) for name, rc in snapshot.route_configs.items()}
+        peer_metadata = encode_peer_metadata(snapshot.node)
+        entries: dict[str, ListenerEntry] = {}
+        recorder = self.stats.recorder(snapshot.node)
+        for name, listener in snapshot.listeners.items():
+            contexts: dict[str, ChainContext] = {}
+            ssl_contexts: dict[str, ssl.SSLContext] = {}
+            chains = list(listener.filter_chains)
+            if listener.default_filter_chain is not None:
+                chains.append(listener.default_filter_chain)
+            for chain in chains:
+                contexts[chain.name] = ChainContext(self, listener, chain, snapshot.node, route_tables, recorder,
+                                                    peer_metadata)
+                if chain.tls is not None:
+                    ssl_contexts[chain.name] = build_context(chain.tls)
+            entries[name] = ListenerEntry(listener, contexts, ssl_contexts)
+        return entries, route_tables
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Swap in ``snapshot`` (compiled first; raises and changes nothing if it cannot be used)."""
+        entries, route_tables = self.compile(snapshot)
+        old = self.listeners
+        # Keep listening sockets of listeners whose address did not change.
+        for name, entry in entries.items():
+            prev = old.get(name)
+            if prev is not None and prev.listener.address == entry.listener.address:
+                entry.socket, entry.scope = prev.socket, prev.scope
+        self.snapshot = snapshot
+        self.route_tables = route_tables
+        self.listeners = entries
+        self.clusters.update(snapshot.clusters)
+        if self._nursery is not None:
+            for name, prev in old.items():
+                entry2 = entries.get(name)
+                if entry2 is None or entry2.socket is not prev.socket:
+                    if prev.scope is not None:
+                        prev.scope.cancel()
+            for name, entry in entries.items():
+                if entry.socket is None:
+                    self._open_listener(entry)
+
+    def _open_listener(self, entry: ListenerEntry) -> None:
+        addr = entry.listener.address
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((addr.host, addr.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            raise OSError(e.errno, f"listener {entry.listener.name}: cannot bind {addr}: {e.strerror}") from e
+        entry.socket = sock
+        entry.scope = trio.CancelScope()
+        self.spawn(self._accept_loop, entry.listener.name, sock, entry.scope)
+        log.info("listener %s on %s", entry.listener.name, addr)
+
+    async def _accept_loop(self, name: str, sock: socket.socket, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                while True:
+                    try:
+                        conn, _ = sock.accept()
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    except OSError as e:
+                        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            log.error("listener %s: accept failed (%s); pausing", name, e)
+                            await trio.sleep(0.1)
+                            continue
+                        if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                            continue
+                        raise
+                    self.spawn(handle_connection, self, name, conn)
+            finally:
+                try:
+                    trio.lowlevel.notify_closing(sock)
+                except Exception:  # noqa: BLE001
+                    pass
+                sock.close()
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled. Listener bind errors are raised before ``task_status.started``."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.timers.run)
+            self.install(self.snapshot)
+            self.ready.set()
+            task_status.started()
+
+    def start_draining(self) -> None:
+        """Stop accepting, GOAWAY every downstream connection (they close when their streams end)."""
+        self.shutting_down = True
+        for entry in self.listeners.values():
+            if entry.scope is not None:
+                entry.scope.cancel()
+        for conn in list(self.downstream_connections):
+            conn.drain()
+
+    @property
+    def active_streams(self) -> int:
+        return sum(len(c.streams) for c in self.downstream_connections)

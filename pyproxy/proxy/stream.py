@@ -1,0 +1,591 @@
+"""One proxied request: downstream stream <-> upstream stream, with flow control in both directions.
+
+A :class:`ProxyStream` is created when a request's headers arrive. It routes (route table compiled per
+snapshot), picks a cluster and a host, and asks the host's pool for an upstream stream. From then on it moves
+bytes both ways without tasks of its own: it is driven by the two connections' read loops and by timers.
+
+Flow control and backpressure: DATA received on one side is sent to the other side as far as that side's
+HTTP/2 windows allow; the rest waits in a per-direction queue. Window is returned to the sender (WINDOW_UPDATE)
+only for bytes that were handed to the other side's transport, and not while that transport has more than
+HIGH_WATER bytes queued. So a slow reader stops its writer through HTTP/2 flow control, and the proxy's memory
+per stream is bounded by the windows it advertises.
+
+Errors: anything the proxy decides to answer itself goes through :meth:`ProxyStream.fail`, which turns a
+:class:`~pyproxy.proxy.errors.ProxyError` into a local reply before response headers, or ends the response
+after them (gRPC: trailers with grpc-status; others: RST_STREAM). That is the one place errors become
+responses.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from pyproxy.config.model import DirectResponse, RouteAction
+from pyproxy.http2.connection import StreamStateError
+from pyproxy.http2.events import DataReceived, HeadersReceived
+from pyproxy.http2.frames import ErrorCode
+from pyproxy.http2.hpack import Header
+from pyproxy.io.transport import HIGH_WATER
+from pyproxy.proxy import errors
+from pyproxy.proxy.errors import ProxyError, encode_grpc_message, local_reply
+from pyproxy.proxy.grpc_timeout import format_grpc_timeout, parse_grpc_timeout
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.context import ChainContext, CompiledMutation
+    from pyproxy.proxy.downstream import DownstreamConnection
+    from pyproxy.routing.table import CompiledRoute
+    from pyproxy.upstream.cluster import ClusterState, Host
+    from pyproxy.upstream.connection import UpstreamConnection
+    from pyproxy.upstream.pool import HostPool
+
+_GRPC_PREFIX = b"application/grpc"
+_STRIP_REQUEST = frozenset({b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id"})
+
+
+class ProxyStream:
+    __slots__ = (
+        "authority", "bytes_received", "bytes_sent", "cluster", "ctx", "deadline_from_caller",
+        "deferred_down_ack", "deferred_up_ack", "done", "down", "down_sid", "flags", "grpc_status", "host",
+        "is_grpc", "method", "path", "peer_metadata", "pool", "req_end_received", "req_end_sent",
+        "req_pending", "req_trailers", "request_headers", "resp_end_received", "resp_headers_sent",
+        "resp_pending", "resp_trailers", "response_code", "response_mutations", "route", "start_time",
+        "timer", "up", "up_sid", "upstream_headers",
+    )
+
+    def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
+        self.ctx = ctx
+        self.down = down
+        self.down_sid = ev.stream_id
+        self.request_headers = ev.headers
+        self.method = ev.method
+        self.path = ev.path
+        self.authority = ev.authority
+        self.start_time = trio.current_time()
+        self.is_grpc = False
+        self.route: CompiledRoute | None = None
+        self.cluster: ClusterState | None = None
+        self.host: Host | None = None
+        self.pool: HostPool | None = None
+        self.up: UpstreamConnection | None = None
+        self.up_sid = 0
+        self.upstream_headers: list[Header] = []
+        self.response_mutations: tuple[CompiledMutation, ...] = ()
+        self.req_pending: deque[bytes] = deque()
+        self.req_end_received = ev.end_stream
+        self.req_end_sent = False
+        self.req_trailers: list[Header] | None = None
+        self.resp_pending: deque[bytes] = deque()
+        self.resp_headers_sent = False
+        self.resp_end_received = False
+        self.resp_trailers: list[Header] | None = None
+        self.deferred_down_ack = 0
+        self.deferred_up_ack = 0
+        self.timer: object = None
+        self.deadline_from_caller = False
+        self.done = False
+        self.response_code = 0
+        self.grpc_status: int | None = None
+        self.flags = "-"
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.peer_metadata: bytes | None = None
+
+    # ================================================================================== request start
+
+    def start(self) -> None:
+        """Route the request and hand it to an upstream pool (or answer it locally)."""
+        ctx = self.ctx
+        runtime = ctx.runtime
+        headers = self.request_headers
+        grpc_timeout: bytes | None = None
+        for name, value in headers:
+            if name == b"content-type":
+                self.is_grpc = value.startswith(_GRPC_PREFIX)
+            elif name == b"grpc-timeout":
+                grpc_timeout = value
+            elif name == b"x-envoy-peer-metadata":
+                self.peer_metadata = value
+        table = ctx.route_table()
+        selected = table.select(self.authority, self.path, headers, self.is_grpc) if table else None
+        if selected is None:
+            self.fail(errors.NoRoute())
+            return
+        cvh, croute = selected
+        self.route = croute
+        route = croute.route
+        action = route.action
+        if isinstance(action, DirectResponse):
+            self.fail(errors.DirectResponseReply(action.status, action.body))
+            return
+        assert isinstance(action, RouteAction)
+        cluster_name = croute.pick_cluster(runtime.rng)
+        cluster = runtime.clusters.get(cluster_name)
+        if cluster is None:
+            self.fail(errors.ClusterNotFound(f"cluster not found: {cluster_name}"))
+            return
+        self.cluster = cluster
+        # Timeout: the route's, or the caller's grpc-timeout when the route honours it (max_grpc_timeout).
+        timeout = action.timeout
+        if grpc_timeout is not None and action.max_grpc_timeout is not None:
+            caller = parse_grpc_timeout(grpc_timeout)
+            if caller is not None:
+                cap = action.max_grpc_timeout
+                if cap and caller > cap:
+                    caller = cap
+                caller -= action.grpc_timeout_offset
+                if caller > 0 and (timeout is None or caller < timeout or not timeout):
+                    timeout = caller
+                    self.deadline_from_caller = True
+        # Upstream request headers.
+        mutations = ctx.request_mutations(cvh, croute, cluster_name)
+        up_headers = [h for h in headers if h[0] not in _STRIP_REQUEST] if ctx.strip_peer_metadata else list(
+            headers)
+        for m in mutations:
+            _apply(up_headers, m)
+        if timeout and self.is_grpc:
+            value = format_grpc_timeout(timeout)
+            for i, (name, _) in enumerate(up_headers):
+                if name == b"grpc-timeout":
+                    up_headers[i] = (b"grpc-timeout", value)
+                    break
+            else:
+                up_headers.append((b"grpc-timeout", value))
+        extra = ctx.upstream_request_headers
+        if extra:
+            up_headers.extend(extra)
+        self.upstream_headers = up_headers
+        self.response_mutations = ctx.response_mutations(cvh, croute, cluster_name)
+        if timeout:
+            self.timer = runtime.timers.call_at(self.start_time + timeout, self._on_timeout)
+        if cluster.stats.upstream_rq_active >= cluster.config.circuit_breakers.max_requests:
+            self.fail(errors.Overflow())
+            return
+        host = cluster.pick_host(runtime.rng)
+        if host is None:
+            self.fail(errors.NoHealthyUpstream())
+            return
+        self.host = host
+        host.active_requests += 1
+        stats = cluster.stats
+        stats.upstream_rq_total += 1
+        stats.upstream_rq_active += 1
+        cluster.pool_for(host).attach(self)
+
+    # ================================================================================== request body
+
+    def bind_upstream(self, conn: UpstreamConnection, sid: int) -> None:
+        """Called by the pool: the upstream stream is ``sid`` on ``conn``; send headers and queued body."""
+        self.up = conn
+        self.up_sid = sid
+        end = self.req_end_received and not self.req_pending and self.req_trailers is None
+        conn.engine.send_headers(sid, self.upstream_headers, end_stream=end)
+        if end:
+            self.req_end_sent = True
+        elif self.req_pending or self.req_end_received:
+            self._pump_request()
+
+    def on_request_data(self, ev: DataReceived) -> None:
+        data = ev.data
+        self.bytes_received += len(data)
+        if ev.end_stream:
+            self.req_end_received = True
+        up = self.up
+        if up is not None and not self.req_pending:
+            sid = self.up_sid
+            n = len(data)
+            if n <= up.engine.max_send(sid):
+                up.engine.send_data(sid, data, end_stream=ev.end_stream)
+                if ev.end_stream:
+                    self.req_end_sent = True
+                self.ctx.runtime.mark_dirty(up)
+                self._ack_down(ev.flow_controlled_length)
+                return
+        if data:
+            self.req_pending.append(data)
+        elif ev.flow_controlled_length == 0 and not ev.end_stream:
+            return
+        if up is not None:
+            self._pump_request()
+
+    def on_request_trailers(self, ev: HeadersReceived) -> None:
+        self.req_end_received = True
+        self.req_trailers = ev.headers
+        if self.up is not None:
+            self._pump_request()
+
+    def _pump_request(self) -> None:
+        up = self.up
+        if up is None or self.req_end_sent:
+            return
+        eng = up.engine
+        sid = self.up_sid
+        pending = self.req_pending
+        forwarded = 0
+        try:
+            while pending:
+                room = eng.max_send(sid)
+                if room <= 0:
+                    break
+                chunk = pending[0]
+                if len(chunk) <= room:
+                    pending.popleft()
+                    last = not pending and self.req_end_received and self.req_trailers is None
+                    eng.send_data(sid, chunk, end_stream=last)
+                    forwarded += len(chunk)
+                    if last:
+                        self.req_end_sent = True
+                else:
+                    eng.send_data(sid, chunk[:room])
+                    pending[0] = chunk[room:]
+                    forwarded += room
+                    break
+            if not pending and self.req_end_received and not self.req_end_sent:
+                if self.req_trailers is not None:
+                    eng.send_headers(sid, self.req_trailers, end_stream=True)
+                else:
+                    eng.send_data(sid, b"", end_stream=True)
+                self.req_end_sent = True
+        except StreamStateError:
+            pending.clear()
+        self.ctx.runtime.mark_dirty(up)
+        if forwarded:
+            self._ack_down(forwarded)
+
+    def on_upstream_window(self) -> None:
+        if self.req_pending or (self.req_end_received and not self.req_end_sent):
+            self._pump_request()
+
+    def _ack_down(self, n: int) -> None:
+        """Return ``n`` bytes of window to the downstream peer once the upstream side can take more."""
+        up = self.up
+        if up is not None and up.transport.pending >= HIGH_WATER:
+            if not self.deferred_down_ack:
+                up.transport.on_drain(self._release_down_ack)
+            self.deferred_down_ack += n
+            return
+        self.down.engine.acknowledge_received_data(n, self.down_sid)
+        self.ctx.runtime.mark_dirty(self.down)
+
+    def _release_down_ack(self) -> None:
+        n = self.deferred_down_ack
+        self.deferred_down_ack = 0
+        if n and not self.done:
+            self.down.engine.acknowledge_received_data(n, self.down_sid)
+            self.ctx.runtime.mark_dirty(self.down)
+            self.ctx.runtime.flush()
+
+    # ================================================================================== response
+
+    def on_response_headers(self, ev: HeadersReceived) -> None:
+        if self.done:
+            return
+        self.response_code = ev.status
+        headers = ev.headers
+        ctx = self.ctx
+        out: list[Header] = []
+        for h in headers:
+            name = h[0]
+            if name == b"grpc-status":
+                self.grpc_status = _int(h[1])
+            elif name in _STRIP_REQUEST:
+                if name == b"x-envoy-peer-metadata":
+                    self.peer_metadata = h[1]
+                if ctx.strip_peer_metadata:
+                    continue
+            elif name == b"server" and ctx.server_header is not None:
+                continue
+            out.append(h)
+        for m in self.response_mutations:
+            _apply(out, m)
+        extra = ctx.downstream_response_headers
+        if extra:
+            out.extend(extra)
+        if ctx.server_header is not None:
+            out.append((b"server", ctx.server_header))
+        self.resp_headers_sent = True
+        if ev.end_stream:
+            self.resp_end_received = True
+        try:
+            self.down.engine.send_headers(self.down_sid, out, end_stream=ev.end_stream)
+        except StreamStateError:
+            self._finish()
+            return
+        ctx.runtime.mark_dirty(self.down)
+        if ev.end_stream:
+            self._response_complete()
+
+    def on_response_data(self, ev: DataReceived) -> None:
+        if self.done:
+            self._ack_up_now(ev.flow_controlled_length)
+            return
+        data = ev.data
+        self.bytes_sent += len(data)
+        if ev.end_stream:
+            self.resp_end_received = True
+        down = self.down
+        if not self.resp_pending:
+            sid = self.down_sid
+            if len(data) <= down.engine.max_send(sid):
+                try:
+                    down.engine.send_data(sid, data, end_stream=ev.end_stream)
+                except StreamStateError:
+                    self._finish()
+                    return
+                self.ctx.runtime.mark_dirty(down)
+                self._ack_up(ev.flow_controlled_length)
+                if ev.end_stream:
+                    self._response_complete()
+                return
+        if data:
+            self.resp_pending.append(data)
+        self._pump_response()
+
+    def on_response_trailers(self, ev: HeadersReceived) -> None:
+        if self.done:
+            return
+        for name, value in ev.headers:
+            if name == b"grpc-status":
+                self.grpc_status = _int(value)
+        self.resp_end_received = True
+        self.resp_trailers = ev.headers
+        self._pump_response()
+
+    def _pump_response(self) -> None:
+        down = self.down
+        eng = down.engine
+        sid = self.down_sid
+        pending = self.resp_pending
+        forwarded = 0
+        ended = False
+        try:
+            while pending:
+                room = eng.max_send(sid)
+                if room <= 0:
+                    break
+                chunk = pending[0]
+                if len(chunk) <= room:
+                    pending.popleft()
+                    last = not pending and self.resp_end_received and self.resp_trailers is None
+                    eng.send_data(sid, chunk, end_stream=last)
+                    forwarded += len(chunk)
+                    ended = last
+                else:
+                    eng.send_data(sid, chunk[:room])
+                    pending[0] = chunk[room:]
+                    forwarded += room
+                    break
+            if not pending and self.resp_end_received and not ended:
+                if self.resp_trailers is not None:
+                    eng.send_headers(sid, self.resp_trailers, end_stream=True)
+                    self.resp_trailers = None
+                else:
+                    eng.send_data(sid, b"", end_stream=True)
+                ended = True
+        except StreamStateError:
+            self._finish()
+            return
+        self.ctx.runtime.mark_dirty(down)
+        if forwarded:
+            self._ack_up(forwarded)
+        if ended:
+            self._response_complete()
+
+    def on_downstream_window(self) -> None:
+        if self.resp_pending or (self.resp_end_received and self.resp_trailers is not None):
+            self._pump_response()
+
+    def _ack_up(self, n: int) -> None:
+        if self.down.transport.pending >= HIGH_WATER:
+            if not self.deferred_up_ack:
+                self.down.transport.on_drain(self._release_up_ack)
+            self.deferred_up_ack += n
+            return
+        self._ack_up_now(n)
+
+    def _ack_up_now(self, n: int) -> None:
+        up = self.up
+        if up is not None and n:
+            up.engine.acknowledge_received_data(n, self.up_sid)
+            self.ctx.runtime.mark_dirty(up)
+
+    def _release_up_ack(self) -> None:
+        n = self.deferred_up_ack
+        self.deferred_up_ack = 0
+        if n:
+            self._ack_up_now(n)
+            self.ctx.runtime.flush()
+
+    def _response_complete(self) -> None:
+        """The response ended downstream. Close what is still open and finish."""
+        runtime = self.ctx.runtime
+        if not self.req_end_received:
+            # RFC 9113 8.1: a complete response before the whole request; ask the client to stop sending.
+            self.down.engine.reset_stream(self.down_sid, ErrorCode.NO_ERROR)
+            runtime.mark_dirty(self.down)
+        up = self.up
+        if up is not None and not self.req_end_sent and self.up_sid in up.engine.streams:
+            up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
+            runtime.mark_dirty(up)
+        self._finish()
+
+    # ================================================================================== failures
+
+    def fail(self, err: ProxyError) -> None:
+        """The one place errors become responses: local reply before headers, trailers/reset after."""
+        if self.done:
+            return
+        runtime = self.ctx.runtime
+        if err.flag != "-" and self.flags == "-":
+            self.flags = err.flag
+        up = self.up
+        if up is not None and self.up_sid in up.engine.streams:
+            up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
+            runtime.mark_dirty(up)
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        down = self.down
+        eng = down.engine
+        sid = self.down_sid
+        if sid not in eng.streams:
+            self._finish()
+            return
+        if not self.resp_headers_sent:
+            headers, body = local_reply(err, self.is_grpc, self.ctx.server_header)
+            self.response_code = err.http_status if not self.is_grpc else 200
+            if self.is_grpc:
+                self.grpc_status = err.grpc_code()
+            self.resp_headers_sent = True
+            eng.send_headers(sid, headers, end_stream=not body)
+            if body:
+                if eng.max_send(sid) >= len(body):
+                    eng.send_data(sid, body, end_stream=True)
+                else:  # a local reply body larger than the client's window: not worth queueing
+                    eng.reset_stream(sid, ErrorCode.INTERNAL_ERROR)
+            runtime.mark_dirty(down)
+            self.resp_pending.clear()
+            self._response_complete()
+            return
+        # Response already started.
+        if self.is_grpc:
+            self.grpc_status = err.grpc_code()
+            trailers = [(b"grpc-status", str(err.grpc_code()).encode())]
+            if err.message:
+                trailers.append((b"grpc-message", encode_grpc_message(err.message)))
+            self.resp_trailers = trailers
+            self.resp_end_received = True
+            # If the client's window blocks queued data, the trailers follow it when the client reads.
+            self._pump_response()
+            return
+        eng.reset_stream(sid, ErrorCode.INTERNAL_ERROR)
+        runtime.mark_dirty(down)
+        self._finish()
+
+    def on_upstream_failure(self, err: ProxyError) -> None:
+        """The pool could not give us a stream (connect failure, overflow)."""
+        self.pool = None
+        self.fail(err)
+
+    def on_upstream_reset(self, code: int, remote: bool) -> None:
+        if self.done:
+            return
+        if self.up is not None:
+            self.up.stream_done(self.up_sid)
+        if not self.resp_headers_sent:
+            if code == ErrorCode.REFUSED_STREAM:
+                reason = "remote refused stream reset"
+            elif remote:
+                reason = "remote reset"
+            else:
+                reason = "protocol error"
+            self.up = None
+            self.fail(errors.UpstreamReset(reason, "UR" if remote else "UPE"))
+            return
+        self.flags = "UR" if remote else "UPE"
+        self.up = None
+        if remote:
+            # Relay the upstream's reset code untouched.
+            self.down.engine.reset_stream(self.down_sid, code)
+            self.ctx.runtime.mark_dirty(self.down)
+            self._finish()
+        else:
+            self.fail(errors.UpstreamReset("protocol error", "UPE"))
+
+    def on_upstream_lost(self, reason: str) -> None:
+        """The upstream connection ended under this stream."""
+        if self.done:
+            return
+        self.up = None
+        self.fail(errors.UpstreamReset(reason, "UC"))
+
+    def on_downstream_reset(self, code: int) -> None:
+        """The caller reset the stream (cancel): propagate to the upstream at once."""
+        if self.done:
+            return
+        if self.flags == "-":
+            self.flags = "DC"
+        up = self.up
+        runtime = self.ctx.runtime
+        if up is not None and self.up_sid in up.engine.streams:
+            up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
+            runtime.mark_dirty(up)
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        self._finish()
+
+    def on_downstream_lost(self) -> None:
+        self.on_downstream_reset(ErrorCode.CANCEL)
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_timeout += 1
+        self.fail(errors.UpstreamTimeout(self.deadline_from_caller))
+
+    # ================================================================================== end
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()  # type: ignore[attr-defined]
+            self.timer = None
+        self.down.stream_done(self.down_sid)
+        up = self.up
+        if up is not None:
+            up.stream_done(self.up_sid)
+            if self.deferred_up_ack:
+                self.deferred_up_ack = 0
+        host = self.host
+        if host is not None:
+            host.active_requests -= 1
+            cluster = self.cluster
+            assert cluster is not None
+            cluster.stats.upstream_rq_active -= 1
+        self.ctx.record(self)
+
+
+def _int(value: bytes) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _apply(headers: list[Header], mutation: CompiledMutation) -> None:
+    """Apply one header mutation in place (remove, then add/overwrite)."""
+    if mutation.remove:
+        remove = mutation.remove
+        headers[:] = [h for h in headers if h[0] not in remove]
+    for key, value, append in mutation.add:
+        if not append:
+            headers[:] = [h for h in headers if h[0] != key]
+        headers.append((key, value))

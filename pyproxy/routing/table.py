@@ -1,0 +1,191 @@
+"""Route selection, compiled once per route configuration.
+
+``RouteTable(route_config)`` indexes the virtual hosts by domain (Envoy's order: exact, then the longest
+``*.suffix`` wildcard, then the longest ``prefix.*`` wildcard, then ``*``), and for each route precomputes
+what the request path needs (bytes prefixes, cumulative weights). ``select(authority, path, headers,
+is_grpc)`` returns the first matching route of the virtual host, or None (Envoy: 404, flag NR).
+
+Header matchers see multiple values of a header joined with "," (Envoy's behaviour).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+
+from pyproxy.config.model import (
+    HeaderMatcher,
+    HeaderMutation,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    VirtualHost,
+)
+from pyproxy.http2.hpack import Header
+
+_CACHE_MAX = 1024
+
+
+class CompiledRoute:
+    """A route plus what is needed to evaluate it fast."""
+
+    __slots__ = ("_bprefix", "_cum", "_exact", "_names", "clusters", "header_matchers", "route", "total")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        m = route.match
+        self._bprefix: bytes | None = m.prefix.encode() if (m.prefix is not None and m.case_sensitive) else None
+        self._exact: bytes | None = m.path.encode() if (m.path is not None and m.case_sensitive) else None
+        self.header_matchers: tuple[tuple[bytes, HeaderMatcher], ...] = tuple(
+            (h.name.encode(), h) for h in m.headers)
+        action = route.action
+        self.clusters: tuple[str, ...] = ()
+        self._cum: list[int] = []
+        self.total = 0
+        if isinstance(action, RouteAction):
+            if action.weighted_clusters:
+                acc = 0
+                names = []
+                for wc in action.weighted_clusters:
+                    if wc.weight <= 0:
+                        continue
+                    acc += wc.weight
+                    self._cum.append(acc)
+                    names.append(wc.name)
+                self.clusters = tuple(names)
+                self.total = acc
+            elif action.cluster is not None:
+                self.clusters = (action.cluster,)
+
+    def matches(self, path: bytes, headers: Sequence[Header], is_grpc: bool) -> bool:
+        route = self.route
+        m = route.match
+        if self._bprefix is not None:
+            if not path.startswith(self._bprefix):
+                return False
+        elif self._exact is not None:
+            # Envoy compares the path without the query string.
+            q = path.find(b"?")
+            if (path if q < 0 else path[:q]) != self._exact:
+                return False
+        else:
+            spath = path.decode("latin-1")
+            q = spath.find("?")
+            if q >= 0:
+                spath = spath[:q]
+            if m.prefix is not None:
+                if not spath.lower().startswith(m.prefix.lower()):
+                    return False
+            elif m.path is not None:
+                if spath.lower() != m.path.lower():
+                    return False
+            elif m.safe_regex is not None:
+                if m.safe_regex.fullmatch(spath) is None:
+                    return False
+        if m.grpc and not is_grpc:
+            return False
+        for bname, matcher in self.header_matchers:
+            if not _header_matches(bname, matcher, headers):
+                return False
+        return True
+
+    def pick_cluster(self, rng: random.Random) -> str:
+        """The cluster for this request (weighted choice when there are several)."""
+        clusters = self.clusters
+        if len(clusters) == 1:
+            return clusters[0]
+        r = rng.randrange(self.total)
+        return clusters[bisect.bisect_right(self._cum, r)]
+
+    def weighted_cluster_mutations(self, name: str) -> tuple[HeaderMutation, HeaderMutation] | None:
+        action = self.route.action
+        if isinstance(action, RouteAction):
+            for wc in action.weighted_clusters:
+                if wc.name == name:
+                    return wc.request_headers, wc.response_headers
+        return None
+
+
+def _header_matches(bname: bytes, matcher: HeaderMatcher, headers: Sequence[Header]) -> bool:
+    """Envoy's ``HeaderUtility::matchHeaders``, including its rules for absent headers."""
+    values = [v for n, v in headers if n == bname]
+    presence_type = matcher.string_match is None
+    if not values and not matcher.treat_missing_header_as_empty:
+        if matcher.invert_match:
+            return presence_type and matcher.present_match
+        return presence_type and not matcher.present_match
+    if presence_type:
+        result = matcher.present_match
+    else:
+        assert matcher.string_match is not None
+        result = matcher.string_match.matches(b",".join(values).decode("latin-1"))
+    return result != matcher.invert_match
+
+
+class CompiledVirtualHost:
+    __slots__ = ("routes", "vhost")
+
+    def __init__(self, vhost: VirtualHost) -> None:
+        self.vhost = vhost
+        self.routes = tuple(CompiledRoute(r) for r in vhost.routes)
+
+
+class RouteTable:
+    """Per route configuration: virtual host index and compiled routes."""
+
+    def __init__(self, config: RouteConfiguration) -> None:
+        self.config = config
+        self._exact: dict[str, CompiledVirtualHost] = {}
+        self._suffix: list[tuple[str, CompiledVirtualHost]] = []
+        self._prefix: list[tuple[str, CompiledVirtualHost]] = []
+        self._default: CompiledVirtualHost | None = None
+        self._cache: dict[bytes, CompiledVirtualHost | None] = {}
+        for vh in config.virtual_hosts:
+            cvh = CompiledVirtualHost(vh)
+            for domain in vh.domains:
+                d = domain.lower()
+                if d == "*":
+                    self._default = self._default or cvh
+                elif d.startswith("*"):
+                    self._suffix.append((d[1:], cvh))
+                elif d.endswith("*"):
+                    self._prefix.append((d[:-1], cvh))
+                else:
+                    self._exact.setdefault(d, cvh)
+        self._suffix.sort(key=lambda item: -len(item[0]))
+        self._prefix.sort(key=lambda item: -len(item[0]))
+
+    def virtual_host(self, authority: bytes) -> CompiledVirtualHost | None:
+        try:
+            return self._cache[authority]
+        except KeyError:
+            pass
+        host = authority.decode("latin-1").lower()
+        found = self._exact.get(host)
+        if found is None:
+            for suffix, cvh in self._suffix:
+                if host.endswith(suffix) and len(host) > len(suffix):
+                    found = cvh
+                    break
+        if found is None:
+            for prefix, cvh in self._prefix:
+                if host.startswith(prefix) and len(host) > len(prefix):
+                    found = cvh
+                    break
+        if found is None:
+            found = self._default
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[authority] = found
+        return found
+
+    def select(self, authority: bytes, path: bytes, headers: Sequence[Header],
+               is_grpc: bool) -> tuple[CompiledVirtualHost, CompiledRoute] | None:
+        cvh = self.virtual_host(authority)
+        if cvh is None:
+            return None
+        for route in cvh.routes:
+            if route.matches(path, headers, is_grpc):
+                return cvh, route
+        return None

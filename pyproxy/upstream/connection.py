@@ -1,0 +1,219 @@
+"""One multiplexed HTTP/2 connection to an upstream host, and how it is opened.
+
+Many proxied streams share one connection (HAProxy's way); the pool opens another only when this one reaches
+the peer's SETTINGS_MAX_CONCURRENT_STREAMS, was told to go away (GOAWAY), or failed.
+
+Resource handling: :func:`connect` returns a connected (and, for TLS, handshaken and verified) transport or
+raises :class:`ConnectError`; :meth:`UpstreamConnection.run` owns the transport from then on and closes it
+when it returns. Error handling: every stream still on the connection when it ends is told why
+(``on_upstream_lost``), so no caller is left hanging.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import trio
+
+from pyproxy.config.model import TlsContext
+from pyproxy.http2.connection import H2Connection, H2Settings
+from pyproxy.http2.events import (
+    INFORMATIONAL,
+    RESPONSE,
+    ConnectionTerminated,
+    DataReceived,
+    HeadersReceived,
+    StreamReset,
+    WindowUpdated,
+)
+from pyproxy.http2.frames import ErrorCode
+from pyproxy.io.transport import HIGH_WATER, TlsTransport, Transport, TransportClosed
+from pyproxy.tls import identity_from_cert, san_matches
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.upstream.pool import HostPool
+
+
+class ConnectError(Exception):
+    """Could not connect; the message is Envoy's "transport failure reason"."""
+
+
+async def open_tcp(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket with TCP_NODELAY."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConnectError(f"DNS resolution failed for {host}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            raise ConnectError(f"delayed connect error: {err} ({os.strerror(err)})")
+        if err:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise ConnectError(f"delayed connect error: {err} ({os.strerror(err)})")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl.SSLContext | None,
+                  timeout: float) -> Transport:
+    """Connect (and handshake) within ``timeout`` seconds; raises ConnectError."""
+    try:
+        with trio.fail_after(timeout):
+            sock = await open_tcp(host, port)
+            if tls is None or ssl_context is None:
+                return Transport(sock)
+            transport = TlsTransport(sock, ssl_context, server_side=False, server_hostname=tls.sni or None)
+            try:
+                await transport.handshake()
+            except BaseException:
+                transport.close()
+                raise
+            identity = identity_from_cert(transport.peer_certificate())
+            if not san_matches(tls.validation, identity):
+                transport.close()
+                raise ConnectError("TLS error: peer certificate SAN does not match "
+                                   f"(got {', '.join(identity.uri_sans + identity.dns_sans) or 'none'})")
+            if transport.alpn not in (None, "h2"):
+                transport.close()
+                raise ConnectError(f"upstream negotiated ALPN {transport.alpn!r}, not h2")
+            return transport
+    except trio.TooSlowError:
+        raise ConnectError("connection timeout") from None
+    except TransportClosed as e:
+        raise ConnectError(str(e)) from None
+
+
+class UpstreamConnection:
+    """The client side of one HTTP/2 connection to an upstream host."""
+
+    __slots__ = ("closing", "dirty", "engine", "peer_principal", "pool", "runtime", "streams", "transport")
+
+    def __init__(self, runtime: Runtime, pool: HostPool, transport: Transport, settings: H2Settings) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self.transport = transport
+        self.engine = H2Connection(client_side=True, settings=settings)
+        self.streams: dict[int, ProxyStream] = {}
+        self.dirty = False
+        self.closing = False  # GOAWAY received or connection failing: no new streams
+        self.peer_principal = identity_from_cert(transport.peer_certificate()).principal
+
+    def flush(self) -> None:
+        self.dirty = False
+        data = self.engine.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    @property
+    def available(self) -> bool:
+        return not self.closing and self.engine.can_open_stream()
+
+    def open_stream(self, stream: ProxyStream) -> None:
+        """Start ``stream`` on this connection (the caller checked :attr:`available`)."""
+        sid = self.engine.get_next_stream_id()
+        self.streams[sid] = stream
+        stream.bind_upstream(self, sid)
+        self.runtime.mark_dirty(self)
+
+    def stream_done(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        if not self.streams:
+            self.pool.connection_idle(self)
+
+    async def run(self) -> None:
+        """Read loop. Returns when the connection is gone; tells remaining streams why."""
+        engine = self.engine
+        runtime = self.runtime
+        transport = self.transport
+        engine.initiate_connection()
+        runtime.mark_dirty(self)
+        runtime.flush()
+        reason = "connection termination"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(transport.run_writer)
+                try:
+                    while True:
+                        if transport.pending >= HIGH_WATER:
+                            await transport.wait_drained()
+                        data = await transport.receive()
+                        if not data:
+                            break
+                        events = engine.receive_data(data)
+                        streams = self.streams
+                        for ev in events:
+                            t = type(ev)
+                            if t is DataReceived:
+                                s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                if s is not None:
+                                    s.on_response_data(ev)  # type: ignore[arg-type]
+                                else:
+                                    engine.acknowledge_received_data(
+                                        ev.flow_controlled_length, ev.stream_id)  # type: ignore[attr-defined]
+                            elif t is HeadersReceived:
+                                s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                if s is not None:
+                                    kind = ev.kind  # type: ignore[attr-defined]
+                                    if kind == RESPONSE:
+                                        s.on_response_headers(ev)  # type: ignore[arg-type]
+                                    elif kind != INFORMATIONAL:
+                                        s.on_response_trailers(ev)  # type: ignore[arg-type]
+                            elif t is WindowUpdated:
+                                sid = ev.stream_id  # type: ignore[attr-defined]
+                                if sid:
+                                    s = streams.get(sid)
+                                    if s is not None:
+                                        s.on_upstream_window()
+                                else:
+                                    for s in list(streams.values()):
+                                        s.on_upstream_window()
+                            elif t is StreamReset:
+                                s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
+                                if s is not None:
+                                    s.on_upstream_reset(ev.error_code, ev.remote)  # type: ignore[attr-defined]
+                            elif t is ConnectionTerminated:
+                                self.closing = True
+                                self.pool.connection_draining(self)
+                                if ev.local:  # type: ignore[attr-defined]
+                                    reason = "protocol error"
+                        runtime.mark_dirty(self)
+                        runtime.flush()
+                        if engine.closed or (self.closing and not self.streams):
+                            break
+                except TransportClosed:
+                    pass
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.closing = True
+            transport.close()
+            self.pool.connection_closed(self)
+            lost = list(self.streams.values())
+            self.streams.clear()
+            for s in lost:
+                s.on_upstream_lost(reason)
+            runtime.flush()
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY; the read loop ends once the streams finished."""
+        if not self.closing:
+            self.closing = True
+            self.engine.send_goaway(ErrorCode.NO_ERROR)
+            self.runtime.mark_dirty(self)
+        if not self.streams:
+            self.transport.close()
