@@ -108,6 +108,7 @@ class UpstreamConnection:
         self.pool = pool
         self.transport = transport
         self.engine = H2Connection(client_side=True, settings=settings)
+        self.engine.initiate_connection()  # preface first: streams may be opened before run() starts
         self.streams: dict[int, ProxyStream] = {}
         self.dirty = False
         self.closing = False  # GOAWAY received or connection failing: no new streams
@@ -140,7 +141,6 @@ class UpstreamConnection:
         engine = self.engine
         runtime = self.runtime
         transport = self.transport
-        engine.initiate_connection()
         runtime.mark_dirty(self)
         runtime.flush()
         reason = "connection termination"
@@ -190,16 +190,18 @@ class UpstreamConnection:
                                 self.closing = True
                                 self.pool.connection_draining(self)
                                 if ev.local:  # type: ignore[attr-defined]
-                                    reason = "protocol error"
+                                    reason = "protocol error: " + ev.additional_data.decode(  # type: ignore[attr-defined]
+                                        errors="replace")
                         runtime.mark_dirty(self)
                         runtime.flush()
                         if engine.closed or (self.closing and not self.streams):
                             break
-                except TransportClosed:
-                    pass
+                except TransportClosed as e:
+                    reason = f"connection termination ({e})" if str(e) else reason
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
+            self.runtime.log.debug("upstream connection to %s closed: %s", self.pool.host.address, reason)
             self.closing = True
             transport.close()
             self.pool.connection_closed(self)

@@ -1,0 +1,5 @@
+import sys
+
+from pyproxy.main import main
+
+sys.exit(main())

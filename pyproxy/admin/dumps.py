@@ -1,0 +1,175 @@
+"""What the admin endpoints show, as plain functions of the runtime (testable without sockets)."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.runtime import Runtime
+
+HELP = """pyproxy admin commands:
+  /ready               200 LIVE when serving
+  /server_info         version, state, uptime, node
+  /config_dump         the live configuration (Envoy's ConfigDump shape); ?resource=static_clusters etc.
+  /clusters            upstream clusters, hosts and counters (?format=json)
+  /listeners           listeners and their addresses (?format=json)
+  /stats               counters (?format=json|prometheus)
+  /stats/prometheus    Istio standard metrics and proxy counters in Prometheus text format
+  /quitquitquit        POST: shut down gracefully
+"""
+
+_ADMIN_TYPES = "type.googleapis.com/envoy.admin.v3."
+
+
+def config_dump(rt: Runtime, resource: str | None = None) -> dict[str, Any]:
+    snap = rt.snapshot
+    source: dict[str, Any] = dict(snap.source) if isinstance(snap.source, dict) else {}
+    bootstrap = source.get("bootstrap", source)
+    static = bootstrap.get("static_resources", {}) if isinstance(bootstrap, dict) else {}
+    dynamic = source.get("dynamic", {}) if isinstance(source.get("dynamic"), dict) else {}
+    configs: list[dict[str, Any]] = [
+        {"@type": _ADMIN_TYPES + "BootstrapConfigDump", "bootstrap": copy.deepcopy(bootstrap)},
+        {"@type": _ADMIN_TYPES + "ClustersConfigDump", "version_info": snap.version,
+         "static_clusters": [{"cluster": c} for c in static.get("clusters", [])],
+         "dynamic_active_clusters": [{"version_info": snap.version, "cluster": c}
+                                     for c in dynamic.get("clusters", [])]},
+        {"@type": _ADMIN_TYPES + "ListenersConfigDump", "version_info": snap.version,
+         "static_listeners": [{"listener": li} for li in static.get("listeners", [])],
+         "dynamic_listeners": [{"name": li.get("name", ""), "active_state": {"version_info": snap.version,
+                                                                               "listener": li}}
+                               for li in dynamic.get("listeners", [])]},
+        {"@type": _ADMIN_TYPES + "RoutesConfigDump",
+         "static_route_configs": [], "dynamic_route_configs": [
+             {"version_info": snap.version, "route_config": r} for r in dynamic.get("routes", [])]},
+        {"@type": _ADMIN_TYPES + "EndpointsConfigDump",
+         "dynamic_endpoint_configs": [{"version_info": snap.version, "endpoint_config": e}
+                                      for e in dynamic.get("endpoints", [])]},
+    ]
+    if resource:
+        out = []
+        for cfg in configs:
+            if resource in cfg:
+                for item in cfg[resource]:
+                    out.append({"@type": cfg["@type"], **item} if isinstance(item, dict) else item)
+        return {"configs": out}
+    return {"configs": configs}
+
+
+def clusters_json(rt: Runtime) -> dict[str, Any]:
+    out = []
+    for name, state in sorted(rt.clusters.clusters.items()):
+        hosts = []
+        for h in state.hosts:
+            pool = h.pool
+            hosts.append({
+                "address": {"socket_address": {"address": h.address.host, "port_value": h.address.port}},
+                "hostname": h.hostname,
+                "weight": h.weight,
+                "health_status": {"eds_health_status": h.health.name},
+                "stats": {"rq_active": h.active_requests, "rq_success": h.rq_success, "rq_error": h.rq_error,
+                          "cx_active": len(pool.connections) if pool else 0,
+                          "cx_connect_fail": h.connect_failures},
+            })
+        out.append({"name": name, "lb_policy": state.config.lb_policy.name,
+                    "stats": {k: getattr(state.stats, k) for k in state.stats.__slots__},
+                    "host_statuses": hosts})
+    return {"cluster_statuses": out}
+
+
+def clusters_text(rt: Runtime) -> str:
+    lines = []
+    for name, state in sorted(rt.clusters.clusters.items()):
+        cb = state.config.circuit_breakers
+        lines.append(f"{name}::default_priority::max_connections::{cb.max_connections}")
+        lines.append(f"{name}::default_priority::max_pending_requests::{cb.max_pending_requests}")
+        lines.append(f"{name}::default_priority::max_requests::{cb.max_requests}")
+        lines.append(f"{name}::default_priority::max_retries::{cb.max_retries}")
+        for h in state.hosts:
+            prefix = f"{name}::{h.address}"
+            pool = h.pool
+            lines.append(f"{prefix}::cx_active::{len(pool.connections) if pool else 0}")
+            lines.append(f"{prefix}::cx_connect_fail::{h.connect_failures}")
+            lines.append(f"{prefix}::rq_active::{h.active_requests}")
+            lines.append(f"{prefix}::rq_success::{h.rq_success}")
+            lines.append(f"{prefix}::rq_error::{h.rq_error}")
+            lines.append(f"{prefix}::weight::{h.weight}")
+            lines.append(f"{prefix}::health_flags::{'healthy' if h.healthy else '/failed_eds_health'}")
+            lines.append(f"{prefix}::hostname::{h.hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def listeners_json(rt: Runtime) -> dict[str, Any]:
+    return {"listener_statuses": [
+        {"name": name, "local_address": {"socket_address": {"address": e.listener.address.host,
+                                                            "port_value": _bound_port(e)}}}
+        for name, e in sorted(rt.listeners.items())]}
+
+
+def listeners_text(rt: Runtime) -> str:
+    return "".join(f"{name}::{e.listener.address.host}:{_bound_port(e)}\n"
+                   for name, e in sorted(rt.listeners.items()))
+
+
+def _bound_port(entry: Any) -> int:
+    sock = entry.socket
+    if sock is not None:
+        try:
+            return int(sock.getsockname()[1])
+        except OSError:
+            pass
+    return int(entry.listener.address.port)
+
+
+def counters(rt: Runtime) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = [
+        ("http.downstream_rq_total", rt.stats.downstream_rq_total),
+        ("listener.downstream_tls_failures", rt.stats.downstream_tls_failures),
+        ("http.downstream_cx_active", len(rt.downstream_connections)),
+    ]
+    for name, state in sorted(rt.clusters.clusters.items()):
+        for key in state.stats.__slots__:
+            out.append((f"cluster.{name}.{key}", getattr(state.stats, key)))
+    return out
+
+
+def stats_text(rt: Runtime) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in counters(rt))
+
+
+def stats_json(rt: Runtime) -> dict[str, Any]:
+    return {"stats": [{"name": k, "value": v} for k, v in counters(rt)]}
+
+
+def prometheus(rt: Runtime) -> str:
+    lines = list(rt.stats.prometheus_lines())
+    by_metric: dict[str, list[str]] = {}
+    for name, state in sorted(rt.clusters.clusters.items()):
+        esc = name.replace("\\", "\\\\").replace('"', '\\"')
+        for key in state.stats.__slots__:
+            by_metric.setdefault(f"envoy_cluster_{key}", []).append(
+                f'envoy_cluster_{key}{{envoy_cluster_name="{esc}"}} {getattr(state.stats, key)}')
+    for metric, samples in by_metric.items():
+        kind = "gauge" if metric.endswith("_active") else "counter"
+        lines.append(f"# TYPE {metric} {kind}")
+        lines.extend(samples)
+    lines.append("# TYPE envoy_http_downstream_rq_total counter")
+    lines.append(f"envoy_http_downstream_rq_total {rt.stats.downstream_rq_total}")
+    lines.append("# TYPE envoy_http_downstream_cx_active gauge")
+    lines.append(f"envoy_http_downstream_cx_active {len(rt.downstream_connections)}")
+    lines.append("# TYPE envoy_listener_downstream_tls_failures counter")
+    lines.append(f"envoy_listener_downstream_tls_failures {rt.stats.downstream_tls_failures}")
+    return "\n".join(lines) + "\n"
+
+
+def server_info(rt: Runtime, uptime: float) -> dict[str, Any]:
+    from pyproxy import __version__
+
+    node = rt.snapshot.node
+    return {
+        "version": f"pyproxy/{__version__}",
+        "state": "DRAINING" if rt.shutting_down else ("LIVE" if rt.ready.is_set() else "PRE_INITIALIZING"),
+        "uptime_current_epoch": f"{int(uptime)}s",
+        "node": {"id": node.id, "cluster": node.cluster, "metadata": dict(node.metadata)},
+        "config_version": rt.snapshot.version,
+    }

@@ -1,0 +1,145 @@
+"""``pyproxy``: the command line, with Envoy's flags (``-c``/``--config-path``, ``--config-yaml``, ``-l``,
+``--mode validate``, ``--service-node``/``--service-cluster``...), and the process lifecycle.
+
+SIGTERM/SIGINT or ``POST /quitquitquit``: stop accepting, send GOAWAY on every downstream connection, let
+streams in flight finish for up to ``--drain-time-s`` seconds, then exit 0. A configuration that cannot be
+used is reported with its field paths and the process exits 1 before binding anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from pyproxy import __version__
+
+log = logging.getLogger("pyproxy")
+
+_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
+           "off": logging.CRITICAL + 10}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyproxy", description="minimesh's HTTP/2 (gRPC) sidecar, configured "
+                                "with an Envoy v3 bootstrap.")
+    p.add_argument("-c", "--config-path", help="Envoy v3 bootstrap file (YAML, JSON, .pb or .pb_text)")
+    p.add_argument("--config-yaml", help="YAML merged over the bootstrap file (Envoy semantics)")
+    p.add_argument("-l", "--log-level", default="info", choices=sorted(_LEVELS))
+    p.add_argument("--mode", choices=["serve", "validate"], default="serve",
+                   help="validate: check the configuration and exit (0 = valid)")
+    p.add_argument("--service-node", help="overrides node.id")
+    p.add_argument("--service-cluster", help="overrides node.cluster")
+    p.add_argument("--stats-address", metavar="HOST:PORT", action="append", default=[],
+                   help="also serve /stats/prometheus here (Istio's 15090); repeatable")
+    p.add_argument("--drain-time-s", type=float, default=5.0,
+                   help="graceful shutdown: how long streams in flight may take (default 5)")
+    p.add_argument("--log-path", help="write logs to this file instead of stderr")
+    p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
+    # Envoy flags accepted for compatibility with existing launch scripts; they have no effect here.
+    for flag, takes_value in (("--base-id", True), ("--concurrency", True), ("--restart-epoch", True),
+                              ("--parent-shutdown-time-s", True), ("--log-format", True),
+                              ("--component-log-level", True), ("--disable-hot-restart", False),
+                              ("--use-dynamic-base-id", False), ("--log-format-escaped", False)):
+        if takes_value:
+            p.add_argument(flag, help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _setup_logging(level: str, path: str | None) -> None:
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"pyproxy: invalid address {text!r} (expected HOST:PORT)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level, args.log_path)
+    if not args.config_path and not args.config_yaml:
+        print("pyproxy: a configuration is required (-c BOOTSTRAP.yaml or --config-yaml)", file=sys.stderr)
+        return 1
+    from pyproxy.config.bootstrap import load_bootstrap
+    from pyproxy.config.errors import ConfigError
+
+    try:
+        snapshot = load_bootstrap(args.config_path, args.config_yaml, service_node=args.service_node,
+                                  service_cluster=args.service_cluster)
+    except ConfigError as e:
+        print(f"pyproxy: invalid configuration {args.config_path or ''}:\n{e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"pyproxy: cannot read configuration: {e}", file=sys.stderr)
+        return 1
+    if args.mode == "validate":
+        print(f"configuration '{args.config_path}' OK")
+        return 0
+    if args.concurrency not in (None, "1"):
+        log.info("--concurrency %s: pyproxy runs one event loop per process; the flag is ignored",
+                 args.concurrency)
+    stats_addresses = [_parse_address(a) for a in args.stats_address]
+    try:
+        return trio.run(serve, snapshot, stats_addresses, args.drain_time_s)
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float) -> int:
+    from pyproxy.admin.server import AdminServer
+    from pyproxy.config.model import Snapshot
+    from pyproxy.proxy.runtime import Runtime
+
+    assert isinstance(snapshot, Snapshot)
+    runtime = Runtime(snapshot)
+    quit_event = trio.Event()
+    admin = AdminServer(runtime, time.time(), quit_event.set)
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(runtime.run)
+        except OSError as e:
+            log.error("%s", e)
+            nursery.cancel_scope.cancel()
+            return 1
+        if snapshot.admin.address is not None:
+            await nursery.start(admin.serve, snapshot.admin.address.host, snapshot.admin.address.port)
+        for host, port in stats_addresses:
+            await nursery.start(lambda task_status, h=host, p=port: admin.serve(  # type: ignore[misc]
+                h, p, prometheus_only=True, task_status=task_status))
+        log.info("pyproxy %s ready (config version %s)", __version__, snapshot.version or "static")
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as waiters:
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        quit_event.set()
+                        return
+
+                waiters.start_soon(on_signal)
+                await quit_event.wait()
+                waiters.cancel_scope.cancel()
+        log.info("shutting down: draining for up to %.1fs", drain_time)
+        runtime.start_draining()
+        with trio.move_on_after(drain_time):
+            while runtime.active_streams:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
