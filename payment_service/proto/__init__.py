@@ -1,0 +1,1 @@
+"""Generated from protos/payment.proto by scripts/gen_protos.sh: do not edit."""
