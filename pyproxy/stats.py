@@ -13,6 +13,7 @@ cluster are cached), integer adds, and a bisect per histogram. Text is only prod
 from __future__ import annotations
 
 import base64
+import ipaddress
 import bisect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -226,9 +227,12 @@ def _label_prefix(ctx: ChainContext, me: Workload, s: ProxyStream, cluster_name:
         dst_principal = UNKNOWN
         service = service_of_cluster(cluster_name) or host
     service = service or UNKNOWN
-    parts = service.split(".")
-    service_name = parts[0] if parts else UNKNOWN
-    service_ns = parts[1] if len(parts) > 1 else (dst.namespace if dst.namespace else UNKNOWN)
+    if _is_ip(service) or service == UNKNOWN:
+        service_name, service_ns = service, UNKNOWN
+    else:
+        parts = service.split(".")
+        service_name = parts[0]
+        service_ns = parts[1] if len(parts) > 1 else dst.namespace
     return (
         "destination" if ctx.inbound else "source",
         src.workload, src.canonical_service, src.canonical_revision, src.namespace, src_principal,
@@ -236,6 +240,14 @@ def _label_prefix(ctx: ChainContext, me: Workload, s: ProxyStream, cluster_name:
         dst.workload, dst.namespace, dst_principal, dst.app, dst.version, service,
         dst.canonical_service, dst.canonical_revision, service_name, service_ns, dst.cluster,
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _labels_text(values: tuple[str, ...]) -> str:

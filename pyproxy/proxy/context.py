@@ -19,8 +19,10 @@ from pyproxy.config.model import (
     HttpConnectionManager,
     Listener,
     NodeInfo,
+    RouterConfig,
     TrafficDirection,
 )
+from pyproxy.accesslog import AccessLogger
 from pyproxy.http2.connection import H2Settings
 from pyproxy.http2.hpack import Header
 from pyproxy.routing.table import CompiledRoute, CompiledVirtualHost, RouteTable
@@ -90,6 +92,11 @@ class ChainContext:
         self._resp_cache: dict[tuple[int, int, str], tuple[CompiledMutation, ...]] = {}
         self.stream_idle_timeout = hcm.stream_idle_timeout
         self.local_principal = local_principal(chain.tls)
+        self.generate_request_id = hcm.generate_request_id
+        self.forwarded_proto = b"https" if chain.tls is not None else b"http"
+        router = next((f.config for f in hcm.http_filters if isinstance(f.config, RouterConfig)), None)
+        self.suppress_envoy_headers = bool(router and router.suppress_envoy_headers)
+        self.access_loggers = tuple(AccessLogger(a) for a in hcm.access_logs)
 
     def route_table(self) -> RouteTable | None:
         if self._inline_table is not None:
@@ -126,6 +133,8 @@ class ChainContext:
 
     def record(self, stream: ProxyStream) -> None:
         self._recorder(self, stream)
+        for logger in self.access_loggers:
+            logger.log(stream)
 
 
 def encode_peer_metadata(node: NodeInfo) -> tuple[bytes, bytes] | None:

@@ -100,6 +100,7 @@ class UpstreamConnectFailure(ProxyError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"{_CONNECT_PREFIX}remote connection failure, transport failure reason: {reason}")
+        self.reason = reason
 
 
 class UpstreamReset(ProxyError):
@@ -136,7 +137,7 @@ class UpstreamTimeout(ProxyError):
 
 
 class StreamIdleTimeout(ProxyError):
-    http_status = 504
+    http_status = 408
     flag = "SI"
     details = "stream_idle_timeout"
 

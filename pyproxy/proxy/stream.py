@@ -18,6 +18,9 @@ responses.
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext, CompiledMutation
     from pyproxy.proxy.downstream import DownstreamConnection
     from pyproxy.routing.table import CompiledRoute
+    from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
     from pyproxy.upstream.connection import UpstreamConnection
     from pyproxy.upstream.pool import HostPool
@@ -53,6 +57,10 @@ class ProxyStream:
         "req_pending", "req_trailers", "request_headers", "resp_end_received", "resp_headers_sent",
         "resp_pending", "resp_trailers", "response_code", "response_mutations", "route", "start_time",
         "timer", "up", "up_sid", "upstream_headers",
+        # For access logs and traces:
+        "details", "end_time", "failure_reason", "response_headers", "response_headers_time",
+        "response_trailers_seen", "start_wallclock", "upstream_principal", "upstream_start",
+        "idle_timer", "last_activity",
     )
 
     def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
@@ -83,7 +91,7 @@ class ProxyStream:
         self.resp_trailers: list[Header] | None = None
         self.deferred_down_ack = 0
         self.deferred_up_ack = 0
-        self.timer: object = None
+        self.timer: TimerHandle | None = None
         self.deadline_from_caller = False
         self.done = False
         self.response_code = 0
@@ -92,6 +100,17 @@ class ProxyStream:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.peer_metadata: bytes | None = None
+        self.start_wallclock = time.time()
+        self.end_time = 0.0
+        self.response_headers: list[Header] | None = None
+        self.response_headers_time = 0.0
+        self.response_trailers_seen: list[Header] | None = None
+        self.details = ""
+        self.failure_reason = ""
+        self.upstream_principal = ""
+        self.upstream_start = 0.0
+        self.idle_timer: TimerHandle | None = None
+        self.last_activity = self.start_time
 
     # ================================================================================== request start
 
@@ -101,6 +120,7 @@ class ProxyStream:
         runtime = ctx.runtime
         headers = self.request_headers
         grpc_timeout: bytes | None = None
+        has_request_id = has_proto = False
         for name, value in headers:
             if name == b"content-type":
                 self.is_grpc = value.startswith(_GRPC_PREFIX)
@@ -108,6 +128,15 @@ class ProxyStream:
                 grpc_timeout = value
             elif name == b"x-envoy-peer-metadata":
                 self.peer_metadata = value
+            elif name == b"x-request-id":
+                has_request_id = True
+            elif name == b"x-forwarded-proto":
+                has_proto = True
+        # The connection manager's own headers (Envoy: generate_request_id, x-forwarded-proto).
+        if not has_request_id and ctx.generate_request_id:
+            headers.append((b"x-request-id", str(uuid.UUID(bytes=os.urandom(16), version=4)).encode()))
+        if not has_proto:
+            headers.append((b"x-forwarded-proto", ctx.forwarded_proto))
         table = ctx.route_table()
         selected = table.select(self.authority, self.path, headers, self.is_grpc) if table else None
         if selected is None:
@@ -156,10 +185,15 @@ class ProxyStream:
         extra = ctx.upstream_request_headers
         if extra:
             up_headers.extend(extra)
+        if timeout and not ctx.suppress_envoy_headers:
+            up_headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(timeout * 1000)))
         self.upstream_headers = up_headers
         self.response_mutations = ctx.response_mutations(cvh, croute, cluster_name)
         if timeout:
             self.timer = runtime.timers.call_at(self.start_time + timeout, self._on_timeout)
+        idle = ctx.stream_idle_timeout
+        if idle:
+            self.idle_timer = runtime.timers.call_at(self.start_time + idle, self._on_idle_check)
         if cluster.stats.upstream_rq_active >= cluster.config.circuit_breakers.max_requests:
             self.fail(errors.Overflow())
             return
@@ -180,6 +214,8 @@ class ProxyStream:
         """Called by the pool: the upstream stream is ``sid`` on ``conn``; send headers and queued body."""
         self.up = conn
         self.up_sid = sid
+        self.upstream_principal = conn.peer_principal
+        self.upstream_start = trio.current_time()
         end = self.req_end_received and not self.req_pending and self.req_trailers is None
         conn.engine.send_headers(sid, self.upstream_headers, end_stream=end)
         if end:
@@ -189,6 +225,7 @@ class ProxyStream:
 
     def on_request_data(self, ev: DataReceived) -> None:
         data = ev.data
+        self.last_activity = trio.current_time()
         self.bytes_received += len(data)
         if ev.end_stream:
             self.req_end_received = True
@@ -303,8 +340,13 @@ class ProxyStream:
         extra = ctx.downstream_response_headers
         if extra:
             out.extend(extra)
+        now = trio.current_time()
+        if not ctx.suppress_envoy_headers:
+            out.append((b"x-envoy-upstream-service-time", b"%d" % int((now - self.upstream_start) * 1000)))
         if ctx.server_header is not None:
             out.append((b"server", ctx.server_header))
+        self.response_headers = out
+        self.response_headers_time = now
         self.resp_headers_sent = True
         if ev.end_stream:
             self.resp_end_received = True
@@ -322,6 +364,7 @@ class ProxyStream:
             self._ack_up_now(ev.flow_controlled_length)
             return
         data = ev.data
+        self.last_activity = trio.current_time()
         self.bytes_sent += len(data)
         if ev.end_stream:
             self.resp_end_received = True
@@ -351,6 +394,7 @@ class ProxyStream:
                 self.grpc_status = _int(value)
         self.resp_end_received = True
         self.resp_trailers = ev.headers
+        self.response_trailers_seen = ev.headers
         self._pump_response()
 
     def _pump_response(self) -> None:
@@ -440,6 +484,10 @@ class ProxyStream:
         runtime = self.ctx.runtime
         if err.flag != "-" and self.flags == "-":
             self.flags = err.flag
+        if not self.details:
+            self.details = err.details
+        if isinstance(err, errors.UpstreamConnectFailure):
+            self.failure_reason = err.reason
         up = self.up
         if up is not None and self.up_sid in up.engine.streams:
             up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
@@ -455,6 +503,8 @@ class ProxyStream:
             return
         if not self.resp_headers_sent:
             headers, body = local_reply(err, self.is_grpc, self.ctx.server_header)
+            self.response_headers = headers
+            self.response_headers_time = trio.current_time()
             self.response_code = err.http_status if not self.is_grpc else 200
             if self.is_grpc:
                 self.grpc_status = err.grpc_code()
@@ -548,16 +598,34 @@ class ProxyStream:
             self.cluster.stats.upstream_rq_timeout += 1
         self.fail(errors.UpstreamTimeout(self.deadline_from_caller))
 
+    def _on_idle_check(self) -> None:
+        """HCM stream_idle_timeout: no DATA either way for that long ends the stream (flag SI)."""
+        self.idle_timer = None
+        if self.done:
+            return
+        idle = self.ctx.stream_idle_timeout
+        assert idle
+        due = self.last_activity + idle
+        if due > trio.current_time():
+            self.idle_timer = self.ctx.runtime.timers.call_at(due, self._on_idle_check)
+            return
+        self.fail(errors.StreamIdleTimeout())
+
     # ================================================================================== end
 
     def _finish(self) -> None:
         if self.done:
             return
         self.done = True
+        self.end_time = trio.current_time()
         timer = self.timer
         if timer is not None:
-            timer.cancel()  # type: ignore[attr-defined]
+            timer.cancel()
             self.timer = None
+        timer = self.idle_timer
+        if timer is not None:
+            timer.cancel()
+            self.idle_timer = None
         self.down.stream_done(self.down_sid)
         up = self.up
         if up is not None:

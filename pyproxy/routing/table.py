@@ -162,6 +162,8 @@ class RouteTable:
         except KeyError:
             pass
         host = authority.decode("latin-1").lower()
+        if self.config.ignore_port_in_host_matching:
+            host = _strip_port(host)
         found = self._exact.get(host)
         if found is None:
             for suffix, cvh in self._suffix:
@@ -189,3 +191,12 @@ class RouteTable:
             if route.matches(path, headers, is_grpc):
                 return cvh, route
         return None
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        return host[:end + 1] if end > 0 else host
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
