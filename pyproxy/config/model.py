@@ -264,7 +264,9 @@ class ValidationContext:
     trusted_ca_file: str | None = None
     sds_name: str | None = None
     # CertificateValidationContext.match_typed_subject_alt_names (URI/DNS SANs), any must match.
-    match_subject_alt_names: tuple[tuple[Literal["URI", "DNS", "EMAIL", "IP_ADDRESS"], StringMatcher], ...] = ()
+    match_subject_alt_names: tuple[
+        tuple[Literal["URI", "DNS", "EMAIL", "IP_ADDRESS"], StringMatcher], ...
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True)

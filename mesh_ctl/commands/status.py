@@ -1,0 +1,32 @@
+"""Show the local mesh: each workload's address, ports, processes (alive or dead) and the latest summary.
+
+``-o json`` prints the same as one JSON document (``running``, ``workloads[]``, ``summary[]`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mesh_ctl.commands._common import add_run_dir
+from mesh_ctl.runtime import control
+from mesh_ctl.runtime.state import RunDir, StateError, resolve_run_dir
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_dir(p)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = RunDir(resolve_run_dir(args.run_dir))
+    try:
+        if args.output == "json":
+            print(json.dumps(control.status(run_dir), indent=2))
+        else:
+            print("\n".join(control.status_text(run_dir)))
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,94 @@
+"""Start the local mesh: payment v1 and v2 and a load client, each with its sidecar, on loopback.
+
+Each workload gets its own 127.0.0.x address (127.0.0.10, .11, .12 ...) or, where only 127.0.0.1 works,
+its own block of ports; sidecars use Istio's ports (15001 outbound, 15006 inbound, 15000 admin, 15090
+Prometheus) and talk mTLS with certificates generated for the run. The client's calls are split between
+v1 and v2 (50/50 by default). Ctrl-C (or `mesh_ctl down`) stops everything; --detach runs in the background.
+
+Environment: MINIMESH_HOME (run dir), MINIMESH_BASE_ADDRESS, MINIMESH_PORT_OFFSET, MINIMESH_ADDRESS_MODE
+provide defaults for --run-dir, --base-address, --port-offset, --address-mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mesh_ctl.addressing import ADDRESS_MODES, plan
+from mesh_ctl.commands._common import add_run_dir, positive_float, positive_int
+from mesh_ctl.runtime import control
+from mesh_ctl.runtime.local import Supervisor, UpOptions
+from mesh_ctl.runtime.prepare import StartupError, preflight
+from mesh_ctl.runtime.state import RunDir, StateError, new_run_id, resolve_run_dir
+from mesh_ctl.topology import default_topology, load_topology
+
+PROXY_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_dir(p)
+    p.add_argument("--topology", metavar="FILE", help="topology YAML (default: the built-in payment demo)")
+    p.add_argument("--rps", type=positive_float, help="calls per second of the load client (default: 50)")
+    p.add_argument("--concurrency", type=positive_int, help="calls in flight of the load client (default: 4)")
+    p.add_argument("--detach", action="store_true", help="run in the background; return once ready")
+    p.add_argument("--no-summary", action="store_true",
+                   help="no live summary (the totals still print at exit)")
+    p.add_argument("--base-address", metavar="ADDR", default=os.environ.get("MINIMESH_BASE_ADDRESS"),
+                   help="first workload address (default: 127.0.0.10, or 127.0.0.1 in the shared mode)")
+    p.add_argument("--port-offset", metavar="N", type=int,
+                   default=os.environ.get("MINIMESH_PORT_OFFSET", "0"),
+                   help="added to every port, to run beside another mesh (default: 0)")
+    p.add_argument("--address-mode", choices=ADDRESS_MODES,
+                   default=os.environ.get("MINIMESH_ADDRESS_MODE", "auto"),
+                   help="per-workload: one 127.0.0.x each; shared: one address, a port block each; "
+                        "auto: per-workload if 127.0.0.x can be bound (default)")
+    p.add_argument("--proxy-log-level", choices=PROXY_LOG_LEVELS, default="info", help="sidecar log level")
+    p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
+                   help="how long each start-up step may take (default: 30)")
+    p.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # the --detach child
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = RunDir(resolve_run_dir(args.run_dir))
+    try:
+        topology = load_topology(Path(args.topology)) if args.topology else default_topology()
+        topology = topology.with_load(args.rps, args.concurrency)
+        placement = plan(topology, base_address=args.base_address, port_offset=args.port_offset,
+                         mode=args.address_mode)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_id = args.run_id or new_run_id()
+    if args.detach and not args.supervise:
+        try:
+            preflight(run_dir, placement, sys.stdout, holding_lock=False)
+        except (control.MeshRunningError, StartupError, StateError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return control.launch_detached(run_dir, run_id, _forwarded(args, run_dir.root), sys.stdout,
+                                       timeout=3 * args.ready_timeout + 30)
+    options = UpOptions(
+        run_dir=run_dir, topology=topology, placement=placement, run_id=run_id,
+        proxy_log_level=args.proxy_log_level, ready_timeout=args.ready_timeout,
+        live_summary=not (args.no_summary or args.supervise), foreground=not args.supervise,
+    )
+    return Supervisor(options).run()
+
+
+def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The options of this `up --detach` for the background `up --supervise`, with absolute paths."""
+    out = ["--run-dir", str(run_dir), "--port-offset", str(args.port_offset),
+           "--address-mode", args.address_mode, "--proxy-log-level", args.proxy_log_level,
+           "--ready-timeout", str(args.ready_timeout)]
+    if args.topology:
+        out += ["--topology", str(Path(args.topology).absolute())]
+    if args.rps is not None:
+        out += ["--rps", str(args.rps)]
+    if args.concurrency is not None:
+        out += ["--concurrency", str(args.concurrency)]
+    if args.base_address:
+        out += ["--base-address", args.base_address]
+    return out

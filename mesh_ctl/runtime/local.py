@@ -1,0 +1,424 @@
+"""The local supervisor behind `mesh_ctl up`: one process that owns every process of the mesh.
+
+Lifecycle (:meth:`Supervisor.run`)::
+
+    lock the run dir -> clean up a dead run's leftovers -> check every address:port is free
+    -> certificates + bootstraps (validated as Envoy Bootstraps) -> start apps, wait until they listen
+    -> start sidecars, wait for /ready -> start the load clients, wait for their first report
+    -> state.json "ready", print what runs where -> every second: summary.json + live summary
+    -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps (SIGTERM, grace, SIGKILL), print totals
+
+Resource handling: children are spawned from this (main) thread with PDEATHSIG, so they die if the
+supervisor is killed outright; ``finally`` stops whatever was started however :meth:`run` ends; the state
+file is written after every start, so `mesh_ctl down` can find processes of a supervisor that crashed.
+
+Error handling: a process that fails to start or become ready stops the start-up; the message names the
+workload and its log file and quotes the log's tail. A process that dies later is reported once and the
+rest keeps running (`mesh_ctl status` shows it dead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from mesh_ctl.addressing import Placement, listening
+from mesh_ctl.runtime import control, procs
+from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
+from mesh_ctl.runtime.render import hints, traffic_lines, where_table
+from mesh_ctl.runtime.specs import ProcessSpec, build_specs
+from mesh_ctl.runtime.state import (
+    ProcessRecord,
+    RunDir,
+    State,
+    SupervisorLock,
+    WorkloadRecord,
+    remove,
+    write_json,
+    write_state,
+)
+from mesh_ctl.runtime.summary import Summary, parse_client_line, summary_line, summary_lines
+from mesh_ctl.topology import Topology
+
+
+class StartupInterruptedError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    run_dir: RunDir
+    topology: Topology
+    placement: Placement
+    run_id: str
+    proxy_log_level: str = "info"
+    ready_timeout: float = 30.0
+    grace: float = 10.0  # per process; above pyproxy's (and Istio's) 5 s drain
+    live_summary: bool = True
+    foreground: bool = True  # False for the background supervisor of `up --detach`
+    python: str = sys.executable
+
+
+@dataclass(eq=False, slots=True)
+class Running:
+    spec: ProcessSpec
+    popen: subprocess.Popen[bytes]
+    record: ProcessRecord
+    log: Path
+    summary: Summary | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    eof: bool = False
+    exit_reported: bool = False
+
+
+class Supervisor:
+    def __init__(self, options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.o = options
+        self.out = out
+        self.err = err
+        self._tty = out.isatty()
+        self.groups: list[list[Running]] = []
+        self.state: State | None = None
+        self._signals: list[int] = []
+        self._selector = selectors.DefaultSelector()
+        self._wake: tuple[int, int] | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self._drawn = 0
+
+    # ----------------------------------------------------------------------------------------- run
+
+    def run(self) -> int:
+        """Start the mesh, supervise it until a signal, stop it. Returns the exit code."""
+        lock = SupervisorLock(self.o.run_dir.lock)
+        if not lock.acquire():
+            state = control.running_supervisor(self.o.run_dir)
+            pid = f" (supervisor pid {state.supervisor_pid})" if state else ""
+            self._say(f"error: a mesh is already running from {self.o.run_dir.root}{pid}; "
+                      "`mesh_ctl down` stops it", err=True)
+            return 1
+        self._install_signals()
+        try:
+            preflight(self.o.run_dir, self.o.placement, self.out, holding_lock=True)
+            bootstraps = prepare(self.o.run_dir, self.o.topology, self.o.placement)
+            self._start(bootstraps)
+            self._announce()
+            self._loop()
+            return 0
+        except (StartupError, control.MeshRunningError, ValueError, OSError) as e:
+            self._say(f"error: {e}", err=True)
+            return 1
+        except StartupInterruptedError:
+            self._say("interrupted during start-up; stopping what was started", err=True)
+            return 130
+        finally:
+            self._stop_all()
+            self._finish()
+            self._restore_signals()
+            lock.release()
+
+    def _start(self, bootstraps: dict[str, Path]) -> None:
+        o = self.o
+        self.state = State(
+            run_id=o.run_id, run_dir=str(o.run_dir.root), supervisor_pid=os.getpid(),
+            supervisor_argv=procs.cmdline(os.getpid()) or [],
+            supervisor_start_time=procs.start_time(os.getpid()),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"), address_mode=o.placement.mode,
+            workloads=_workload_records(o.topology, o.placement),
+            traffic=traffic_lines(o.topology, o.placement),
+        )
+        write_state(o.run_dir, self.state)
+        specs = build_specs(o.topology, o.placement, bootstraps, python=o.python,
+                            proxy_log_level=o.proxy_log_level)
+        env = procs.child_env()
+        for group_specs in specs:
+            group: list[Running] = []
+            self.groups.append(group)
+            for spec in group_specs:
+                group.append(self._spawn(spec, env))
+                self.state.processes.append(group[-1].record)
+                write_state(o.run_dir, self.state)
+            self._wait_ready(group)
+        self.state.status = "ready"
+        write_state(o.run_dir, self.state)
+
+    def _spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Running:
+        log = self.o.run_dir.log(spec.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            f.write(f"=== {datetime.now(UTC).isoformat(timespec='seconds')} {' '.join(spec.argv)}\n".encode())
+        popen = procs.spawn(spec.argv, log=log, cwd=self.o.run_dir.root, env=env, stdout_pipe=spec.reports)
+        record = ProcessRecord(
+            name=spec.name, workload=spec.workload, role=spec.role, pid=popen.pid, argv=list(spec.argv),
+            start_time=procs.start_time(popen.pid), addresses=dict(spec.addresses), log=str(log),
+        )
+        running = Running(spec, popen, record, log)
+        if spec.reports:
+            assert popen.stdout is not None
+            os.set_blocking(popen.stdout.fileno(), False)
+            running.summary = Summary(client=spec.workload, target=_target(spec))
+            self._selector.register(popen.stdout, selectors.EVENT_READ, running)
+        return running
+
+    def _wait_ready(self, group: list[Running]) -> None:
+        deadline = time.monotonic() + self.o.ready_timeout
+        pending = list(group)
+        while pending:
+            if self._signals:
+                raise StartupInterruptedError
+            for r in list(pending):
+                code = r.popen.poll()
+                if code is not None:
+                    raise StartupError(_failure(r, f"exited with code {code} before it was ready"))
+                if _is_ready(r):
+                    pending.remove(r)
+            if pending and time.monotonic() > deadline:
+                raise StartupError(_failure(pending[0], f"was not ready after {self.o.ready_timeout:g} s"))
+            self._pump(0.1 if pending else 0.0)
+
+    def _announce(self) -> None:
+        assert self.state is not None
+        self._say(f"minimesh is up: run {self.o.run_id}, supervisor pid {os.getpid()}, "
+                  f"{self.o.placement.mode} addresses\n")
+        st = self.state
+        for line in [*where_table(st), "", *st.traffic, "", *hints(st, st.run_dir)]:
+            self._say(line)
+        if self.o.foreground:
+            self._say("\nCtrl-C stops the mesh.\n")
+
+    # ----------------------------------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        next_tick = time.monotonic()
+        while not self._signals:
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick()
+                next_tick = now + 1.0
+            self._pump(max(0.0, next_tick - time.monotonic()))
+
+    def _tick(self) -> None:
+        for r in self._all():
+            code = r.popen.poll()
+            if code is not None and not r.exit_reported:
+                r.exit_reported = True
+                self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code}; log: {r.log}",
+                          err=True)
+        self._write_summary()
+        if self.o.live_summary:
+            self._draw()
+
+    def _pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for client output or a signal; parse whatever arrived."""
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:  # the signal wake-up pipe
+                with contextlib.suppress(BlockingIOError):
+                    os.read(key.fd, 512)
+                continue
+            self._read_reports(key.data)
+
+    def _read_reports(self, r: Running) -> None:
+        assert r.popen.stdout is not None and r.summary is not None
+        if r.eof:
+            return
+        fd = r.popen.stdout.fileno()
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:  # EOF: the client is gone
+                r.eof = True
+                self._selector.unregister(r.popen.stdout)
+                r.popen.stdout.close()
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data:
+            return
+        with open(r.log, "ab") as log:  # keep the reports in the client's log too
+            log.write(data)
+        r.buffer += data
+        *lines, rest = r.buffer.split(b"\n")
+        r.buffer = bytearray(rest)
+        for line in lines:
+            report = parse_client_line(bytes(line))
+            if report is not None:
+                r.summary.update(report)
+
+    # ----------------------------------------------------------------------------------------- output
+
+    def _summaries(self) -> list[Summary]:
+        return [r.summary for r in self._all() if r.summary is not None]
+
+    def _write_summary(self) -> None:
+        write_json(self.o.run_dir.summary, {
+            "run_id": self.o.run_id,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "clients": [s.to_json() for s in self._summaries()],
+        })
+
+    def _draw(self) -> None:
+        if self._tty:
+            self._undraw()
+            lines = [line for s in self._summaries() for line in summary_lines(s)]
+            self._emit("".join(f"{line}\x1b[K\n" for line in lines))
+            self._drawn = len(lines)
+        else:
+            self._emit("".join(summary_line(s) + "\n" for s in self._summaries()))
+
+    def _undraw(self) -> None:
+        if self._drawn:
+            self._emit(f"\x1b[{self._drawn}F\x1b[J")  # back to the block's first line, clear below
+            self._drawn = 0
+
+    def _say(self, text: str, *, err: bool = False) -> None:
+        if err:
+            self._undraw()
+        self._emit(text + "\n", err=err)
+
+    def _emit(self, text: str, *, err: bool = False) -> None:
+        stream = self.err if err else self.out
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            # The terminal or pipe went away (hang-up, closed reader): keep supervising, silently, so the
+            # shutdown still runs to the end.
+            self.out = self.err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the supervisor
+            self._tty = False
+
+    # ----------------------------------------------------------------------------------------- stopping
+
+    def _all(self) -> list[Running]:
+        return [r for group in self.groups for r in group]
+
+    def _stop_all(self) -> None:
+        """Stop every started process, last started first: SIGTERM, up to ``grace`` s, then SIGKILL.
+
+        One at a time, so each process sees its downstream already gone (the client before its sidecar,
+        the client's sidecar before the payment sidecars, ...) and has nothing left to drain. Another
+        Ctrl-C while stopping skips the grace periods: whatever is left is killed at once.
+        """
+        if self.state is not None and self._all():
+            self.state.status = "stopping"
+            write_state(self.o.run_dir, self.state)
+        signals_before = len(self._signals)
+        for r in reversed(self._all()):
+            if r.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    r.popen.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + self.o.grace
+                while r.popen.poll() is None and time.monotonic() < deadline:
+                    if len(self._signals) > signals_before:  # another Ctrl-C: do not wait out the grace
+                        break
+                    self._pump(0.02)
+                if r.popen.poll() is None:
+                    why = ("another signal arrived" if len(self._signals) > signals_before
+                           else f"it did not stop within {self.o.grace:g} s of SIGTERM")
+                    self._say(f"warning: killing {r.spec.name} (pid {r.popen.pid}): {why}", err=True)
+                procs.stop_child(r.popen, 0.0)  # SIGKILL if still there, and reap
+            if r.summary is not None:
+                self._read_reports(r)  # the final report, if the client printed one
+
+    def _finish(self) -> None:
+        summaries = self._summaries()
+        if summaries:
+            self._write_summary()
+            self._undraw()
+            self._say("\nfinal totals:")
+            for s in summaries:
+                self._say("  " + summary_line(s))
+        if self.state is not None:
+            remove(self.o.run_dir.state)
+            self._say(f"minimesh stopped (run {self.o.run_id})")
+
+    # ----------------------------------------------------------------------------------------- signals
+
+    def _install_signals(self) -> None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._wake = (r, w)
+        self._selector.register(r, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+        self._selector.close()
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _workload_records(topology: Topology, placement: Placement) -> list[WorkloadRecord]:
+    out = []
+    for w in topology.workloads:
+        at = placement.of(w.name)
+        out.append(WorkloadRecord(
+            name=w.name, namespace=w.namespace, app=w.app, version=w.version,
+            service_account=w.service_account,
+            spiffe_id=topology.spiffe_id(w), address=at.address,
+            ports={"app": at.app, "outbound": at.outbound, "inbound": at.inbound, "admin": at.admin,
+                   "prometheus": at.prometheus},
+        ))
+    return out
+
+
+def _target(spec: ProcessSpec) -> str:
+    argv = list(spec.argv)
+    return argv[argv.index("--authority") + 1] if "--authority" in argv else spec.addresses.get("target", "")
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _is_ready(r: Running) -> bool:
+    spec = r.spec
+    if spec.ready == "first-report":
+        return r.summary is not None and r.summary.reports > 0
+    assert spec.ready_at is not None
+    host, port = split_host_port(spec.ready_at)
+    if spec.ready == "tcp":
+        return listening(host, port)
+    conn = http.client.HTTPConnection(host, port, timeout=1.0)
+    try:
+        conn.request("GET", "/ready")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _failure(r: Running, what: str) -> str:
+    try:
+        tail = r.log.read_text(errors="replace").splitlines()[-15:]
+    except OSError:
+        tail = []
+    quoted = "\n".join(f"    {line}" for line in tail) or "    (empty)"
+    return (f"{r.spec.workload}: {r.spec.name} ({' '.join(r.spec.argv[1:3])}) {what}.\n"
+            f"  log: {r.log}\n  last lines:\n{quoted}")

@@ -1,0 +1,71 @@
+"""Text for people: what runs where (a table), the traffic paths, and hints (pure string builders)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mesh_ctl.addressing import Placement
+from mesh_ctl.runtime.state import State
+from mesh_ctl.topology import Topology
+
+PORT_COLUMNS = (("app", "APP"), ("outbound", "OUTBOUND"), ("inbound", "INBOUND"), ("admin", "ADMIN"),
+                ("prometheus", "PROM"))
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in (header, *rows)]
+
+
+def where_table(state: State, alive: Callable[[int], bool] | None = None) -> list[str]:
+    """One row per workload: version, address, ports, and the PIDs of its app and sidecar.
+
+    With ``alive`` (pid -> bool) each PID is followed by ``(dead)`` when it is gone.
+    """
+    pids: dict[tuple[str, str], int] = {(p.workload, p.role): p.pid for p in state.processes}
+
+    def pid(workload: str, role: str) -> str:
+        p = pids.get((workload, role))
+        if p is None:
+            return "-"
+        return f"{p}" if alive is None or alive(p) else f"{p} (dead)"
+
+    rows = []
+    for w in state.workloads:
+        ports = [f":{w.ports[key]}" if w.ports.get(key) is not None else "-" for key, _ in PORT_COLUMNS]
+        rows.append([w.name, w.version or "-", w.address, *ports, pid(w.name, "app"), pid(w.name, "sidecar")])
+    titles = [title for _, title in PORT_COLUMNS]
+    header = ["WORKLOAD", "VERSION", "ADDRESS", *titles, "APP PID", "SIDECAR PID"]
+    return table(header, rows)
+
+
+def traffic_lines(topology: Topology, placement: Placement) -> list[str]:
+    """Each path a call takes: app -> its sidecar -(mTLS)-> the destination sidecar -> the destination app."""
+    lines = []
+    for w in topology.workloads:
+        src = placement.of(w.name)
+        for service in topology.called_services(w):
+            total = sum(s.weight for s in service.subsets)
+            groups = [(s.name, s.weight / total if total else 0.0, topology.endpoints(service, s.name))
+                      for s in service.subsets] or [("", 1.0, topology.endpoints(service))]
+            for subset, share, endpoints in groups:
+                for e in endpoints:
+                    dst = placement.of(e.name)
+                    label = f"{service.name} {subset}".strip()
+                    lines.append(
+                        f"{w.name} --h2c--> {src.at(src.outbound)} ==mTLS==> {dst.at(dst.inbound)} "
+                        f"--h2c--> {e.name} {dst.at(dst.app)}   [{label}: {share * 100:.0f}%]"
+                    )
+    return lines
+
+
+def hints(state: State, run_dir: str) -> list[str]:
+    admin = next((p.addresses["admin"] for p in state.processes if "admin" in p.addresses), None)
+    prom = next((p.addresses["prometheus"] for p in state.processes if "prometheus" in p.addresses), None)
+    rd = f" --run-dir {run_dir}"
+    out = [f"  state, logs, certificates, bootstraps: {run_dir}"]
+    if admin and prom:
+        out.append(f"  curl http://{admin}/config_dump    curl http://{prom}/stats/prometheus")
+    out.append(f"  mesh_ctl status{rd}    mesh_ctl down{rd}")
+    return out

@@ -1,0 +1,531 @@
+"""`mesh_ctl up` / `status` / `down` with real processes on loopback.
+
+Two kinds of tests:
+
+- ``test_mesh_up_*``: the real mesh (pyproxy sidecars, payment_service server and client). The client's
+  calls must be split 50/50 between v1 and v2 through mTLS sidecars with no errors.
+- ``test_lifecycle_*``: the supervisor's own guarantees (detach, status, refusing a second mesh, no
+  orphans after SIGKILL, clean-up of a crashed run, clear start-up errors), with small stand-in programs
+  in place of pyproxy and payment_service (they shadow them via PYTHONPATH), so they test `mesh_ctl`
+  alone: the stand-ins only bind the addresses of their bootstrap / flags, answer ``/ready`` and print
+  the client's JSON reports.
+
+Every mesh gets its own 127.x.y.* addresses, so tests never clash with each other or with a mesh a
+developer is running; every process is stopped by PID at the end, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh_ctl.addressing import busy_sockets, can_bind, plan
+from mesh_ctl.bootstrap import validate_bootstrap
+from mesh_ctl.runtime import control
+from mesh_ctl.runtime import procs as rprocs
+from mesh_ctl.runtime.state import RunDir, read_state
+from mesh_ctl.topology import default_topology
+from tests.support.procs import REPO_ROOT, ProcessGroup
+
+pytestmark = pytest.mark.timeout(180)
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def free_base_address() -> str:
+    """A 127.x.y.10 where every socket of the default mesh can be bound right now."""
+    rng = random.Random()
+    for _ in range(50):
+        base = f"127.{rng.randint(64, 250)}.{rng.randint(1, 250)}.10"
+        placement = plan(default_topology(), base_address=base, mode="per-workload")
+        if not busy_sockets(placement):
+            return base
+    raise RuntimeError("no free loopback addresses found")
+
+
+def cli(
+    *args: object, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m mesh_ctl ARGS` to completion (killed if it outlives ``timeout``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh_ctl", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def output(r: subprocess.CompletedProcess[str], run_dir: Path | None = None) -> str:
+    text = f"exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+    if run_dir is not None:
+        for log in sorted((run_dir / "logs").glob("*.log")):
+            text += f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+    return text
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    if not rprocs.wait_until(predicate, timeout, 0.2):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def process_argvs_containing(text: str) -> list[list[str]]:
+    """argv of every live process whose command line contains ``text`` (to find strays)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            argv = rprocs.cmdline(int(entry.name))
+            if argv and any(text in a for a in argv) and rprocs.alive(int(entry.name)):
+                found.append(argv)
+    return found
+
+
+class Meshes:
+    """Remembers every run dir a test used and every PID it saw; stops them all at the end."""
+
+    def __init__(self) -> None:
+        self.run_dirs: list[Path] = []
+        self.seen: list[tuple[int, list[str], int | None]] = []
+
+    def record(self, run_dir: Path) -> dict[str, Any]:
+        state = read_state(RunDir(run_dir))
+        assert state is not None, f"no state file in {run_dir}"
+        self.seen.append((state.supervisor_pid, state.supervisor_argv, state.supervisor_start_time))
+        self.seen += [(p.pid, p.argv, p.start_time) for p in state.processes]
+        return state.to_json()
+
+    def close(self) -> None:
+        for run_dir in self.run_dirs:
+            control.down(RunDir(run_dir), io.StringIO(), timeout=30)
+        for pid, argv, started in self.seen:
+            rprocs.terminate(pid, argv, started, 2.0)
+
+
+@pytest.fixture
+def meshes() -> Iterator[Meshes]:
+    m = Meshes()
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+def assert_gone(state: dict[str, Any]) -> None:
+    """Every process of ``state`` is gone and every address it listened on can be bound again."""
+    for p in [
+        *state["processes"],
+        {
+            "name": "supervisor",
+            "pid": state["supervisor_pid"],
+            "argv": state["supervisor_argv"],
+            "start_time": state["supervisor_start_time"],
+        },
+    ]:
+        assert not rprocs.is_ours(p["pid"], p["argv"], p["start_time"]), (
+            f"{p['name']} (pid {p['pid']}) still runs"
+        )
+    for p in state["processes"]:
+        for role, address in p["addresses"].items():
+            if role != "target":
+                host, _, port = address.rpartition(":")
+                assert can_bind(host, int(port)), f"{address} ({p['name']} {role}) is still in use"
+
+
+# ------------------------------------------------------------------------------------------------ real mesh
+
+
+def test_mesh_up_splits_traffic_50_50_over_mtls(tmp_path: Path, meshes: Meshes) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, "--ready-timeout", 30)
+    assert r.returncode == 0, output(r, run_dir)
+    state = meshes.record(run_dir)
+
+    st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+    assert st["running"] and st["status"] == "ready"
+    assert [w["name"] for w in st["workloads"]] == ["payment-v1", "payment-v2", "client"]
+    for w in st["workloads"]:
+        assert w["sidecar"]["alive"], w
+        assert w["app"]["alive"], w
+
+    # >= 300 calls: for a fair split each version's share has a standard deviation of at most 2.9
+    # points, so 35-65% fails a fair split with probability ~2e-7, while 75/25 or all-to-one never pass.
+    def enough() -> bool:
+        s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
+        return bool(s) and s[0]["requests"] >= 300
+
+    wait_for(enough, 60, "300 calls through the mesh")
+    summary = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"][0]
+    v1, v2 = summary["by_version"].get("v1", 0), summary["by_version"].get("v2", 0)
+    assert v1 + v2 == summary["requests"], summary  # every reply came from a payment version
+    assert 0.35 <= v1 / (v1 + v2) <= 0.65, summary
+    assert summary["by_status"] == {"OK": summary["requests"]}, summary  # zero errors
+    assert summary["errors"] == 0
+
+    # Istio's convention: /stats/prometheus on 15090 of each workload's address; the destination
+    # sidecars saw mutual TLS.
+    for w in st["workloads"]:
+        body = (
+            urllib.request.urlopen(
+                f"http://{w['address']}:{w['ports']['prometheus']}/stats/prometheus", timeout=5
+            )
+            .read()
+            .decode()
+        )
+        assert "istio_requests_total" in body, w["name"]
+        if w["name"].startswith("payment-"):
+            assert 'connection_security_policy="mutual_tls"' in body, w["name"]
+
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "final totals" in r.stdout
+    assert_gone(state)
+    assert not (run_dir / "state.json").exists()
+    # Cleanly: every process left on SIGTERM, none had to be killed.
+    assert "warning: killing" not in (run_dir / "logs" / "supervisor.log").read_text(), output(r, run_dir)
+
+
+# ------------------------------------------------------------------------------------------------ stand-ins
+
+STANDINS = {
+    "pyproxy/__init__.py": "",
+    "pyproxy/__main__.py": '''
+"""Stand-in sidecar: binds every address of its bootstrap, answers any GET with 200, stops on SIGTERM."""
+import argparse, http.server, os, signal, sys, threading
+import yaml
+
+p = argparse.ArgumentParser()
+p.add_argument("-c", required=True)
+p.add_argument("--stats-address")
+p.add_argument("-l", default="info")
+a = p.parse_args()
+b = yaml.safe_load(open(a.c))
+if os.environ.get("STANDIN_FAIL") == b["node"]["metadata"]["NAME"]:
+    print("stand-in sidecar: failing on purpose", flush=True)
+    sys.exit(3)
+
+
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok\\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def sa(d):
+    return d["socket_address"]["address"], d["socket_address"]["port_value"]
+
+
+addresses = [sa(b["admin"]["address"])] + [sa(l["address"]) for l in b["static_resources"]["listeners"]]
+if a.stats_address:
+    host, _, port = a.stats_address.rpartition(":")
+    addresses.append((host, int(port)))
+servers = [http.server.ThreadingHTTPServer(addr, Ok) for addr in addresses]
+for s in servers:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+print("stand-in sidecar listening on", addresses, flush=True)
+stop.wait()
+for s in servers:
+    s.shutdown()
+    s.server_close()
+''',
+    "payment_service/__init__.py": "",
+    "payment_service/server.py": '''
+"""Stand-in payment server: listens on --listen, stops on SIGTERM."""
+import argparse, signal, socket, threading
+
+p = argparse.ArgumentParser()
+p.add_argument("--version")
+p.add_argument("--listen")
+p.add_argument("--name")
+a = p.parse_args()
+host, _, port = a.listen.rpartition(":")
+server = socket.create_server((host, int(port)))
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+print("stand-in payment server", a.version, "on", a.listen, flush=True)
+stop.wait()
+server.close()
+''',
+    "payment_service/client.py": '''
+"""Stand-in load client: checks its target accepts connections, then reports rps calls per second,
+alternating v1/v2, as JSON lines; a "final" line on SIGTERM."""
+import argparse, json, signal, socket, sys, threading, time
+
+p = argparse.ArgumentParser()
+for flag in ("--target", "--authority", "--rps", "--duration", "--concurrency", "--interval"):
+    p.add_argument(flag)
+p.add_argument("--json", action="store_true")
+a = p.parse_args()
+host, _, port = a.target.rpartition(":")
+socket.create_connection((host, int(port)), timeout=5).close()
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+total, by_version, start = 0, {"v1": 0, "v2": 0}, time.monotonic()
+while not stop.wait(float(a.interval)):
+    n = int(float(a.rps) * float(a.interval))
+    for i in range(n):
+        by_version["v1" if (total + i) % 2 == 0 else "v2"] += 1
+    total += n
+    cumulative = {"requests": total, "by_version": dict(by_version), "by_status": {"OK": total}}
+    print(json.dumps({"type": "interval", "elapsed_s": round(time.monotonic() - start, 3), "requests": n,
+                      "rps": n / float(a.interval), "latency_ms": {"p50": 1.0, "p99": 2.0},
+                      "cumulative": cumulative}), flush=True)
+print(json.dumps({"type": "final", "elapsed_s": round(time.monotonic() - start, 3), "requests": total,
+                  "by_version": by_version, "by_status": {"OK": total}, "rps": 0}), flush=True)
+''',
+}
+
+
+@pytest.fixture
+def standin_env(tmp_path: Path) -> dict[str, str]:
+    """An environment in which `python -m pyproxy` / `payment_service.*` run the stand-ins."""
+    root = tmp_path / "standins"
+    for rel, source in STANDINS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(source.lstrip())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def test_lifecycle_detach_status_refuse_down(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    prefix = base.rsplit(".", 1)[0]
+    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, "--rps", 40, env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "WORKLOAD" in r.stdout and f"{prefix}.10" in r.stdout and "==mTLS==>" in r.stdout
+    state = meshes.record(run_dir)
+    assert state["status"] == "ready"
+    assert [p["name"] for p in state["processes"]] == [
+        "payment-v1",
+        "payment-v2",
+        "payment-v1-sidecar",
+        "payment-v2-sidecar",
+        "client-sidecar",
+        "client",
+    ]
+    for p in state["processes"]:
+        assert rprocs.is_ours(p["pid"], p["argv"], p["start_time"]), p
+    sidecar = next(p for p in state["processes"] if p["name"] == "client-sidecar")
+    assert sidecar["argv"][1:7] == [
+        "-m",
+        "pyproxy",
+        "-c",
+        str(run_dir / "bootstrap" / "client.yaml"),
+        "--stats-address",
+        f"{prefix}.12:15090",
+    ]
+    client = next(p for p in state["processes"] if p["name"] == "client")
+    assert client["argv"][client["argv"].index("--rps") + 1] == "40"
+    for name in ("payment-v1", "payment-v2", "client"):
+        validate_bootstrap(yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text()))
+        assert stat.S_IMODE((run_dir / "certs" / name / "key.pem").stat().st_mode) == 0o600
+
+    def reported() -> bool:
+        s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
+        return bool(s) and s[0]["requests"] >= 80
+
+    wait_for(reported, 30, "the client's reports in `status`")
+    st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+    assert st["running"] and st["run_id"] == state["run_id"]
+    assert {w["name"]: (w["address"], w["version"], w["ports"]["inbound"]) for w in st["workloads"]} == {
+        "payment-v1": (f"{prefix}.10", "v1", 15006),
+        "payment-v2": (f"{prefix}.11", "v2", 15006),
+        "client": (f"{prefix}.12", None, None),
+    }
+    assert all(w[role]["alive"] for w in st["workloads"] for role in ("app", "sidecar"))
+    assert st["summary"][0]["by_version"]["v1"] > 0 and st["summary"][0]["errors"] == 0
+    table = cli("status", "--run-dir", run_dir).stdout
+    assert state["run_id"] in table and "payment-v2" in table and "requests" in table
+
+    # A second mesh on the same run dir, or on the same addresses, is refused; the first keeps running.
+    again = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    assert again.returncode == 1 and "already running" in again.stderr, output(again)
+    clash_dir = tmp_path / "other"
+    clash = cli("up", "--detach", "--run-dir", clash_dir, "--base-address", base, env=standin_env)
+    meshes.run_dirs.append(clash_dir)
+    assert clash.returncode == 1 and "in use" in clash.stderr, output(clash)
+    assert all(rprocs.is_ours(p["pid"], p["argv"], p["start_time"]) for p in state["processes"])
+
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "final totals" in r.stdout and "ports are free" in r.stdout
+    assert "warning: killing" not in (run_dir / "logs" / "supervisor.log").read_text()
+    assert_gone(state)
+    assert not (run_dir / "state.json").exists()
+    final = json.loads((run_dir / "summary.json").read_text())["clients"][0]
+    assert final["final"] and final["requests"] >= 80
+    assert "no mesh is running" in cli("status", "--run-dir", run_dir).stdout
+
+
+def test_lifecycle_no_orphans_when_the_supervisor_is_killed(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    state = meshes.record(run_dir)
+
+    os.kill(state["supervisor_pid"], signal.SIGKILL)
+    children = state["processes"]
+    wait_for(
+        lambda: not any(rprocs.is_ours(p["pid"], p["argv"], p["start_time"]) for p in children),
+        10,
+        "the children to die with their supervisor",
+    )
+    st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+    assert not st["running"] and st["status"] == "supervisor-dead"
+    assert not any(w[role]["alive"] for w in st["workloads"] for role in ("app", "sidecar"))
+
+    # The next `up` on the run dir cleans up after the dead run and starts.
+    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "was not stopped cleanly" in r.stdout
+    second = meshes.record(run_dir)
+    assert second["run_id"] != state["run_id"]
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert_gone(second)
+
+
+def test_lifecycle_down_after_a_crash_stops_only_processes_that_are_still_ours(
+    tmp_path: Path, procs: ProcessGroup
+) -> None:
+    leftover = procs.python("leftover", "http.server", "0", "--bind", "127.0.0.1")
+    stranger = procs.python("stranger", "http.server", "0", "--bind", "127.0.0.1")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    dead_pid = int(gone.stdout)
+    wait_for(
+        lambda: bool(rprocs.cmdline(leftover.pid)) and bool(rprocs.cmdline(stranger.pid)), 10, "processes"
+    )
+    run_dir = RunDir(tmp_path / "run")
+    record = {"workload": "w", "role": "app", "addresses": {}, "log": "x.log"}
+    state = {
+        "version": 1,
+        "run_id": "crashed",
+        "run_dir": str(run_dir.root),
+        "supervisor_pid": dead_pid,
+        "supervisor_argv": [sys.executable, "-c", "import os; print(os.getpid())"],
+        "supervisor_start_time": None,
+        "started_at": "",
+        "address_mode": "shared",
+        "status": "ready",
+        "workloads": [],
+        "traffic": [],
+        "processes": [
+            {
+                **record,
+                "name": "leftover",
+                "pid": leftover.pid,
+                "argv": list(leftover.args),
+                "start_time": rprocs.start_time(leftover.pid),
+            },
+            # Same PID as a live process but another command line: a reused PID, not ours.
+            {
+                **record,
+                "name": "reused",
+                "pid": stranger.pid,
+                "argv": [sys.executable, "-m", "pyproxy"],
+                "start_time": None,
+            },
+        ],
+    }
+    run_dir.root.mkdir(parents=True)
+    run_dir.state.write_text(json.dumps(state))
+    r = cli("down", "--run-dir", run_dir.root)
+    assert r.returncode == 0, output(r)
+    assert "is gone" in r.stdout and "stopped leftover leftover" in r.stdout
+    wait_for(lambda: not leftover.alive(), 5, "the leftover to be reaped")
+    assert stranger.alive(), "a process that is not ours was signalled"
+    assert not run_dir.state.exists()
+
+
+def procs_cmdline_ready(pid: int) -> bool:
+    return bool(rprocs.cmdline(pid))
+
+
+def procs_start_time(pid: int) -> int | None:
+    return rprocs.start_time(pid)
+
+
+def test_lifecycle_foreground_up_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, standin_env: dict[str, str], procs: ProcessGroup, meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    up = procs.python(
+        "mesh-up",
+        "mesh_ctl",
+        "up",
+        "--run-dir",
+        str(run_dir),
+        "--base-address",
+        base,
+        env={"PYTHONPATH": standin_env["PYTHONPATH"]},
+    )
+
+    def ready() -> bool:
+        state = read_state(RunDir(run_dir)) if (run_dir / "state.json").exists() else None
+        return state is not None and state.status == "ready" and (run_dir / "summary.json").exists()
+
+    wait_for(ready, 30, "the foreground mesh")
+    state = meshes.record(run_dir)
+    assert state["supervisor_pid"] == up.pid
+    wait_for(lambda: "requests" in up.output(), 10, "a live summary line")
+    up.kill(signal.SIGINT)
+    up.popen.wait(timeout=30)
+    out = up.output()
+    assert up.popen.returncode == 0, out
+    assert "final totals" in out and "minimesh stopped" in out
+    assert "warning: killing" not in out
+    assert_gone(state)
+    assert not (run_dir / "state.json").exists()
+
+
+def test_lifecycle_start_up_failure_names_the_workload_and_stops_the_rest(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    prefix = base.rsplit(".", 1)[0] + "."
+    env = {**standin_env, "STANDIN_FAIL": "client"}
+    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=env)
+    assert r.returncode == 1
+    assert "client-sidecar" in r.stdout and "exited with code 3" in r.stdout, output(r, run_dir)
+    assert str(run_dir / "logs" / "client-sidecar.log") in r.stdout
+    assert "failing on purpose" in r.stdout  # the log's tail is quoted
+    assert not (run_dir / "state.json").exists()
+    wait_for(lambda: not process_argvs_containing(prefix), 10, "no process left on the mesh's addresses")
+    assert not busy_sockets(plan(default_topology(), base_address=base, mode="per-workload"))

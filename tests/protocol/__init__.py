@@ -1,0 +1,1 @@
+"""HTTP/2 conformance and hostile-peer suite (placeholder docstring, replaced below)."""
