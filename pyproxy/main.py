@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"pyproxy: cannot read configuration: {e}", file=sys.stderr)
         return 1
+    for warning in snapshot.warnings:
+        log.warning("configuration: %s", warning)
     if args.mode == "validate":
         print(f"configuration '{args.config_path}' OK")
         return 0

@@ -119,7 +119,7 @@ class HeaderValueOption:
 
     key: str  # lower-case
     value: str
-    append: bool = False  # False: overwrite-if-exists-or-add (Envoy's default for append_action)
+    append: bool = True  # True: APPEND_IF_EXISTS_OR_ADD (Envoy's default); False: OVERWRITE_IF_EXISTS_OR_ADD
     keep_empty_value: bool = False
 
 

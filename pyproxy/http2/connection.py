@@ -44,12 +44,19 @@ _UINT32 = struct.Struct(">L")
 _PRIORITY = struct.Struct(">LB")
 _SETTING = struct.Struct(">HL")
 
+# Connection-specific fields (RFC 9113 8.2.2) plus ``te``, allowed only as "trailers": one set lookup per field.
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"})
+                                  b"upgrade", b"te"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-_BAD_NAME = re.compile(rb"[^\x21-\x40\x5b-\x7e]")
+# RFC 9113 8.2.1: no 0x00-0x20, 0x41-0x5a (upper case), 0x7f-0xff, and no ':' outside pseudo-header names.
+_BAD_NAME = re.compile(rb"[^\x21-\x39\x3b-\x40\x5b-\x7e]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 _MAX_CLOSED_REMEMBERED = 2048
+# A header block (HEADERS + CONTINUATION) may not grow beyond this many octets, each CONTINUATION frame
+# counting its 9-octet frame header too, so that floods of empty frames are bounded like large ones.
+_MIN_HEADER_BLOCK_LIMIT = 256 * 1024
+# Stream.content_length markers besides -1 (no content-length): a HEAD request was sent (client side).
+_HEAD_REQUEST = -2
 
 # Closed-stream reasons remembered for late frames.
 _ENDED = 0  # both sides sent END_STREAM
@@ -105,7 +112,8 @@ class H2Settings:
                  max_rapid_resets: int = 200) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.initial_window = min(initial_window, fr.MAX_WINDOW)
-        self.initial_connection_window = min(initial_connection_window, fr.MAX_WINDOW)
+        # The connection window starts at 65,535 whatever SETTINGS say (RFC 9113 6.9.2); we can only grow it.
+        self.initial_connection_window = min(max(initial_connection_window, fr.DEFAULT_WINDOW), fr.MAX_WINDOW)
         self.max_header_list_size = max_header_list_size
         self.max_frame_size = max_frame_size
         self.header_table_size = header_table_size
@@ -129,7 +137,11 @@ class H2Connection:
         self._settings_received = False
         self._encoder = Encoder()
         self._decoder = Decoder(self.local.max_header_list_size)
-        self._decoder.max_allowed_table_size = self.local.header_table_size
+        # Our SETTINGS bind the peer only once it has seen them, i.e. when its ACK arrives (RFC 9113 6.5.3):
+        # until then we accept what the defaults allow when they are more generous than our values.
+        self._local_settings_acked = False
+        self._decoder.max_allowed_table_size = max(self.local.header_table_size, 4096)
+        self._stream_recv_window = max(self.local.initial_window, fr.DEFAULT_WINDOW)
         # Peer's settings (defaults until its SETTINGS frame arrives).
         self.remote_max_concurrent_streams = 2**31 - 1
         self.remote_initial_window = fr.DEFAULT_WINDOW
@@ -210,10 +222,15 @@ class H2Connection:
         if stream is None:
             if not self.client_side or stream_id != self._next_stream_id:
                 raise StreamStateError(f"cannot open stream {stream_id}")
-            stream = Stream(stream_id, self.local.initial_window, self.remote_initial_window)
+            stream = Stream(stream_id, self._stream_recv_window, self.remote_initial_window)
             self.streams[stream_id] = stream
             self._next_stream_id += 2
             self.open_local_streams += 1
+            for name, value in headers:  # :method comes first: one iteration
+                if name == b":method":
+                    if value == b"HEAD":
+                        stream.content_length = _HEAD_REQUEST
+                    break
         elif stream.send_closed:
             raise StreamStateError(f"stream {stream_id} is closed for sending")
         stream.send_headers = True
@@ -228,7 +245,9 @@ class H2Connection:
         if stream is None or stream.send_closed:
             return 0
         w = stream.outbound_window
-        return w if w < self.outbound_window else self.outbound_window
+        if w > self.outbound_window:
+            w = self.outbound_window
+        return w if w > 0 else 0  # a stream window can be negative after SETTINGS_INITIAL_WINDOW_SIZE shrank
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         stream = self.streams.get(stream_id)
@@ -261,19 +280,27 @@ class H2Connection:
             return
         self._conn_unacked += n
         if self._conn_unacked >= self.local.initial_connection_window >> 2:
-            self._out.append(fr.window_update_frame(0, self._conn_unacked))
-            self.inbound_window += self._conn_unacked
+            # Never past 2^31-1 (the peer would see a FLOW_CONTROL_ERROR): only if the caller acknowledged
+            # more than it received, which the cap absorbs.
+            inc = min(self._conn_unacked, fr.MAX_WINDOW - self.inbound_window)
+            if inc > 0:
+                self._out.append(fr.window_update_frame(0, inc))
+                self.inbound_window += inc
             self._conn_unacked = 0
         stream = self.streams.get(stream_id)
         if stream is None or stream.recv_closed:
             return
         stream.unacked += n
         if stream.unacked >= self.local.initial_window >> 2:
-            self._out.append(fr.window_update_frame(stream_id, stream.unacked))
-            stream.inbound_window += stream.unacked
+            inc = min(stream.unacked, fr.MAX_WINDOW - stream.inbound_window)
+            if inc > 0:
+                self._out.append(fr.window_update_frame(stream_id, inc))
+                stream.inbound_window += inc
             stream.unacked = 0
 
     def ping(self, payload: bytes) -> None:
+        if len(payload) != 8:
+            raise ValueError("a PING payload is exactly 8 octets")
         self._out.append(fr.ping_frame(payload))
 
     def send_goaway(self, code: int = ErrorCode.NO_ERROR, debug: bytes = b"",
@@ -309,6 +336,9 @@ class H2Connection:
             self.open_local_streams -= 1
         else:
             self.open_remote_streams -= 1
+        self._remember_closed(sid, reason)
+
+    def _remember_closed(self, sid: int, reason: int) -> None:
         closed = self._closed_streams
         closed[sid] = reason
         if len(closed) > _MAX_CLOSED_REMEMBERED:
@@ -378,6 +408,10 @@ class H2Connection:
         if stream is not None:
             self._forget(stream, _RESET_BY_US)
             events.append(StreamReset(e.stream_id, e.code, False))
+        elif not self._is_idle(e.stream_id):
+            # A closed stream: having sent RST_STREAM we must ignore its later frames (RFC 9113 5.1), rather
+            # than answer each one with another RST_STREAM.
+            self._remember_closed(e.stream_id, _RESET_BY_US)
 
     # ------------------------------------------------------------------------------------- frames
 
@@ -456,14 +490,26 @@ class H2Connection:
     def _on_headers(self, payload: bytes, flags: int, sid: int, events: list[Event]) -> None:
         if sid == 0:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
-        if flags & fr.FLAG_PADDED:
-            payload = self._strip_padding(payload)
-        if flags & fr.FLAG_PRIORITY:
-            if len(payload) < 5:
-                raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority fields truncated")
-            dep, _weight = _PRIORITY.unpack_from(payload, 0)
-            payload = payload[5:]
-            if dep & 0x7FFFFFFF == sid:
+        if flags & (fr.FLAG_PADDED | fr.FLAG_PRIORITY):
+            start = 0
+            pad = 0
+            end = len(payload)
+            if flags & fr.FLAG_PADDED:
+                if not end:
+                    raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PADDED frame without pad length")
+                pad = payload[0]
+                start = 1
+            dep = 0
+            if flags & fr.FLAG_PRIORITY:
+                if end - start < 5:
+                    raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority fields truncated")
+                dep = _PRIORITY.unpack_from(payload, start)[0] & 0x7FFFFFFF
+                start += 5
+            # RFC 9113 6.2: padding that exceeds what remains for the fragment is a PROTOCOL_ERROR.
+            if pad > end - start:
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding exceeds the frame payload")
+            payload = payload[start:end - pad]
+            if dep == sid:
                 # Decode anyway to keep the HPACK state, then fail the stream.
                 self._headers_block(sid, flags, payload, events, self_dependent=True)
                 return
@@ -483,11 +529,13 @@ class H2Connection:
         cont = self._continuation
         if cont is None or cont[0] != sid:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
-        cont[2].append(payload)
-        self._continuation_size += len(payload)
+        if payload:
+            cont[2].append(payload)
         # A header block we must decode to keep HPACK state, but which is absurdly large: give up on the
-        # connection (CVE-2024-27316 style CONTINUATION floods).
-        if self._continuation_size > max(4 * self.local.max_header_list_size, 256 * 1024):
+        # connection (CVE-2024-27316 style CONTINUATION floods). Each frame also costs its 9-octet header,
+        # so a flood of empty CONTINUATION frames is bounded too (it used to be accepted forever).
+        self._continuation_size += len(payload) + 9
+        if self._continuation_size > max(4 * self.local.max_header_list_size, _MIN_HEADER_BLOCK_LIMIT):
             raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
         if flags & fr.FLAG_END_HEADERS:
             self._continuation = None
@@ -511,13 +559,21 @@ class H2Connection:
                     return
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {sid} not allowed")
             if sid <= self.highest_remote_stream_id:
+                if sid not in self._closed_streams:
+                    # Never opened (implicitly closed by a higher id): RFC 9113 5.1.1 "unexpected stream
+                    # identifier", a connection error (h2spec 5.1.1). A stream closed so long ago that it is
+                    # no longer remembered lands here too: the client is broken either way.
+                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {sid}: ids must increase")
                 self._late_frame(sid, "HEADERS")
                 return
             # A new stream from the client.
             self.highest_remote_stream_id = sid
             if self.goaway_sent_last_id is not None and sid > self.goaway_sent_last_id:
-                return  # after our GOAWAY: ignore (RFC 9113 6.8)
-            stream = Stream(sid, self.local.initial_window, self.remote_initial_window)
+                # After our GOAWAY: ignored (RFC 9113 6.8), and so are its later frames (no RST_STREAM for
+                # each of them: the GOAWAY already told the client these streams were not processed).
+                self._remember_closed(sid, _RESET_BY_US)
+                return
+            stream = Stream(sid, self._stream_recv_window, self.remote_initial_window)
             self.streams[sid] = stream
             self.open_remote_streams += 1
             self._streams_opened += 1
@@ -570,7 +626,14 @@ class H2Connection:
             events.append(ev)
             return
         stream.recv_headers = True
-        stream.content_length = self._content_length(sid, headers)
+        length = self._content_length(sid, headers)
+        # RFC 9113 8.1.1: a response without content (to HEAD, 204, 304) may declare a non-zero
+        # content-length. HEAD: no content at all, as h2 does; 204/304: the declared length is not the body's.
+        if stream.content_length == _HEAD_REQUEST:
+            length = 0
+        elif ev.status == 304 or ev.status == 204:
+            length = -1
+        stream.content_length = length
         if end_stream:
             self._close_recv(stream)
         events.append(ev)
@@ -581,13 +644,16 @@ class H2Connection:
         if not name or _BAD_NAME.search(name):
             raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, f"invalid header name {name[:64]!r}")
         if name in _CONNECTION_SPECIFIC:
-            raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, f"connection-specific header {name.decode()}")
+            if name != b"te":
+                raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, f"connection-specific header {name.decode()}")
+            if value != b"trailers" and value.lower() != b"trailers":  # like h2: any case of "trailers"
+                raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "te header other than 'trailers'")
         if value and _BAD_VALUE.search(value):
             raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, f"invalid value for header {name.decode()}")
 
     def _validate_request(self, ev: HeadersReceived) -> None:
         sid = ev.stream_id
-        seen_regular = False
+        seen_regular = host_seen = False
         method = scheme = path = authority = None
         for name, value in ev.headers:
             if name[:1] == b":":
@@ -616,10 +682,16 @@ class H2Connection:
                 continue
             seen_regular = True
             self._check_field(sid, name, value)
-            if name == b"te" and value != b"trailers":
-                raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "te header other than 'trailers'")
-            if name == b"host" and authority is None:
-                authority = value
+            if name == b"host":
+                # RFC 9113 8.3.1 (SHOULD): a Host naming another entity than :authority is malformed; h2
+                # and oghttp2 also refuse a second Host. Routing uses :authority, the app might read Host.
+                if host_seen:
+                    raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "more than one host header")
+                host_seen = True
+                if authority is None:
+                    authority = value
+                elif value != authority:
+                    raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "host header differs from :authority")
         if method is None:
             raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "missing :method")
         if method == b"CONNECT":
@@ -630,6 +702,8 @@ class H2Connection:
                 raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "missing :scheme or :path")
             if not path:
                 raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "empty :path")
+            if authority is None:  # RFC 9110 7.2; h2 and nghttp2 refuse it too
+                raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "no :authority and no host")
         ev.method = method
         ev.scheme = scheme or b""
         ev.path = path or b""
@@ -712,6 +786,8 @@ class H2Connection:
         if flags & fr.FLAG_ACK:
             if payload:
                 raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            if not self._local_settings_acked:
+                self._apply_local_settings()
             return
         if len(payload) % 6:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
@@ -754,6 +830,16 @@ class H2Connection:
             events.append(RemoteSettingsChanged(self.remote_max_concurrent_streams))
         if window_delta > 0:
             events.append(WindowUpdated(0))
+
+    def _apply_local_settings(self) -> None:
+        """The peer acknowledged our (only) SETTINGS: the smaller window and table size now bind it."""
+        self._local_settings_acked = True
+        self._decoder.max_allowed_table_size = self.local.header_table_size
+        delta = self.local.initial_window - self._stream_recv_window
+        if delta:
+            self._stream_recv_window = self.local.initial_window
+            for stream in self.streams.values():
+                stream.inbound_window += delta  # may go negative, as on the peer's side
 
     def _on_push_promise(self, payload: bytes, flags: int, sid: int, events: list[Event]) -> None:
         raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE is not allowed (push disabled)")

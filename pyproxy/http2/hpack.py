@@ -101,6 +101,9 @@ def _build_huffman_decoder() -> list[tuple[int, int, bytes, bool]]:
 _HUFFMAN_TABLE = _build_huffman_decoder()
 _huffman_cache: dict[bytes, bytes] = {}
 _HUFFMAN_CACHE_MAX = 4096
+# Only short strings are cached (paths, authorities, user agents...): a peer sending large distinct values
+# could otherwise park 4096 x 16 KiB+ of keys and values here. Bound: 4096 x (256 + 320) octets.
+_HUFFMAN_CACHE_MAX_LEN = 256
 
 
 def huffman_decode(data: bytes) -> bytes:
@@ -125,9 +128,10 @@ def huffman_decode(data: bytes) -> bytes:
     if not accepting:
         raise HpackError("invalid Huffman padding")
     result = bytes(out)
-    if len(_huffman_cache) >= _HUFFMAN_CACHE_MAX:
-        _huffman_cache.clear()
-    _huffman_cache[data] = result
+    if len(data) <= _HUFFMAN_CACHE_MAX_LEN:
+        if len(_huffman_cache) >= _HUFFMAN_CACHE_MAX:
+            _huffman_cache.clear()
+        _huffman_cache[data] = result
     return result
 
 
@@ -310,7 +314,8 @@ for _i, _h in enumerate(STATIC_TABLE, start=1):
 class Encoder:
     """Encodes header lists for one direction of one connection (table size: the peer's setting, max 4096)."""
 
-    __slots__ = ("_entries", "_name_seq", "_pair_seq", "_pending_resize", "_seq", "_size", "table_size")
+    __slots__ = ("_entries", "_name_seq", "_pair_seq", "_pending_min", "_pending_resize", "_seq", "_size",
+                 "table_size")
 
     def __init__(self) -> None:
         self._entries: deque[tuple[Header, int, int]] = deque()  # (header, size, seq), oldest first
@@ -319,12 +324,15 @@ class Encoder:
         self._seq = 0  # sequence number of the newest entry
         self._size = 0
         self.table_size = DEFAULT_TABLE_SIZE
-        self._pending_resize: int | None = None
+        self._pending_resize: int | None = None  # size update owed at the start of the next block
+        self._pending_min = DEFAULT_TABLE_SIZE  # smallest size since the last block
 
     def set_max_table_size(self, peer_setting: int) -> None:
         """Apply the peer's SETTINGS_HEADER_TABLE_SIZE (we never use more than the default 4096)."""
         new = min(peer_setting, DEFAULT_TABLE_SIZE)
         if new != self.table_size:
+            if self._pending_resize is None or new < self._pending_min:
+                self._pending_min = new
             self.table_size = new
             self._pending_resize = new
             self._evict(new)
@@ -342,6 +350,10 @@ class Encoder:
     def encode(self, headers: list[Header] | tuple[Header, ...]) -> bytes:
         out = bytearray()
         if self._pending_resize is not None:
+            # RFC 7541 4.2: after several changes, signal the smallest size first (the decoder may have
+            # evicted down to it), then the final one.
+            if self._pending_min < self._pending_resize:
+                out += encode_integer(self._pending_min, 5, 0x20)
             out += encode_integer(self._pending_resize, 5, 0x20)
             self._pending_resize = None
         static_pairs = _STATIC_PAIRS

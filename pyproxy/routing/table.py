@@ -15,6 +15,7 @@ import random
 from collections.abc import Sequence
 
 from pyproxy.config.model import (
+    DomainIndex,
     HeaderMatcher,
     HeaderMutation,
     Route,
@@ -132,29 +133,12 @@ class CompiledVirtualHost:
 
 
 class RouteTable:
-    """Per route configuration: virtual host index and compiled routes."""
+    """Per route configuration: compiled virtual hosts, looked up through the translator's domain index."""
 
     def __init__(self, config: RouteConfiguration) -> None:
         self.config = config
-        self._exact: dict[str, CompiledVirtualHost] = {}
-        self._suffix: list[tuple[str, CompiledVirtualHost]] = []
-        self._prefix: list[tuple[str, CompiledVirtualHost]] = []
-        self._default: CompiledVirtualHost | None = None
+        self._compiled = {id(vh): CompiledVirtualHost(vh) for vh in config.virtual_hosts}
         self._cache: dict[bytes, CompiledVirtualHost | None] = {}
-        for vh in config.virtual_hosts:
-            cvh = CompiledVirtualHost(vh)
-            for domain in vh.domains:
-                d = domain.lower()
-                if d == "*":
-                    self._default = self._default or cvh
-                elif d.startswith("*"):
-                    self._suffix.append((d[1:], cvh))
-                elif d.endswith("*"):
-                    self._prefix.append((d[:-1], cvh))
-                else:
-                    self._exact.setdefault(d, cvh)
-        self._suffix.sort(key=lambda item: -len(item[0]))
-        self._prefix.sort(key=lambda item: -len(item[0]))
 
     def virtual_host(self, authority: bytes) -> CompiledVirtualHost | None:
         try:
@@ -164,19 +148,8 @@ class RouteTable:
         host = authority.decode("latin-1").lower()
         if self.config.ignore_port_in_host_matching:
             host = _strip_port(host)
-        found = self._exact.get(host)
-        if found is None:
-            for suffix, cvh in self._suffix:
-                if host.endswith(suffix) and len(host) > len(suffix):
-                    found = cvh
-                    break
-        if found is None:
-            for prefix, cvh in self._prefix:
-                if host.startswith(prefix) and len(host) > len(prefix):
-                    found = cvh
-                    break
-        if found is None:
-            found = self._default
+        vh = find_virtual_host(self.config.domain_index, host)
+        found = self._compiled.get(id(vh)) if vh is not None else None
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[authority] = found
@@ -191,6 +164,20 @@ class RouteTable:
             if route.matches(path, headers, is_grpc):
                 return cvh, route
         return None
+
+
+def find_virtual_host(index: DomainIndex, host: str) -> VirtualHost | None:
+    """Envoy's order: exact, longest ``*suffix``, longest ``prefix*``, then ``*``. ``host`` is lower-case."""
+    found = index.exact.get(host)
+    if found is not None:
+        return found
+    for suffix, vh in index.suffixes:
+        if len(host) > len(suffix) and host.endswith(suffix):
+            return vh
+    for prefix, vh in index.prefixes:
+        if len(host) > len(prefix) and host.startswith(prefix):
+            return vh
+    return index.wildcard
 
 
 def _strip_port(host: str) -> str:

@@ -86,6 +86,11 @@ def build_context(tls: TlsContext, default_alpn: tuple[str, ...] = ("h2",)) -> s
     if tls.max_version and _TLS_VERSIONS.get(tls.max_version):
         ctx.maximum_version = _TLS_VERSIONS[tls.max_version]  # type: ignore[assignment]
     ctx.options |= ssl.OP_NO_COMPRESSION
+    if tls.cipher_suites:
+        try:
+            ctx.set_ciphers(":".join(tls.cipher_suites))
+        except ssl.SSLError as e:
+            raise TlsConfigError(f"cipher_suites {list(tls.cipher_suites)}: {e}") from e
     for cert in tls.certificates:
         if cert.cert_chain_file is None:
             continue  # SDS-provided certificates are loaded by the secret manager

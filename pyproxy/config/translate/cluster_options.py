@@ -23,7 +23,7 @@ NEEDS_HTTP2 = (
     "pyproxy needs HTTP/2 upstreams; add typed_extension_protocol_options: "
     "{envoy.extensions.upstreams.http.v3.HttpProtocolOptions: "
     '{"@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, '
-    "explicit_http_config: {http2_protocol_options: {}}}} (see README)"
+    "explicit_http_config: {http2_protocol_options: {}}}} (see pyproxy/config/README.md)"
 )
 
 

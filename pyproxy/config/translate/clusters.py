@@ -116,9 +116,7 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
             panic = clc.healthy_panic_threshold.value  # 0..100, checked by the protoc-gen-validate pass
     tls: m.TlsContext | None = None
     if proto.HasField("transport_socket"):
-        _, tls = transport_socket(
-            ctx, proto.transport_socket, join(path, "transport_socket"), server_side=False
-        )
+        tls = transport_socket(ctx, proto.transport_socket, join(path, "transport_socket"), server_side=False)
     http2, idle_timeout, max_requests = upstream_protocol(ctx, proto, path, has_tls=tls is not None)
     assignment = None
     if proto.HasField("load_assignment"):

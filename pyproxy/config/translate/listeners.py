@@ -141,7 +141,7 @@ def filter_chain(ctx: Ctx, fc: Any, path: str, *, is_default: bool = False) -> m
         match = filter_chain_match(ctx, fc.filter_chain_match, join(path, "filter_chain_match"))
     tls: m.TlsContext | None = None
     if fc.HasField("transport_socket"):
-        _, tls = transport_socket(ctx, fc.transport_socket, join(path, "transport_socket"), server_side=True)
+        tls = transport_socket(ctx, fc.transport_socket, join(path, "transport_socket"), server_side=True)
     hcm: m.HttpConnectionManager | None = None
     fpath = join(path, "filters")
     if not len(fc.filters):

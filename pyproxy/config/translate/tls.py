@@ -18,7 +18,15 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from pyproxy.config import model as m
 from pyproxy.config.errors import join
 from pyproxy.config.material import key_matches_certificate, load_certificates, load_private_key
-from pyproxy.config.translate.common import Ctx, data_source, enum_name, string_matcher, typed_name, unpack
+from pyproxy.config.translate.common import (
+    Ctx,
+    data_source,
+    enum_name,
+    string_matcher,
+    typed_name,
+    unpack,
+    wrapped,
+)
 
 TLS = "envoy.transport_sockets.tls"
 RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
@@ -34,32 +42,29 @@ _SAN_TYPES = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS"}
 _TLS_VERSIONS = {1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
 
 
-def transport_socket(ctx: Ctx, ts: Any, path: str, *, server_side: bool) -> tuple[bool, m.TlsContext | None]:
-    """``envoy.config.core.v3.TransportSocket`` -> (ok, TlsContext or None for plaintext)."""
+def transport_socket(ctx: Ctx, ts: Any, path: str, *, server_side: bool) -> m.TlsContext | None:
+    """``envoy.config.core.v3.TransportSocket`` -> TlsContext, or None for plaintext (or a reported error)."""
     ctx.check(ts, path, {"name", "typed_config"})
     if not ts.HasField("typed_config"):
         if ts.name == RAW_BUFFER:
-            return True, None
+            return None
         if ts.name == TLS:  # name-only: an empty context, as Envoy builds from the factory's empty proto
             proto = tls_pb2.DownstreamTlsContext() if server_side else tls_pb2.UpstreamTlsContext()
-            tls = downstream_tls(ctx, proto, path) if server_side else upstream_tls(ctx, proto, path)
-            return tls is not None, tls
+            return downstream_tls(ctx, proto, path) if server_side else upstream_tls(ctx, proto, path)
         ctx.add(
             join(path, "name"),
             f"transport socket {ts.name!r} is not supported (supported: {TLS}, {RAW_BUFFER})",
         )
-        return False, None
+        return None
     tpath = join(path, "typed_config")
     kind = typed_name(ts.typed_config)
     if kind == RAW:
         ctx.check(unpack(ts.typed_config, raw_buffer_pb2.RawBuffer), tpath, set())
-        return True, None
+        return None
     if kind == DOWNSTREAM and server_side:
-        tls = downstream_tls(ctx, unpack(ts.typed_config, tls_pb2.DownstreamTlsContext), tpath)
-        return tls is not None, tls
+        return downstream_tls(ctx, unpack(ts.typed_config, tls_pb2.DownstreamTlsContext), tpath)
     if kind == UPSTREAM and not server_side:
-        tls = upstream_tls(ctx, unpack(ts.typed_config, tls_pb2.UpstreamTlsContext), tpath)
-        return tls is not None, tls
+        return upstream_tls(ctx, unpack(ts.typed_config, tls_pb2.UpstreamTlsContext), tpath)
     if kind in (DOWNSTREAM, UPSTREAM):
         want = DOWNSTREAM if server_side else UPSTREAM
         ctx.add(
@@ -67,20 +72,16 @@ def transport_socket(ctx: Ctx, ts: Any, path: str, *, server_side: bool) -> tupl
             f"{kind.rsplit('.', 1)[-1]} cannot be used here (a "
             f"{'listener' if server_side else 'cluster'} needs {want.rsplit('.', 1)[-1]})",
         )
-        return False, None
+        return None
     ctx.add(tpath, f"transport socket type {kind!r} is not supported (supported: {TLS}, {RAW_BUFFER})")
-    return False, None
+    return None
 
 
 def downstream_tls(ctx: Ctx, proto: Any, path: str) -> m.TlsContext | None:
     before = len(ctx.problems)
     ctx.check(proto, path, {"common_tls_context", "require_client_certificate"})
     parts = _common(ctx, proto.common_tls_context, join(path, "common_tls_context"))
-    require_client = (
-        bool(proto.require_client_certificate.value)
-        if proto.HasField("require_client_certificate")
-        else False
-    )
+    require_client = bool(wrapped(proto, "require_client_certificate", False))
     if parts is None:
         return None
     certificates, validation, alpn, versions, ciphers = parts

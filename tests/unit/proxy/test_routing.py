@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from pyproxy.config.model import (
+    DomainIndex,
     HeaderMatcher,
     Route,
     RouteAction,
@@ -25,8 +26,28 @@ def _route(name: str, cluster: str = "c", **match: object) -> Route:
     return Route(name=name, match=RouteMatch(**match), action=RouteAction(cluster=cluster))  # type: ignore[arg-type]
 
 
+def _index(vhosts: tuple[VirtualHost, ...]) -> DomainIndex:
+    """What the translator builds (tested in tests/unit/config): exact / suffix / prefix / wildcard."""
+    exact: dict[str, VirtualHost] = {}
+    suffixes: list[tuple[str, VirtualHost]] = []
+    prefixes: list[tuple[str, VirtualHost]] = []
+    wildcard = None
+    for vh in vhosts:
+        for d in (d.lower() for d in vh.domains):
+            if d == "*":
+                wildcard = vh
+            elif d.startswith("*"):
+                suffixes.append((d[1:], vh))
+            elif d.endswith("*"):
+                prefixes.append((d[:-1], vh))
+            else:
+                exact[d] = vh
+    return DomainIndex(exact, tuple(sorted(suffixes, key=lambda i: -len(i[0]))),
+                       tuple(sorted(prefixes, key=lambda i: -len(i[0]))), wildcard)
+
+
 def _table(*vhosts: VirtualHost) -> RouteTable:
-    return RouteTable(RouteConfiguration(name="rc", virtual_hosts=vhosts))
+    return RouteTable(RouteConfiguration(name="rc", virtual_hosts=vhosts, domain_index=_index(vhosts)))
 
 
 def _vh(name: str, domains: tuple[str, ...], *routes: Route) -> VirtualHost:
