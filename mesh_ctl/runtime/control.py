@@ -120,10 +120,15 @@ def down(run_dir: RunDir, out: TextIO, timeout: float = 120.0, grace: float = 5.
     pid = state.supervisor_pid
     if supervisor_alive(state):
         print(f"stopping run {state.run_id} (supervisor pid {pid}) ...", file=out, flush=True)
+        log = run_dir.log("supervisor")
+        seen = log.stat().st_size if log.exists() else 0
         os.kill(pid, signal.SIGTERM)
         if not procs.wait_until(lambda: not supervisor_alive(state), timeout, 0.1):
             print(f"warning: supervisor pid {pid} did not stop within {timeout:g} s; killing it", file=out)
             procs.terminate(pid, state.supervisor_argv, state.supervisor_start_time, 0.0)
+        for line in _new_lines(log, seen):  # what a background supervisor had to say while stopping
+            if line.startswith(("warning:", "error:")):
+                print(f"  {line}", file=out)
     else:
         print(f"supervisor pid {pid} of run {state.run_id} is gone; stopping what it left", file=out)
     stopped, survivors = reap_leftovers(state, grace)
@@ -246,6 +251,15 @@ def launch_detached(run_dir: RunDir, run_id: str, up_args: Sequence[str], out: T
         print(line, file=out)
     print(f"  supervisor log: {log}", file=out)
     return 0
+
+
+def _new_lines(path: os.PathLike[str], offset: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def _tail(path: os.PathLike[str], n: int) -> str:

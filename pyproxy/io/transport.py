@@ -287,7 +287,10 @@ class TlsTransport(Transport):
             chunks = []
             try:
                 while True:
-                    chunks.append(ssl_obj.read(RECV_SIZE))
+                    data = ssl_obj.read(RECV_SIZE)
+                    if not data:  # EOF after close_notify: SSLObject.read returns b"" instead of raising
+                        return b"".join(chunks)
+                    chunks.append(data)
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mesh_ctl.addressing import (
     AddressingError,
@@ -125,3 +128,31 @@ def test_busy_sockets_sees_a_bound_port() -> None:
 def test_linux_can_bind_other_loopback_addresses() -> None:
     assert can_bind("127.0.0.10")
     assert plan(default_topology()).mode == "per-workload"
+
+
+@given(
+    extra=st.integers(min_value=0, max_value=60),
+    offset=st.integers(min_value=-7000, max_value=20000),
+    first=st.integers(
+        min_value=int(ipaddress.ip_address("127.0.0.2")), max_value=int(ipaddress.ip_address("127.255.254.0"))
+    ),
+    per_workload=st.booleans(),
+)
+def test_every_socket_is_distinct_and_on_loopback(
+    extra: int, offset: int, first: int, per_workload: bool
+) -> None:
+    doc = topology_to_dict(default_topology())
+    doc["workloads"] += [
+        {"name": f"w-{i}", "app": "payment-server", "labels": {"app": "payment", "version": "v2"}}
+        for i in range(extra)
+    ]
+    t = topology_from_dict(doc)
+    base = str(ipaddress.ip_address(first))
+    p = plan(t, base_address=base, port_offset=offset, mode="per-workload" if per_workload else "shared")
+    sockets = [(host, port) for _, _, host, port in p.sockets()]
+    assert len(sockets) == len(set(sockets))
+    assert all(ipaddress.ip_address(h).is_loopback and 1 <= port <= 65535 for h, port in sockets)
+    if per_workload:
+        addresses = [w.address for w in p.workloads]
+        assert len(set(addresses)) == len(addresses)
+        assert not {"127.0.0.1", "127.0.0.53", "127.0.0.54", "127.0.1.1"} & set(addresses)
