@@ -821,10 +821,11 @@ class H2Connection:
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "invalid SETTINGS_ENABLE_CONNECT_PROTOCOL")
             # Unknown settings are ignored (RFC 9113 6.5.2).
         if window_delta:
-            for stream in self.streams.values():
+            streams = self.streams.values()
+            if window_delta > 0 and any(s.outbound_window + window_delta > fr.MAX_WINDOW for s in streams):
+                raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
+            for stream in streams:
                 stream.outbound_window += window_delta
-                if stream.outbound_window > fr.MAX_WINDOW:
-                    raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
         self._out.append(fr.settings_frame(ack=True))
         if concurrency_changed or first:
             events.append(RemoteSettingsChanged(self.remote_max_concurrent_streams))
@@ -876,9 +877,10 @@ class H2Connection:
         if sid == 0:
             if increment == 0:
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with increment 0")
-            self.outbound_window += increment
-            if self.outbound_window > fr.MAX_WINDOW:
+            window = self.outbound_window + increment
+            if window > fr.MAX_WINDOW:  # checked before it is stored: windows never exceed 2^31-1
                 raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow")
+            self.outbound_window = window
             events.append(WindowUpdated(0))
             return
         stream = self.streams.get(sid)
@@ -888,9 +890,10 @@ class H2Connection:
             return  # closed streams: ignore (RFC 9113 5.1)
         if increment == 0:
             raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with increment 0")
-        stream.outbound_window += increment
-        if stream.outbound_window > fr.MAX_WINDOW:
+        window = stream.outbound_window + increment
+        if window > fr.MAX_WINDOW:
             raise _StreamError(sid, ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
+        stream.outbound_window = window
         events.append(WindowUpdated(sid))
 
     _dispatch = {

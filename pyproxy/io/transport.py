@@ -41,11 +41,13 @@ class Transport:
     """A plaintext TCP connection."""
 
     __slots__ = ("_drain_callbacks", "_immediate_reads", "_out", "_wake_writer", "broken", "closed",
-                 "pending", "sock")
+                 "high_water", "low_water", "pending", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.high_water = HIGH_WATER
+        self.low_water = LOW_WATER
         self._out: list[bytes] = []
         self.pending = 0
         self._wake_writer = trio.Event()
@@ -128,9 +130,14 @@ class Transport:
             out.pop(0)
         return True
 
+    def set_buffer_limit(self, limit: int) -> None:
+        """Envoy's per_connection_buffer_limit_bytes: the high-water mark of queued output."""
+        self.high_water = max(limit, 16384)
+        self.low_water = self.high_water // 4
+
     def on_drain(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once pending output falls below LOW_WATER (now, if it already is)."""
-        if self.pending < LOW_WATER:
+        """Call ``callback`` once pending output falls below the low-water mark (now, if it already is)."""
+        if self.pending < self.low_water:
             callback()
         else:
             self._drain_callbacks.append(callback)
@@ -146,7 +153,7 @@ class Transport:
                 except (trio.ClosedResourceError, OSError):
                     return
                 self._send_pending()
-                if self.pending < LOW_WATER and self._drain_callbacks:
+                if self.pending < self.low_water and self._drain_callbacks:
                     self._fire_drain()
             if self._drain_callbacks:
                 self._fire_drain()
@@ -158,8 +165,8 @@ class Transport:
             cb()
 
     async def wait_drained(self) -> None:
-        """Wait until pending output is below LOW_WATER (used to stop reading from a peer that never reads)."""
-        while self.pending >= LOW_WATER and not self.closed and self.broken is None:
+        """Wait until pending output is below the low-water mark (stop reading from a peer that never reads)."""
+        while self.pending >= self.low_water and not self.closed and self.broken is None:
             event = trio.Event()
             self._drain_callbacks.append(event.set)
             await event.wait()

@@ -97,6 +97,11 @@ class ChainContext:
         router = next((f.config for f in hcm.http_filters if isinstance(f.config, RouterConfig)), None)
         self.suppress_envoy_headers = bool(router and router.suppress_envoy_headers)
         self.access_loggers = tuple(AccessLogger(a) for a in hcm.access_logs)
+        self.underscores = hcm.headers_with_underscores_action
+        self.use_remote_address = hcm.use_remote_address
+        self.request_timeout = hcm.request_timeout
+        self.max_stream_duration = hcm.max_stream_duration
+        self.buffer_limit = listener.per_connection_buffer_limit_bytes
 
     def route_table(self) -> RouteTable | None:
         if self._inline_table is not None:

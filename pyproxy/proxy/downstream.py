@@ -34,7 +34,7 @@ from pyproxy.http2.events import (
 )
 from pyproxy.http2.frames import PREFACE, ErrorCode
 from pyproxy.io.sniff import ClientHelloInfo, client_hello_complete, looks_like_tls, parse_client_hello
-from pyproxy.io.transport import HIGH_WATER, PrefixedTransport, TlsTransport, Transport, TransportClosed
+from pyproxy.io.transport import PrefixedTransport, TlsTransport, Transport, TransportClosed
 from pyproxy.proxy.stream import ProxyStream
 from pyproxy.tls import PeerIdentity, identity_from_cert, san_matches
 
@@ -58,6 +58,7 @@ class DownstreamConnection:
         self.ctx = ctx
         self.runtime = ctx.runtime
         self.transport = transport
+        transport.set_buffer_limit(ctx.buffer_limit)
         self.peer = peer
         self.peer_address = transport.peer_address
         self.engine = H2Connection(client_side=False, settings=ctx.h2_settings)
@@ -102,7 +103,7 @@ class DownstreamConnection:
                 nursery.start_soon(transport.run_writer)
                 try:
                     while True:
-                        if transport.pending >= HIGH_WATER:
+                        if transport.pending >= transport.high_water:
                             # The peer does not read what we send: stop reading what it sends.
                             await transport.wait_drained()
                         data = await transport.receive()

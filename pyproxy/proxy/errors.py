@@ -73,15 +73,24 @@ class ProxyError(Exception):
 
 
 class NoRoute(ProxyError):
+    """No virtual host or route matched. Envoy sends no body; we say why (grpc-message / text)."""
+
     http_status = 404
     flag = "NR"
     details = "route_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("route not found")
 
 
 class ClusterNotFound(ProxyError):
     http_status = 503
     flag = "NC"
     details = "cluster_not_found"
+
+    def __init__(self, message: str, http_status: int = 503) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class NoHealthyUpstream(ProxyError):
@@ -143,6 +152,28 @@ class StreamIdleTimeout(ProxyError):
 
     def __init__(self) -> None:
         super().__init__("stream timeout")
+
+
+class MaxStreamDuration(ProxyError):
+    """max_stream_duration reached (route or connection manager); Envoy answers 408 before headers."""
+
+    http_status = 408
+    flag = "UMSDR"
+    details = "max_duration_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("downstream duration timeout")
+
+
+class RequestTimeout(ProxyError):
+    """The connection manager's request_timeout: the whole request was not received in time."""
+
+    http_status = 408
+    flag = "-"
+    details = "request_overall_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("request timeout")
 
 
 class RequestHeadersTooLarge(ProxyError):

@@ -1,4 +1,4 @@
-"""One proxied request: downstream stream <-> upstream stream, with flow control in both directions.
+"""One proxied request: downstream stream <-> upstream stream(s), with flow control in both directions.
 
 A :class:`ProxyStream` is created when a request's headers arrive. It routes (route table compiled per
 snapshot), picks a cluster and a host, and asks the host's pool for an upstream stream. From then on it moves
@@ -7,8 +7,15 @@ bytes both ways without tasks of its own: it is driven by the two connections' r
 Flow control and backpressure: DATA received on one side is sent to the other side as far as that side's
 HTTP/2 windows allow; the rest waits in a per-direction queue. Window is returned to the sender (WINDOW_UPDATE)
 only for bytes that were handed to the other side's transport, and not while that transport has more than
-HIGH_WATER bytes queued. So a slow reader stops its writer through HTTP/2 flow control, and the proxy's memory
-per stream is bounded by the windows it advertises.
+its high-water mark queued. So a slow reader stops its writer through HTTP/2 flow control, and the proxy's
+memory per stream is bounded by the windows it advertises.
+
+Retries (Envoy's router): until response headers are forwarded downstream, an attempt that fails in a way the
+route's retry policy covers (connect failure, refused stream, reset, per-try timeout, a retriable status or
+trailers-only grpc-status) is abandoned and, after a jittered back-off, the request is replayed on another
+host from the request body kept for that purpose (up to :data:`RETRY_BUFFER_LIMIT`; beyond it the request is
+no longer retried). The route timeout covers all attempts. The retry *policy* questions are answered by
+:mod:`pyproxy.retry`; the *state* is here.
 
 Errors: anything the proxy decides to answer itself goes through :meth:`ProxyStream.fail`, which turns a
 :class:`~pyproxy.proxy.errors.ProxyError` into a local reply before response headers, or ends the response
@@ -26,15 +33,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from pyproxy.config.model import DirectResponse, RouteAction
+from pyproxy.config.model import DirectResponse, RetryPolicy, RouteAction
 from pyproxy.http2.connection import StreamStateError
 from pyproxy.http2.events import DataReceived, HeadersReceived
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
-from pyproxy.io.transport import HIGH_WATER
 from pyproxy.proxy import errors
 from pyproxy.proxy.errors import ProxyError, encode_grpc_message, local_reply
 from pyproxy.proxy.grpc_timeout import format_grpc_timeout, parse_grpc_timeout
+from pyproxy.proxy.shadow import ShadowStream, shadow_authority
+from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext, CompiledMutation
@@ -47,20 +55,22 @@ if TYPE_CHECKING:
 
 _GRPC_PREFIX = b"application/grpc"
 _STRIP_REQUEST = frozenset({b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id"})
+RETRY_BUFFER_LIMIT = 1 << 20  # request bytes kept for replay (Envoy: the per-request buffer limit, 1 MiB)
 
 
 class ProxyStream:
     __slots__ = (
-        "authority", "bytes_received", "bytes_sent", "cluster", "ctx", "deadline_from_caller",
+        "attempts", "authority", "bytes_received", "bytes_sent", "cluster", "ctx", "deadline_from_caller",
         "deferred_down_ack", "deferred_up_ack", "done", "down", "down_sid", "flags", "grpc_status", "host",
-        "is_grpc", "method", "path", "peer_metadata", "pool", "req_end_received", "req_end_sent",
-        "req_pending", "req_trailers", "request_headers", "resp_end_received", "resp_headers_sent",
-        "resp_pending", "resp_trailers", "response_code", "response_mutations", "route", "start_time",
-        "timer", "up", "up_sid", "upstream_headers",
+        "include_attempt_count", "is_grpc", "method", "path", "peer_metadata", "per_try_timer", "pool",
+        "replay", "req_buffer", "req_buffer_bytes", "req_end_received", "req_end_sent", "req_pending",
+        "req_trailers", "request_headers", "resp_end_received", "resp_headers_sent", "resp_pending",
+        "resp_trailers", "response_code", "response_mutations", "retry_policy", "retry_timer", "route",
+        "shadows", "start_time", "timer", "tried_hosts", "up", "up_sid", "upstream_headers",
         # For access logs and traces:
         "details", "end_time", "failure_reason", "response_headers", "response_headers_time",
         "response_trailers_seen", "start_wallclock", "upstream_principal", "upstream_start",
-        "idle_timer", "last_activity",
+        "idle_timer", "last_activity", "request_timer",
     )
 
     def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
@@ -72,6 +82,7 @@ class ProxyStream:
         self.path = ev.path
         self.authority = ev.authority
         self.start_time = trio.current_time()
+        self.start_wallclock = time.time()
         self.is_grpc = False
         self.route: CompiledRoute | None = None
         self.cluster: ClusterState | None = None
@@ -92,6 +103,8 @@ class ProxyStream:
         self.deferred_down_ack = 0
         self.deferred_up_ack = 0
         self.timer: TimerHandle | None = None
+        self.idle_timer: TimerHandle | None = None
+        self.request_timer: TimerHandle | None = None
         self.deadline_from_caller = False
         self.done = False
         self.response_code = 0
@@ -100,7 +113,6 @@ class ProxyStream:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.peer_metadata: bytes | None = None
-        self.start_wallclock = time.time()
         self.end_time = 0.0
         self.response_headers: list[Header] | None = None
         self.response_headers_time = 0.0
@@ -109,8 +121,18 @@ class ProxyStream:
         self.failure_reason = ""
         self.upstream_principal = ""
         self.upstream_start = 0.0
-        self.idle_timer: TimerHandle | None = None
         self.last_activity = self.start_time
+        # Retries.
+        self.attempts = 0
+        self.retry_policy: RetryPolicy | None = None
+        self.retry_timer: TimerHandle | None = None
+        self.per_try_timer: TimerHandle | None = None
+        self.req_buffer: list[bytes] | None = None
+        self.req_buffer_bytes = 0
+        self.replay: deque[bytes] | None = None
+        self.tried_hosts: list[Host] | None = None
+        self.include_attempt_count = 0  # bit 1: on upstream requests, bit 2: on downstream responses
+        self.shadows: list[ShadowStream] | None = None
 
     # ================================================================================== request start
 
@@ -120,7 +142,7 @@ class ProxyStream:
         runtime = ctx.runtime
         headers = self.request_headers
         grpc_timeout: bytes | None = None
-        has_request_id = has_proto = False
+        has_request_id = has_proto = underscore = False
         for name, value in headers:
             if name == b"content-type":
                 self.is_grpc = value.startswith(_GRPC_PREFIX)
@@ -132,11 +154,28 @@ class ProxyStream:
                 has_request_id = True
             elif name == b"x-forwarded-proto":
                 has_proto = True
-        # The connection manager's own headers (Envoy: generate_request_id, x-forwarded-proto).
+            elif b"_" in name:
+                underscore = True
+        if underscore and ctx.underscores != "ALLOW":
+            if ctx.underscores == "REJECT_REQUEST":
+                # Envoy: HTTP/2 requests with underscores in header names end with a stream reset.
+                self.flags = "DPE"
+                self.details = "unexpected_underscore"
+                self.down.engine.reset_stream(self.down_sid, ErrorCode.PROTOCOL_ERROR)
+                runtime.mark_dirty(self.down)
+                self._finish()
+                return
+            headers[:] = [h for h in headers if b"_" not in h[0]]
+        # The connection manager's own headers (Envoy: generate_request_id, x-forwarded-proto, XFF).
         if not has_request_id and ctx.generate_request_id:
             headers.append((b"x-request-id", str(uuid.UUID(bytes=os.urandom(16), version=4)).encode()))
         if not has_proto:
             headers.append((b"x-forwarded-proto", ctx.forwarded_proto))
+        if ctx.use_remote_address:
+            _append_xff(headers, self.down.peer_address[0].encode())
+        if ctx.request_timeout and not self.req_end_received:
+            self.request_timer = runtime.timers.call_at(self.start_time + ctx.request_timeout,
+                                                        self._on_request_timeout)
         table = ctx.route_table()
         selected = table.select(self.authority, self.path, headers, self.is_grpc) if table else None
         if selected is None:
@@ -153,7 +192,8 @@ class ProxyStream:
         cluster_name = croute.pick_cluster(runtime.rng)
         cluster = runtime.clusters.get(cluster_name)
         if cluster is None:
-            self.fail(errors.ClusterNotFound(f"cluster not found: {cluster_name}"))
+            self.fail(errors.ClusterNotFound(f"cluster not found: {cluster_name}",
+                                             action.cluster_not_found_response_code))
             return
         self.cluster = cluster
         # Timeout: the route's, or the caller's grpc-timeout when the route honours it (max_grpc_timeout).
@@ -165,48 +205,203 @@ class ProxyStream:
                 if cap and caller > cap:
                     caller = cap
                 caller -= action.grpc_timeout_offset
-                if caller > 0 and (timeout is None or caller < timeout or not timeout):
+                if caller > 0 and (not timeout or caller < timeout):
                     timeout = caller
                     self.deadline_from_caller = True
+        max_duration = action.max_stream_duration if action.max_stream_duration is not None else (
+            ctx.max_stream_duration)
         # Upstream request headers.
-        mutations = ctx.request_mutations(cvh, croute, cluster_name)
         up_headers = [h for h in headers if h[0] not in _STRIP_REQUEST] if ctx.strip_peer_metadata else list(
             headers)
-        for m in mutations:
+        for m in ctx.request_mutations(cvh, croute, cluster_name):
             _apply(up_headers, m)
+        if action.prefix_rewrite is not None or action.host_rewrite_literal is not None:
+            self._rewrite(up_headers, croute, action)
         if timeout and self.is_grpc:
-            value = format_grpc_timeout(timeout)
-            for i, (name, _) in enumerate(up_headers):
-                if name == b"grpc-timeout":
-                    up_headers[i] = (b"grpc-timeout", value)
-                    break
-            else:
-                up_headers.append((b"grpc-timeout", value))
+            _set_header(up_headers, b"grpc-timeout", format_grpc_timeout(timeout))
         extra = ctx.upstream_request_headers
         if extra:
             up_headers.extend(extra)
         if timeout and not ctx.suppress_envoy_headers:
             up_headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(timeout * 1000)))
+        vhost = cvh.vhost
+        if vhost.include_request_attempt_count:
+            self.include_attempt_count |= 1
+            up_headers.append((b"x-envoy-attempt-count", b"1"))
+        if vhost.include_attempt_count_in_response:
+            self.include_attempt_count |= 2
         self.upstream_headers = up_headers
         self.response_mutations = ctx.response_mutations(cvh, croute, cluster_name)
-        if timeout:
+        if max_duration and (not timeout or max_duration < timeout):
+            self.timer = runtime.timers.call_at(self.start_time + max_duration, self._on_max_duration)
+        elif timeout:
             self.timer = runtime.timers.call_at(self.start_time + timeout, self._on_timeout)
-        idle = ctx.stream_idle_timeout
+        idle = action.idle_timeout if action.idle_timeout is not None else ctx.stream_idle_timeout
         if idle:
             self.idle_timer = runtime.timers.call_at(self.start_time + idle, self._on_idle_check)
+        policy = action.retry_policy or vhost.retry_policy
+        if policy is not None and policy.num_retries > 0:
+            self.retry_policy = policy
+            self.req_buffer = []
+        if action.mirrors:
+            self._start_shadows(action, up_headers)
+        self._start_attempt()
+
+    def _rewrite(self, headers: list[Header], croute: CompiledRoute, action: RouteAction) -> None:
+        for i, (name, value) in enumerate(headers):
+            if name == b":path" and action.prefix_rewrite is not None:
+                prefix = croute.route.match.prefix
+                if prefix is not None and value.lower().startswith(prefix.lower().encode()):
+                    new = action.prefix_rewrite.encode() + value[len(prefix):]
+                    headers[i] = (b":path", new)
+                    if not self.ctx.suppress_envoy_headers:
+                        headers.append((b"x-envoy-original-path", value))
+            elif name == b":authority" and action.host_rewrite_literal is not None:
+                headers[i] = (b":authority", action.host_rewrite_literal.encode())
+
+    def _start_shadows(self, action: RouteAction, up_headers: list[Header]) -> None:
+        runtime = self.ctx.runtime
+        for mirror in action.mirrors:
+            if mirror.fraction < 1.0 and runtime.rng.random() >= mirror.fraction:
+                continue
+            cluster = runtime.clusters.get(mirror.cluster)
+            if cluster is None:
+                continue
+            host = cluster.pick_host(runtime.rng)
+            if host is None:
+                continue
+            headers = [(b":authority", shadow_authority(v)) if n == b":authority" else (n, v)
+                       for n, v in up_headers]
+            shadow = ShadowStream(runtime, cluster, host, headers)
+            if self.shadows is None:
+                self.shadows = []
+            self.shadows.append(shadow)
+            if self.req_end_received:
+                shadow.on_data(b"", True)
+            cluster.pool_for(host).attach(shadow)  # type: ignore[arg-type]
+
+    # ================================================================================== attempts
+
+    def _start_attempt(self) -> None:
+        """Pick a host and ask its pool for a stream (first try, or a retry after back-off)."""
+        self.retry_timer = None
+        if self.done:
+            return
+        cluster = self.cluster
+        assert cluster is not None
+        runtime = self.ctx.runtime
         if cluster.stats.upstream_rq_active >= cluster.config.circuit_breakers.max_requests:
+            cluster.stats.upstream_rq_pending_overflow += 1
             self.fail(errors.Overflow())
             return
-        host = cluster.pick_host(runtime.rng)
+        host = self._pick_host()
         if host is None:
             self.fail(errors.NoHealthyUpstream())
             return
         self.host = host
+        self.attempts += 1
         host.active_requests += 1
         stats = cluster.stats
         stats.upstream_rq_total += 1
         stats.upstream_rq_active += 1
+        policy = self.retry_policy
+        if policy is not None and policy.per_try_timeout:
+            self.per_try_timer = runtime.timers.call_later(policy.per_try_timeout, self._on_per_try_timeout)
         cluster.pool_for(host).attach(self)
+
+    def _pick_host(self) -> Host | None:
+        cluster = self.cluster
+        assert cluster is not None
+        rng = self.ctx.runtime.rng
+        host = cluster.pick_host(rng)
+        tried = self.tried_hosts
+        policy = self.retry_policy
+        if host is not None and tried and policy is not None and policy.retry_previous_hosts:
+            # retry_host_predicate previous_hosts: re-pick up to host_selection_retry_max_attempts times.
+            for _ in range(max(policy.host_selection_retry_max_attempts, 1)):
+                if host not in tried:
+                    break
+                host = cluster.pick_host(rng)
+        return host
+
+    def _end_attempt(self) -> None:
+        """Abandon the current upstream attempt (its stream reset, its host released)."""
+        runtime = self.ctx.runtime
+        timer = self.per_try_timer
+        if timer is not None:
+            timer.cancel()
+            self.per_try_timer = None
+        up = self.up
+        if up is not None:
+            if self.up_sid in up.engine.streams:
+                up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
+                runtime.mark_dirty(up)
+            up.stream_done(self.up_sid)
+            self.up = None
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        host = self.host
+        if host is not None:
+            host.active_requests -= 1
+            assert self.cluster is not None
+            self.cluster.stats.upstream_rq_active -= 1
+            if self.tried_hosts is None:
+                self.tried_hosts = []
+            self.tried_hosts.append(host)
+            self.host = None
+        self.req_end_sent = False
+        self.replay = None
+
+    def _can_retry(self) -> bool:
+        policy = self.retry_policy
+        if policy is None or self.req_buffer is None or self.resp_headers_sent or self.done:
+            return False
+        if self.attempts > policy.num_retries:
+            return False
+        cluster = self.cluster
+        assert cluster is not None
+        if cluster.retries_active >= cluster.config.circuit_breakers.max_retries:
+            cluster.stats.upstream_rq_retry_overflow += 1
+            return False
+        return True
+
+    def _retry(self) -> None:
+        """Schedule the next attempt after Envoy's jittered exponential back-off."""
+        policy = self.retry_policy
+        cluster = self.cluster
+        assert policy is not None and cluster is not None
+        self._end_attempt()
+        cluster.stats.upstream_rq_retry += 1
+        cluster.retries_active += 1
+        delay = backoff(self.attempts, policy.base_interval, policy.max_interval, self.ctx.runtime.rng)
+        self.retry_timer = self.ctx.runtime.timers.call_later(delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        assert self.cluster is not None
+        self.cluster.retries_active -= 1
+        self._start_attempt()
+
+    def _retry_on_reset(self, kind: ResetKind) -> bool:
+        policy = self.retry_policy
+        if policy is None or not would_retry_reset(policy, kind):
+            return False
+        if not self._can_retry():
+            if self.attempts > policy.num_retries:
+                self.flags = "URX"
+            return False
+        self._retry()
+        return True
+
+    def _on_per_try_timeout(self) -> None:
+        self.per_try_timer = None
+        if self.done or self.resp_headers_sent:
+            return
+        assert self.cluster is not None
+        self.cluster.stats.upstream_rq_per_try_timeout += 1
+        if self._retry_on_reset("reset"):
+            return
+        self.fail(errors.UpstreamTimeout(False))
 
     # ================================================================================== request body
 
@@ -214,35 +409,51 @@ class ProxyStream:
         """Called by the pool: the upstream stream is ``sid`` on ``conn``; send headers and queued body."""
         self.up = conn
         self.up_sid = sid
+        self.pool = None
         self.upstream_principal = conn.peer_principal
         self.upstream_start = trio.current_time()
-        end = self.req_end_received and not self.req_pending and self.req_trailers is None
-        conn.engine.send_headers(sid, self.upstream_headers, end_stream=end)
+        headers = self.upstream_headers
+        if self.attempts > 1:
+            if self.include_attempt_count & 1:
+                headers = list(headers)
+                _set_header(headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
+            if self.req_buffer:
+                self.replay = deque(self.req_buffer)
+        end = (self.req_end_received and not self.replay and not self.req_pending
+               and self.req_trailers is None)
+        conn.engine.send_headers(sid, headers, end_stream=end)
         if end:
             self.req_end_sent = True
-        elif self.req_pending or self.req_end_received:
+        elif self.replay or self.req_pending or self.req_end_received:
             self._pump_request()
 
     def on_request_data(self, ev: DataReceived) -> None:
         data = ev.data
         self.last_activity = trio.current_time()
         self.bytes_received += len(data)
-        if ev.end_stream:
+        end = ev.end_stream
+        if end:
             self.req_end_received = True
+            self._request_complete()
+        shadows = self.shadows
+        if shadows is not None:
+            for shadow in shadows:
+                shadow.on_data(data, end)
         up = self.up
-        if up is not None and not self.req_pending:
+        if up is not None and not self.req_pending and not self.replay:
             sid = self.up_sid
-            n = len(data)
-            if n <= up.engine.max_send(sid):
-                up.engine.send_data(sid, data, end_stream=ev.end_stream)
-                if ev.end_stream:
+            if len(data) <= up.engine.max_send(sid):
+                up.engine.send_data(sid, data, end_stream=end)
+                if end:
                     self.req_end_sent = True
                 self.ctx.runtime.mark_dirty(up)
+                if self.req_buffer is not None and data:
+                    self._keep_for_retry(data)
                 self._ack_down(ev.flow_controlled_length)
                 return
         if data:
             self.req_pending.append(data)
-        elif ev.flow_controlled_length == 0 and not ev.end_stream:
+        elif not end:
             return
         if up is not None:
             self._pump_request()
@@ -250,8 +461,27 @@ class ProxyStream:
     def on_request_trailers(self, ev: HeadersReceived) -> None:
         self.req_end_received = True
         self.req_trailers = ev.headers
+        self._request_complete()
+        if self.shadows is not None:
+            for shadow in self.shadows:
+                shadow.on_trailers(ev.headers)
         if self.up is not None:
             self._pump_request()
+
+    def _request_complete(self) -> None:
+        timer = self.request_timer
+        if timer is not None:
+            timer.cancel()
+            self.request_timer = None
+
+    def _keep_for_retry(self, data: bytes) -> None:
+        buf = self.req_buffer
+        assert buf is not None
+        self.req_buffer_bytes += len(data)
+        if self.req_buffer_bytes > RETRY_BUFFER_LIMIT:
+            self.req_buffer = None  # too big to replay: this request will not be retried
+        else:
+            buf.append(data)
 
     def _pump_request(self) -> None:
         up = self.up
@@ -259,10 +489,26 @@ class ProxyStream:
             return
         eng = up.engine
         sid = self.up_sid
-        pending = self.req_pending
         forwarded = 0
         try:
-            while pending:
+            replay = self.replay
+            while replay:
+                room = eng.max_send(sid)
+                if room <= 0:
+                    break
+                chunk = replay[0]
+                if len(chunk) <= room:
+                    replay.popleft()
+                    last = (not replay and not self.req_pending and self.req_end_received
+                            and self.req_trailers is None)
+                    eng.send_data(sid, chunk, end_stream=last)
+                    self.req_end_sent = last
+                else:
+                    eng.send_data(sid, chunk[:room])
+                    replay[0] = chunk[room:]
+                    break
+            pending = self.req_pending
+            while pending and not replay:
                 room = eng.max_send(sid)
                 if room <= 0:
                     break
@@ -272,14 +518,18 @@ class ProxyStream:
                     last = not pending and self.req_end_received and self.req_trailers is None
                     eng.send_data(sid, chunk, end_stream=last)
                     forwarded += len(chunk)
-                    if last:
-                        self.req_end_sent = True
+                    if self.req_buffer is not None:
+                        self._keep_for_retry(chunk)
+                    self.req_end_sent = last
                 else:
-                    eng.send_data(sid, chunk[:room])
+                    part = chunk[:room]
+                    eng.send_data(sid, part)
                     pending[0] = chunk[room:]
                     forwarded += room
+                    if self.req_buffer is not None:
+                        self._keep_for_retry(part)
                     break
-            if not pending and self.req_end_received and not self.req_end_sent:
+            if not pending and not replay and self.req_end_received and not self.req_end_sent:
                 if self.req_trailers is not None:
                     eng.send_headers(sid, self.req_trailers, end_stream=True)
                 else:
@@ -292,13 +542,13 @@ class ProxyStream:
             self._ack_down(forwarded)
 
     def on_upstream_window(self) -> None:
-        if self.req_pending or (self.req_end_received and not self.req_end_sent):
+        if self.replay or self.req_pending or (self.req_end_received and not self.req_end_sent):
             self._pump_request()
 
     def _ack_down(self, n: int) -> None:
         """Return ``n`` bytes of window to the downstream peer once the upstream side can take more."""
         up = self.up
-        if up is not None and up.transport.pending >= HIGH_WATER:
+        if up is not None and up.transport.pending >= up.transport.high_water:
             if not self.deferred_down_ack:
                 up.transport.on_drain(self._release_down_ack)
             self.deferred_down_ack += n
@@ -319,15 +569,32 @@ class ProxyStream:
     def on_response_headers(self, ev: HeadersReceived) -> None:
         if self.done:
             return
-        self.response_code = ev.status
         headers = ev.headers
+        grpc_status: int | None = None
+        ratelimited = False
+        for name, value in headers:
+            if name == b"grpc-status":
+                grpc_status = _int(value)
+            elif name == b"x-envoy-ratelimited":
+                ratelimited = True
+        policy = self.retry_policy
+        if policy is not None and would_retry_response(policy, ev.status, grpc_status, ratelimited):
+            if self._can_retry():
+                self._retry()
+                return
+            if self.attempts > policy.num_retries:
+                self.flags = "URX"
+        timer = self.per_try_timer
+        if timer is not None:
+            timer.cancel()
+            self.per_try_timer = None
+        self.response_code = ev.status
+        self.grpc_status = grpc_status
         ctx = self.ctx
         out: list[Header] = []
         for h in headers:
             name = h[0]
-            if name == b"grpc-status":
-                self.grpc_status = _int(h[1])
-            elif name in _STRIP_REQUEST:
+            if name in _STRIP_REQUEST:
                 if name == b"x-envoy-peer-metadata":
                     self.peer_metadata = h[1]
                 if ctx.strip_peer_metadata:
@@ -343,11 +610,14 @@ class ProxyStream:
         now = trio.current_time()
         if not ctx.suppress_envoy_headers:
             out.append((b"x-envoy-upstream-service-time", b"%d" % int((now - self.upstream_start) * 1000)))
+        if self.include_attempt_count & 2:
+            out.append((b"x-envoy-attempt-count", b"%d" % self.attempts))
         if ctx.server_header is not None:
             out.append((b"server", ctx.server_header))
         self.response_headers = out
         self.response_headers_time = now
         self.resp_headers_sent = True
+        self.req_buffer = None  # committed: no more retries, no need to keep the body
         if ev.end_stream:
             self.resp_end_received = True
         try:
@@ -442,9 +712,10 @@ class ProxyStream:
             self._pump_response()
 
     def _ack_up(self, n: int) -> None:
-        if self.down.transport.pending >= HIGH_WATER:
+        transport = self.down.transport
+        if transport.pending >= transport.high_water:
             if not self.deferred_up_ack:
-                self.down.transport.on_drain(self._release_up_ack)
+                transport.on_drain(self._release_up_ack)
             self.deferred_up_ack += n
             return
         self._ack_up_now(n)
@@ -488,6 +759,12 @@ class ProxyStream:
             self.details = err.details
         if isinstance(err, errors.UpstreamConnectFailure):
             self.failure_reason = err.reason
+        retry_timer = self.retry_timer
+        if retry_timer is not None:
+            retry_timer.cancel()
+            self.retry_timer = None
+            assert self.cluster is not None
+            self.cluster.retries_active -= 1
         up = self.up
         if up is not None and self.up_sid in up.engine.streams:
             up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
@@ -537,25 +814,36 @@ class ProxyStream:
     def on_upstream_failure(self, err: ProxyError) -> None:
         """The pool could not give us a stream (connect failure, overflow)."""
         self.pool = None
+        if isinstance(err, errors.UpstreamConnectFailure):
+            self.failure_reason = err.reason
+            if self._retry_on_reset("connect-failure"):
+                return
         self.fail(err)
 
     def on_upstream_reset(self, code: int, remote: bool) -> None:
         if self.done:
             return
-        if self.up is not None:
-            self.up.stream_done(self.up_sid)
         if not self.resp_headers_sent:
             if code == ErrorCode.REFUSED_STREAM:
                 reason = "remote refused stream reset"
+                kind: ResetKind = "refused-stream"
             elif remote:
                 reason = "remote reset"
+                kind = "reset"
             else:
                 reason = "protocol error"
-            self.up = None
+                kind = "reset"
+            if self._retry_on_reset(kind):
+                return
+            if self.up is not None:
+                self.up.stream_done(self.up_sid)
+                self.up = None
             self.fail(errors.UpstreamReset(reason, "UR" if remote else "UPE"))
             return
+        if self.up is not None:
+            self.up.stream_done(self.up_sid)
+            self.up = None
         self.flags = "UR" if remote else "UPE"
-        self.up = None
         if remote:
             # Relay the upstream's reset code untouched.
             self.down.engine.reset_stream(self.down_sid, code)
@@ -569,6 +857,8 @@ class ProxyStream:
         if self.done:
             return
         self.up = None
+        if not self.resp_headers_sent and self._retry_on_reset("reset"):
+            return
         self.fail(errors.UpstreamReset(reason, "UC"))
 
     def on_downstream_reset(self, code: int) -> None:
@@ -585,6 +875,14 @@ class ProxyStream:
         if self.pool is not None:
             self.pool.cancel(self)
             self.pool = None
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+            assert self.cluster is not None
+            self.cluster.retries_active -= 1
+        if self.shadows is not None:
+            for shadow in self.shadows:
+                shadow.cancel()
         self._finish()
 
     def on_downstream_lost(self) -> None:
@@ -598,12 +896,26 @@ class ProxyStream:
             self.cluster.stats.upstream_rq_timeout += 1
         self.fail(errors.UpstreamTimeout(self.deadline_from_caller))
 
+    def _on_max_duration(self) -> None:
+        self.timer = None
+        if not self.done:
+            self.fail(errors.MaxStreamDuration())
+
+    def _on_request_timeout(self) -> None:
+        self.request_timer = None
+        if not self.done and not self.req_end_received:
+            self.fail(errors.RequestTimeout())
+
     def _on_idle_check(self) -> None:
         """HCM stream_idle_timeout: no DATA either way for that long ends the stream (flag SI)."""
         self.idle_timer = None
         if self.done:
             return
         idle = self.ctx.stream_idle_timeout
+        route = self.route
+        if route is not None and isinstance(route.route.action, RouteAction):
+            if route.route.action.idle_timeout is not None:
+                idle = route.route.action.idle_timeout
         assert idle
         due = self.last_activity + idle
         if due > trio.current_time():
@@ -618,26 +930,22 @@ class ProxyStream:
             return
         self.done = True
         self.end_time = trio.current_time()
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
-        timer = self.idle_timer
-        if timer is not None:
-            timer.cancel()
-            self.idle_timer = None
+        for timer in (self.timer, self.idle_timer, self.per_try_timer, self.request_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.idle_timer = self.per_try_timer = self.request_timer = None
         self.down.stream_done(self.down_sid)
         up = self.up
         if up is not None:
             up.stream_done(self.up_sid)
-            if self.deferred_up_ack:
-                self.deferred_up_ack = 0
+            self.deferred_up_ack = 0
         host = self.host
         if host is not None:
             host.active_requests -= 1
             cluster = self.cluster
             assert cluster is not None
             cluster.stats.upstream_rq_active -= 1
+        self.req_buffer = None
         self.ctx.record(self)
 
 
@@ -646,6 +954,23 @@ def _int(value: bytes) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def _set_header(headers: list[Header], name: bytes, value: bytes) -> None:
+    for i, (n, _) in enumerate(headers):
+        if n == name:
+            headers[i] = (name, value)
+            return
+    headers.append((name, value))
+
+
+def _append_xff(headers: list[Header], address: bytes) -> None:
+    """``use_remote_address``: append the downstream address to x-forwarded-for."""
+    for i, (n, v) in enumerate(headers):
+        if n == b"x-forwarded-for":
+            headers[i] = (n, v + b"," + address)
+            return
+    headers.append((b"x-forwarded-for", address))
 
 
 def _apply(headers: list[Header], mutation: CompiledMutation) -> None:

@@ -45,6 +45,8 @@ class ClusterStats:
     upstream_cx_connect_fail: int = 0
     upstream_cx_overflow: int = 0
     upstream_rq_retry: int = 0
+    upstream_rq_retry_overflow: int = 0
+    upstream_rq_per_try_timeout: int = 0
 
 
 class Host:
@@ -90,6 +92,7 @@ class ClusterState:
                                       max_concurrent_streams=h2.max_concurrent_streams)
         self.hosts: list[Host] = []
         self.open_connections = 0
+        self.retries_active = 0  # circuit breaker max_retries counts retries in flight
         self._healthy: list[Host] = []
         self.set_hosts(self._static_hosts())
         self._dns_scope: trio.CancelScope | None = None

@@ -31,7 +31,7 @@ from pyproxy.http2.events import (
     WindowUpdated,
 )
 from pyproxy.http2.frames import ErrorCode
-from pyproxy.io.transport import HIGH_WATER, TlsTransport, Transport, TransportClosed
+from pyproxy.io.transport import TlsTransport, Transport, TransportClosed
 from pyproxy.tls import identity_from_cert, san_matches
 
 if TYPE_CHECKING:
@@ -107,6 +107,7 @@ class UpstreamConnection:
         self.runtime = runtime
         self.pool = pool
         self.transport = transport
+        transport.set_buffer_limit(pool.cluster.config.per_connection_buffer_limit_bytes)
         self.engine = H2Connection(client_side=True, settings=settings)
         self.engine.initiate_connection()  # preface first: streams may be opened before run() starts
         self.streams: dict[int, ProxyStream] = {}
@@ -149,7 +150,7 @@ class UpstreamConnection:
                 nursery.start_soon(transport.run_writer)
                 try:
                     while True:
-                        if transport.pending >= HIGH_WATER:
+                        if transport.pending >= transport.high_water:
                             await transport.wait_drained()
                         data = await transport.receive()
                         if not data:
