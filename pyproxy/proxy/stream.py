@@ -39,7 +39,7 @@ from pyproxy.http2.events import DataReceived, HeadersReceived
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
 from pyproxy.proxy import errors
-from pyproxy.proxy.errors import ProxyError, encode_grpc_message, local_reply
+from pyproxy.proxy.errors import ProxyError, encode_grpc_message, grpc_to_http_status, local_reply
 from pyproxy.proxy.grpc_timeout import format_grpc_timeout, parse_grpc_timeout
 from pyproxy.proxy.shadow import ShadowStream, shadow_authority
 from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
@@ -399,9 +399,17 @@ class ProxyStream:
             return
         assert self.cluster is not None
         self.cluster.stats.upstream_rq_per_try_timeout += 1
+        self._outlier(504, local_origin=True)
         if self._retry_on_reset("reset"):
             return
         self.fail(errors.UpstreamTimeout(False))
+
+    def _outlier(self, status: int, local_origin: bool = False) -> None:
+        """Tell outlier detection how the current attempt ended."""
+        cluster = self.cluster
+        host = self.host
+        if cluster is not None and host is not None and cluster.outlier is not None:
+            cluster.outlier.report(host, status, local_origin)
 
     # ================================================================================== request body
 
@@ -577,6 +585,11 @@ class ProxyStream:
                 grpc_status = _int(value)
             elif name == b"x-envoy-ratelimited":
                 ratelimited = True
+        if self.cluster is not None and self.cluster.outlier is not None:
+            status = ev.status
+            if status == 200 and grpc_status is not None and ev.end_stream:
+                status = grpc_to_http_status(grpc_status)  # trailers-only gRPC error (Envoy's mapping)
+            self._outlier(status)
         policy = self.retry_policy
         if policy is not None and would_retry_response(policy, ev.status, grpc_status, ratelimited):
             if self._can_retry():
@@ -816,6 +829,7 @@ class ProxyStream:
         self.pool = None
         if isinstance(err, errors.UpstreamConnectFailure):
             self.failure_reason = err.reason
+            self._outlier(503, local_origin=True)
             if self._retry_on_reset("connect-failure"):
                 return
         self.fail(err)
@@ -833,6 +847,7 @@ class ProxyStream:
             else:
                 reason = "protocol error"
                 kind = "reset"
+            self._outlier(503, local_origin=True)
             if self._retry_on_reset(kind):
                 return
             if self.up is not None:
@@ -857,8 +872,10 @@ class ProxyStream:
         if self.done:
             return
         self.up = None
-        if not self.resp_headers_sent and self._retry_on_reset("reset"):
-            return
+        if not self.resp_headers_sent:
+            self._outlier(503, local_origin=True)
+            if self._retry_on_reset("reset"):
+                return
         self.fail(errors.UpstreamReset(reason, "UC"))
 
     def on_downstream_reset(self, code: int) -> None:
@@ -894,6 +911,8 @@ class ProxyStream:
             return
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_timeout += 1
+            if not self.resp_headers_sent:
+                self._outlier(504, local_origin=True)
         self.fail(errors.UpstreamTimeout(self.deadline_from_caller))
 
     def _on_max_duration(self) -> None:

@@ -22,6 +22,7 @@ from pyproxy.config.model import Cluster, Endpoint, HealthStatus, SocketAddress
 from pyproxy.http2.connection import H2Settings
 from pyproxy.tls import build_context, local_principal
 from pyproxy.upstream.lb import LoadBalancer, make_load_balancer
+from pyproxy.upstream.outlier import HostOutlierState, OutlierDetector
 from pyproxy.upstream.pool import HostPool
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ class ClusterStats:
 class Host:
     """One upstream endpoint and its counters (used by the load balancers)."""
 
-    __slots__ = ("active_requests", "address", "connect_failures", "endpoint", "health", "hostname",
-                 "metadata", "pool", "rq_error", "rq_success", "weight")
+    __slots__ = ("active_requests", "address", "connect_failures", "ejected", "endpoint", "health", "hostname",
+                 "metadata", "outlier", "pool", "rq_error", "rq_success", "weight")
 
     def __init__(self, address: SocketAddress, endpoint: Endpoint | None = None) -> None:
         self.address = address
@@ -67,10 +68,12 @@ class Host:
         self.rq_error = 0
         self.connect_failures = 0
         self.pool: HostPool | None = None
+        self.ejected = False  # by outlier detection
+        self.outlier: HostOutlierState | None = None
 
     @property
     def healthy(self) -> bool:
-        return self.health not in _UNHEALTHY
+        return self.health not in _UNHEALTHY and not self.ejected
 
     def __repr__(self) -> str:
         return f"<Host {self.address} w={self.weight} active={self.active_requests}>"
@@ -96,6 +99,10 @@ class ClusterState:
         self._healthy: list[Host] = []
         self.set_hosts(self._static_hosts())
         self._dns_scope: trio.CancelScope | None = None
+        self.outlier: OutlierDetector | None = None
+        if config.outlier_detection is not None:
+            self.outlier = OutlierDetector(config.outlier_detection, lambda: self.hosts, runtime.timers,
+                                           runtime.rng, self._recompute_healthy)
 
     def _static_hosts(self) -> list[Host]:
         hosts: list[Host] = []
@@ -184,6 +191,8 @@ class ClusterState:
             self.set_hosts(hosts)
 
     def drain(self) -> None:
+        if self.outlier is not None:
+            self.outlier.close()
         if self._dns_scope is not None:
             self._dns_scope.cancel()
         for h in self.hosts:
