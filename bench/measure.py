@@ -109,6 +109,7 @@ class Measurement:
     rss_idle_mb: list[float] = field(default_factory=list)  # per sidecar, after warm-up
     rss_end_mb: list[float] = field(default_factory=list)  # per sidecar, after all repetitions
     long_rss_mb: list[tuple[int, float]] = field(default_factory=list)  # (requests sent, max sidecar RSS)
+    long_error: str | None = None  # a failure in the long run does not void the repetitions
 
     @property
     def label(self) -> str:
@@ -196,27 +197,30 @@ class Runner:
         if lat is None:
             return
         c = self._sample(m)
+        n, elapsed = tp["completed"], tp["elapsed"]
+        n_lat, samples = lat["completed"], sorted(lat["samples_us"])
+        proxy_cpu = b.sidecars.seconds_since(a.sidecars)
+        user, system = b.sidecars.user_sys_since(a.sidecars)
+        loadgen_cpu = b.loadgen.seconds_since(a.loadgen)
+        server_cpu = b.server.seconds_since(a.server)
 
-        n, elapsed, n_lat = tp["completed"], tp["elapsed"], lat["completed"]
-        samples = sorted(lat["samples_us"])
-        p0, p1, p2 = a.sidecars, b.sidecars, c.sidecars
-        l0, l1, s0, s1 = a.loadgen, b.loadgen, a.server, b.server
-        proxy_cpu = p1.seconds_since(p0) if m.sidecars else None
-        user, system = p1.user_sys_since(p0)
+        def sidecar(value: float) -> float | None:
+            return value if m.sidecars else None  # direct: no sidecar figures
+
         m.reps.append(
             Rep(
                 rps=n / elapsed,
                 throughput_requests=n,
                 throughput_elapsed=elapsed,
-                proxy_cpu_10k=None if proxy_cpu is None else proxy_cpu / n * 10_000,
-                proxy_cpu_10k_c1=p2.seconds_since(p1) / n_lat * 10_000 if m.sidecars else None,
-                proxy_user_10k=user / n * 10_000 if m.sidecars else None,
-                proxy_sys_10k=system / n * 10_000 if m.sidecars else None,
-                loadgen_cpu_10k=l1.seconds_since(l0) / n * 10_000,
-                server_cpu_10k=s1.seconds_since(s0) / n * 10_000,
-                proxy_util=None if proxy_cpu is None else proxy_cpu / elapsed,
-                loadgen_util=l1.seconds_since(l0) / elapsed,
-                server_util=s1.seconds_since(s0) / elapsed,
+                proxy_cpu_10k=sidecar(proxy_cpu / n * 10_000),
+                proxy_cpu_10k_c1=sidecar(c.sidecars.seconds_since(b.sidecars) / n_lat * 10_000),
+                proxy_user_10k=sidecar(user / n * 10_000),
+                proxy_sys_10k=sidecar(system / n * 10_000),
+                loadgen_cpu_10k=loadgen_cpu / n * 10_000,
+                server_cpu_10k=server_cpu / n * 10_000,
+                proxy_util=sidecar(proxy_cpu / elapsed),
+                loadgen_util=loadgen_cpu / elapsed,
+                server_util=server_cpu / elapsed,
                 background_util=b.background_since(a) / elapsed,
                 background_util_c1=c.background_since(b) / lat["elapsed"],
                 p50_us=percentile(samples, 50),
@@ -234,6 +238,7 @@ class Runner:
         sent = 0
         for _ in range(10):
             if self._ask(m, {"op": "throughput", "n": chunk, "c": s.concurrency}) is None:
+                m.long_error, m.error = m.error, None
                 return
             sent += chunk
             m.long_rss_mb.append((sent, max(m.sidecar_rss_mb(), default=0.0)))

@@ -44,7 +44,7 @@ from bench.report import (
 from bench.shapes import MTLS_SHAPE, SHAPES, plan
 
 DEFAULTS = Settings()
-QUICK = Settings(requests=2_000, latency_requests=400, repeat=2, warmup=500)
+QUICK = Settings(requests=2_000, latency_requests=300, repeat=2, warmup=400)
 LONG_REQUESTS = 100_000
 LEGEND = """\
 cpu/10k: CPU seconds of all the shape's sidecars per 10,000 calls at load (sys: the kernel's share of it);
@@ -166,17 +166,14 @@ def measure_all(
                     m.sidecars.append(impl.start(hop, procs))
             except RuntimeError as e:
                 m.error = f"start: {e}"
-                for proc in m.sidecars:
-                    procs.stop(proc)
-                m.sidecars.clear()
-                clock.log(f"{m.label}: failed to start: {e}")
+                retire(m, procs, clock, "to start")
 
     live = [m for m in measurements if m.error is None]
     clock.log(f"started {sum(len(m.sidecars) for m in live)} sidecars; warming up {len(live)} configurations")
     for m in live:
         runner.warm_up(m)
         if m.error:
-            clock.log(f"{m.label}: failed in warm-up: {m.error}")
+            retire(m, procs, clock, "in warm-up")
 
     for rep in range(settings.repeat):
         live = [m for m in measurements if m.error is None]
@@ -186,7 +183,7 @@ def measure_all(
         for m in live:
             runner.repetition(m)
             if m.error:
-                clock.log(f"{m.label}: failed: {m.error}")
+                retire(m, procs, clock, f"in repetition {rep + 1}")
                 continue
             r = m.reps[-1]
             cpu = "" if r.proxy_cpu_10k is None else f", proxy cpu {r.proxy_cpu_10k:.3f} s/10k"
@@ -202,9 +199,17 @@ def measure_all(
         for m in _long_candidates(measurements):
             clock.log(f"long run: {settings.long_requests} calls through {m.label}")
             runner.long_run(m)
-            if m.error:
-                clock.log(f"{m.label}: failed in long run: {m.error}")
+            if m.long_error:
+                clock.log(f"{m.label}: failed in the long run: {m.long_error}")
     return measurements
+
+
+def retire(m: Measurement, procs: ProcessSet, clock: Clock, when: str) -> None:
+    """Log why ``m`` failed and stop its sidecars now, so they cost the rest of the run nothing."""
+    clock.log(f"{m.label}: failed {when}: {m.error}")
+    for proc in m.sidecars:
+        procs.stop(proc)
+    m.sidecars.clear()
 
 
 def _long_candidates(measurements: Sequence[Measurement]) -> list[Measurement]:

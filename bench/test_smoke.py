@@ -111,12 +111,16 @@ def test_ratios_and_verdicts_use_medians_of_the_same_run() -> None:
     ng = Measurement("nginx", MTLS_SHAPE, [], "t", reps=[_rep(c, 800) for c in (1.0, 0.9, 5.0)],
                      rss_idle_mb=[20.0, 21.0])
     py = Measurement("pyproxy", MTLS_SHAPE, [], "t", reps=[_rep(c, 3000) for c in (7.0, 7.2, 7.1)],
-                     rss_idle_mb=[50.0, 61.0], long_rss_mb=[(10_000, 50.0), (100_000, 51.5)])
+                     rss_idle_mb=[50.0, 61.0], long_rss_mb=[(10_000, 50.0), (50_000, 51.0), (100_000, 51.5)])
     (r,) = ratios([ng, py])
     assert r.baseline == "nginx" and r.cpu_10k == pytest.approx(7.1) and r.p50 == pytest.approx(3.75)
     got = {v.target.split(" ")[1]: v.verdict for v in verdicts([ng, py], long_requested=True)}
     assert got == {"cpu/10k": "PASS", "p50": "PASS", "idle": "FAIL", "RSS": "PASS"}
-    py.long_rss_mb.append((110_000, 60.0))
+    py.rss_idle_mb = [50.0, 55.0]
+    assert verdicts([ng, py], long_requested=True)[2].verdict == "PASS"
+    py.rss_end_mb = [60.5, 50.0]  # idle after load counts too
+    assert verdicts([ng, py], long_requested=True)[2].verdict == "FAIL"
+    py.long_rss_mb.append((110_000, 52.6))  # +2.6 MB overall is within 5 %, +1.6 MB in the second half is not
     assert verdicts([ng, py], long_requested=True)[-1].verdict == "FAIL"
     py.error, py.reps = "start: exited with 1: boom", []
     assert [v.verdict for v in verdicts([ng, py], long_requested=False)][:2] == ["FAIL", "FAIL"]
@@ -147,7 +151,7 @@ def test_quick_run_measures_baselines_and_reports_a_broken_pyproxy_as_failed(tmp
         m = by[key]
         assert m["error"] is None, m["error"]
         rep = m["repetitions"][0]
-        assert rep["throughput_requests"] == 2000 and rep["latency_requests"] == 400
+        assert rep["throughput_requests"] == 2000 and rep["latency_requests"] == 300
         assert 0 < rep["p50_us"] <= rep["p99_us"] < 1e6
         if key[0] != "-":
             assert rep["proxy_cpu_10k"] > 0 and len(m["rss_mb"]["idle"]) == 2

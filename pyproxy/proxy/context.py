@@ -71,7 +71,8 @@ class ChainContext:
                                       initial_connection_window=h2.initial_connection_window_size,
                                       max_header_list_size=hcm.max_request_headers_kb * 1024,
                                       max_consecutive_empty_frames=h2.max_consecutive_inbound_frames_with_empty_payload,
-                                      max_priority_per_stream=h2.max_inbound_priority_frames_per_stream)
+                                      max_priority_per_stream=h2.max_inbound_priority_frames_per_stream,
+                                      header_table_size=h2.hpack_table_size)
         self.server_header: bytes | None = (None if hcm.server_header_transformation == "PASS_THROUGH"
                                             else hcm.server_name.encode())
         self._route_tables = route_tables

@@ -29,12 +29,14 @@ from pyproxy.http2.events import (
     DataReceived,
     HeaderListTooLarge,
     HeadersReceived,
+    PingAcknowledged,
     StreamReset,
     WindowUpdated,
 )
 from pyproxy.http2.frames import PREFACE, ErrorCode
 from pyproxy.io.sniff import ClientHelloInfo, client_hello_complete, looks_like_tls, parse_client_hello
 from pyproxy.io.transport import PrefixedTransport, TlsTransport, Transport, TransportClosed
+from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.proxy.stream import ProxyStream
 from pyproxy.tls import PeerIdentity, identity_from_cert, san_matches
 
@@ -45,13 +47,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.downstream")
 
 HANDSHAKE_TIMEOUT = 10.0
-LISTENER_FILTER_TIMEOUT = 15.0  # Envoy's listener_filters_timeout default
 _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: 39\r\n\r\npyproxy serves HTTP/2 only (h2 or h2c)\n")
 
 
 class DownstreamConnection:
-    __slots__ = ("ctx", "dirty", "draining", "engine", "peer", "peer_address", "runtime", "streams",
+    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "peer", "peer_address", "runtime", "streams",
                  "transport")
 
     def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity) -> None:
@@ -65,6 +66,12 @@ class DownstreamConnection:
         self.streams: dict[int, ProxyStream] = {}
         self.dirty = False
         self.draining = False
+        h2 = ctx.hcm.http2
+        self.keepalive: Keepalive | None = None
+        if h2.connection_keepalive_interval:
+            self.keepalive = Keepalive(self.runtime, self.engine, lambda: self.runtime.mark_dirty(self),
+                                       transport.close, h2.connection_keepalive_interval,
+                                       h2.connection_keepalive_timeout, h2.connection_keepalive_interval_jitter)
 
     def flush(self) -> None:
         self.dirty = False
@@ -74,14 +81,24 @@ class DownstreamConnection:
 
     def stream_done(self, sid: int) -> None:
         self.streams.pop(sid, None)
-        if self.draining and not self.streams:
+        if self.draining and not self.streams and self.engine.goaway_sent_last_id != 2**31 - 1:
             self.transport.close()
 
     def drain(self) -> None:
-        """Graceful shutdown: GOAWAY, finish the streams in flight, then close."""
+        """Graceful shutdown, as Envoy's connection manager does it: a GOAWAY with the maximum stream id
+        (a "shutdown notice": streams already on their way are still accepted), then after ``drain_timeout``
+        the final GOAWAY with the last stream id actually processed; close once the streams finished."""
         if self.draining:
             return
         self.draining = True
+        self.engine.send_goaway(ErrorCode.NO_ERROR, last_stream_id=2**31 - 1)
+        self.runtime.mark_dirty(self)
+        self.runtime.flush()
+        self.runtime.timers.call_later(self.ctx.hcm.drain_timeout, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        if self.transport.closed:
+            return
         self.engine.send_goaway(ErrorCode.NO_ERROR)
         self.runtime.mark_dirty(self)
         self.runtime.flush()
@@ -109,6 +126,8 @@ class DownstreamConnection:
                         data = await transport.receive()
                         if not data:
                             break
+                        if self.keepalive is not None:
+                            self.keepalive.frame_received()
                         for ev in engine.receive_data(data):
                             t = type(ev)
                             if t is DataReceived:
@@ -145,6 +164,9 @@ class DownstreamConnection:
                                 sid = ev.stream_id  # type: ignore[attr-defined]
                                 engine.send_headers(sid, [(b":status", b"431")], end_stream=True)
                                 engine.reset_stream(sid, ErrorCode.NO_ERROR)
+                            elif t is PingAcknowledged:
+                                if self.keepalive is not None:
+                                    self.keepalive.ping_acknowledged(ev.payload)  # type: ignore[attr-defined]
                             elif t is ConnectionTerminated:
                                 if ev.local:  # type: ignore[attr-defined]
                                     log.info("downstream %s: connection error: %s", self.peer_address,
@@ -152,13 +174,16 @@ class DownstreamConnection:
                                 self.draining = True
                         runtime.mark_dirty(self)
                         runtime.flush()
-                        if engine.closed or (self.draining and not streams):
+                        if engine.closed or (self.draining and not streams
+                                             and engine.goaway_sent_last_id != 2**31 - 1):
                             break
                 except TransportClosed:
                     pass
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
+            if self.keepalive is not None:
+                self.keepalive.stop()
             runtime.downstream_connections.discard(self)
             lost = list(streams.values())
             streams.clear()
@@ -216,10 +241,12 @@ def _needs_inspection(listener: Listener) -> bool:
                for c in listener.filter_chains)
 
 
-async def _peek(sock: socket.socket, limit: int = 16384) -> bytes:
-    """Read the first bytes: enough to tell TLS from plaintext and to parse a ClientHello."""
+async def _peek(sock: socket.socket, timeout: float | None, limit: int = 16384) -> tuple[bytes, bool]:
+    """Read the first bytes: enough to tell TLS from plaintext and to parse a ClientHello.
+
+    Returns the bytes and whether the listener filter timeout expired first."""
     data = b""
-    with trio.move_on_after(LISTENER_FILTER_TIMEOUT):
+    with trio.move_on_after(timeout if timeout else float("inf")) as scope:
         while len(data) < limit:
             try:
                 chunk = sock.recv(limit - len(data))
@@ -234,7 +261,7 @@ async def _peek(sock: socket.socket, limit: int = 16384) -> bytes:
                     break
             elif len(data) >= 3:
                 break
-    return data
+    return data, scope.cancelled_caught
 
 
 async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket) -> None:
@@ -252,8 +279,12 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
         is_tls = False
         if _needs_inspection(listener):
             try:
-                prefix = await _peek(sock)
+                prefix, timed_out = await _peek(sock, listener.listener_filters_timeout)
             except OSError:
+                sock.close()
+                return
+            if timed_out and not listener.continue_on_listener_filters_timeout:
+                log.info("listener %s: listener filters timed out for %s", listener_name, _peer(sock))
                 sock.close()
                 return
             is_tls = looks_like_tls(prefix)

@@ -141,6 +141,9 @@ class Runtime:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Envoy binds IPv6 listeners v6-only unless ipv4_compat asks for a dual-stack socket.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if entry.listener.ipv4_compat else 1)
             sock.bind((addr.host, addr.port))
             sock.listen(1024)
             sock.setblocking(False)

@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,6 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.upstream")
 
 _UNHEALTHY = frozenset({HealthStatus.UNHEALTHY, HealthStatus.DRAINING, HealthStatus.TIMEOUT})
+_FAMILIES = {"V4_ONLY": socket.AF_INET, "V6_ONLY": socket.AF_INET6}
+
+
+def _order_by_family(infos: list[Any], lookup_family: str) -> list[Any]:
+    """Envoy's dns_lookup_family: AUTO prefers IPv6, V4_PREFERRED prefers IPv4, ALL keeps both."""
+    if lookup_family == "V4_PREFERRED":
+        v4 = [i for i in infos if i[0] == socket.AF_INET]
+        return v4 or infos
+    if lookup_family == "AUTO":
+        v6 = [i for i in infos if i[0] == socket.AF_INET6]
+        return v6 or infos
+    return infos
 
 
 @dataclass(slots=True)
@@ -92,10 +104,12 @@ class ClusterState:
         h2 = config.http2
         self.h2_settings = H2Settings(initial_window=h2.initial_stream_window_size,
                                       initial_connection_window=h2.initial_connection_window_size,
-                                      max_concurrent_streams=h2.max_concurrent_streams)
+                                      max_concurrent_streams=h2.max_concurrent_streams,
+                                      header_table_size=h2.hpack_table_size)
         self.hosts: list[Host] = []
         self.open_connections = 0
         self.retries_active = 0  # circuit breaker max_retries counts retries in flight
+        self.address_family = _FAMILIES.get(config.dns_lookup_family, 0)
         self._healthy: list[Host] = []
         self.set_hosts(self._static_hosts())
         self._dns_scope: trio.CancelScope | None = None
@@ -172,13 +186,15 @@ class ClusterState:
             return
         for locality in la.localities:
             for ep in locality.endpoints:
+                family = _FAMILIES.get(self.config.dns_lookup_family, 0)
                 try:
-                    infos = await trio.socket.getaddrinfo(ep.address.host, ep.address.port,
+                    infos = await trio.socket.getaddrinfo(ep.address.host, ep.address.port, family=family,
                                                           type=socket.SOCK_STREAM)
                 except OSError as e:
                     log.warning("cluster %s: cannot resolve %s: %s", self.name, ep.address.host, e)
                     continue
                 seen: set[str] = set()
+                infos = _order_by_family(infos, self.config.dns_lookup_family)
                 for info in infos:
                     ip = str(info[4][0])
                     if ip in seen:

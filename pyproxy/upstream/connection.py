@@ -27,11 +27,13 @@ from pyproxy.http2.events import (
     ConnectionTerminated,
     DataReceived,
     HeadersReceived,
+    PingAcknowledged,
     StreamReset,
     WindowUpdated,
 )
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.io.transport import TlsTransport, Transport, TransportClosed
+from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.tls import identity_from_cert, san_matches
 
 if TYPE_CHECKING:
@@ -44,10 +46,10 @@ class ConnectError(Exception):
     """Could not connect; the message is Envoy's "transport failure reason"."""
 
 
-async def open_tcp(host: str, port: int) -> socket.socket:
+async def open_tcp(host: str, port: int, family: int = 0) -> socket.socket:
     """A connected non-blocking TCP socket with TCP_NODELAY."""
     try:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await trio.socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     except OSError as e:
         raise ConnectError(f"DNS resolution failed for {host}: {e}") from None
     family, _, _, _, addr = infos[0]
@@ -70,11 +72,11 @@ async def open_tcp(host: str, port: int) -> socket.socket:
 
 
 async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl.SSLContext | None,
-                  timeout: float) -> Transport:
+                  timeout: float, family: int = 0) -> Transport:
     """Connect (and handshake) within ``timeout`` seconds; raises ConnectError."""
     try:
         with trio.fail_after(timeout):
-            sock = await open_tcp(host, port)
+            sock = await open_tcp(host, port, family)
             if tls is None or ssl_context is None:
                 return Transport(sock)
             transport = TlsTransport(sock, ssl_context, server_side=False, server_hostname=tls.sni or None)
@@ -101,7 +103,8 @@ async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl
 class UpstreamConnection:
     """The client side of one HTTP/2 connection to an upstream host."""
 
-    __slots__ = ("closing", "dirty", "engine", "peer_principal", "pool", "runtime", "streams", "transport")
+    __slots__ = ("closing", "dirty", "engine", "keepalive", "peer_principal", "pool", "runtime", "streams",
+                 "streams_opened", "transport")
 
     def __init__(self, runtime: Runtime, pool: HostPool, transport: Transport, settings: H2Settings) -> None:
         self.runtime = runtime
@@ -114,6 +117,13 @@ class UpstreamConnection:
         self.dirty = False
         self.closing = False  # GOAWAY received or connection failing: no new streams
         self.peer_principal = identity_from_cert(transport.peer_certificate()).principal
+        self.streams_opened = 0
+        h2 = pool.cluster.config.http2
+        self.keepalive: Keepalive | None = None
+        if h2.connection_keepalive_interval:
+            self.keepalive = Keepalive(runtime, self.engine, lambda: runtime.mark_dirty(self), transport.close,
+                                       h2.connection_keepalive_interval, h2.connection_keepalive_timeout,
+                                       h2.connection_keepalive_interval_jitter)
 
     def flush(self) -> None:
         self.dirty = False
@@ -129,6 +139,10 @@ class UpstreamConnection:
         """Start ``stream`` on this connection (the caller checked :attr:`available`)."""
         sid = self.engine.get_next_stream_id()
         self.streams[sid] = stream
+        self.streams_opened += 1
+        limit = self.pool.cluster.config.max_requests_per_connection
+        if limit and self.streams_opened >= limit:
+            self.closing = True  # max_requests_per_connection: this connection takes no more streams
         stream.bind_upstream(self, sid)
         self.runtime.mark_dirty(self)
 
@@ -156,6 +170,8 @@ class UpstreamConnection:
                         if not data:
                             break
                         events = engine.receive_data(data)
+                        if self.keepalive is not None:
+                            self.keepalive.frame_received()
                         streams = self.streams
                         for ev in events:
                             t = type(ev)
@@ -187,6 +203,9 @@ class UpstreamConnection:
                                 s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
                                 if s is not None:
                                     s.on_upstream_reset(ev.error_code, ev.remote)  # type: ignore[attr-defined]
+                            elif t is PingAcknowledged:
+                                if self.keepalive is not None:
+                                    self.keepalive.ping_acknowledged(ev.payload)  # type: ignore[attr-defined]
                             elif t is ConnectionTerminated:
                                 self.closing = True
                                 self.pool.connection_draining(self)
@@ -202,6 +221,8 @@ class UpstreamConnection:
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
+            if self.keepalive is not None:
+                self.keepalive.stop()
             self.runtime.log.debug("upstream connection to %s closed: %s", self.pool.host.address, reason)
             self.closing = True
             transport.close()

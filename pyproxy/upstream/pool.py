@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-import trio
-
 from pyproxy.proxy.errors import Overflow, UpstreamConnectFailure
 from pyproxy.upstream.connection import ConnectError, UpstreamConnection, connect
 
@@ -89,7 +87,7 @@ class HostPool:
         cluster.stats.upstream_cx_total += 1
         try:
             transport = await connect(host.address.host, host.address.port, cluster.config.tls,
-                                      cluster.ssl_context, cluster.config.connect_timeout)
+                                      cluster.ssl_context, cluster.config.connect_timeout, cluster.address_family)
         except ConnectError as e:
             self.connecting -= 1
             cluster.open_connections -= 1
@@ -159,5 +157,3 @@ class HostPool:
         return sum(len(c.streams) for c in self.connections)
 
 
-async def _noop() -> None:
-    await trio.lowlevel.checkpoint()

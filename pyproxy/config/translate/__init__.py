@@ -76,6 +76,7 @@ def translate_bootstrap(
         if bootstrap.HasField("layered_runtime")
         else {}
     )
+    ctx.runtime = runtime
     sr = bootstrap.static_resources
     ctx.check(sr, "static_resources", {"listeners", "clusters", "secrets"})
     ctx.secrets = translate_secrets(ctx, sr.secrets, "static_resources.secrets")

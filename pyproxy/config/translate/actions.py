@@ -250,7 +250,10 @@ def retry_policy(ctx: Ctx, rp: Any, path: str) -> m.RetryPolicy:
             )
             continue
         previous_hosts = True
-    base, cap = 0.025, 0.250
+    # Without retry_back_off Envoy uses the runtime key upstream.base_retry_backoff_ms (default 25 ms).
+    base_ms = ctx.runtime.get("upstream.base_retry_backoff_ms", 25)
+    base = float(base_ms) / 1000.0 if isinstance(base_ms, int | float) else 0.025
+    cap = base * 10
     if rp.HasField("retry_back_off"):
         bpath = join(path, "retry_back_off")
         ctx.check(rp.retry_back_off, bpath, {"base_interval", "max_interval"})

@@ -155,8 +155,16 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
         dns_refresh_rate=opt_seconds(proto, "dns_refresh_rate", 5.0, zero_disables=False) or 5.0,
         metadata=metadata,
         dns_lookup_family=enum_name(proto, "dns_lookup_family"),  # type: ignore[arg-type]
-        respect_dns_ttl=proto.respect_dns_ttl,
+        respect_dns_ttl=_respect_dns_ttl(ctx, proto, path),
     )
+
+
+def _respect_dns_ttl(ctx: Ctx, proto: Any, path: str) -> bool:
+    if proto.respect_dns_ttl:
+        # getaddrinfo() does not return TTLs: say so instead of pretending.
+        ctx.warnings.append(f"{join(path, 'respect_dns_ttl')}: DNS TTLs are not available to pyproxy; "
+                            f"names are re-resolved every dns_refresh_rate instead")
+    return bool(proto.respect_dns_ttl)
 
 
 def _least_request(ctx: Ctx, lr: Any, path: str) -> tuple[int, float]:

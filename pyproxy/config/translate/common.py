@@ -32,6 +32,8 @@ class Ctx:
     warnings: list[str] = field(default_factory=list)
     # (cluster name, field path) of every cluster a route refers to, for the consistency check.
     cluster_refs: list[tuple[str, str]] = field(default_factory=list)
+    # Static runtime values (layered_runtime), e.g. upstream.base_retry_backoff_ms.
+    runtime: Mapping[str, object] = field(default_factory=dict)
 
     def add(self, path: str, reason: str) -> None:
         self.problems.add(path, reason)
