@@ -85,6 +85,11 @@ def _addr(pair: tuple[str, int] | None, with_port: bool = True) -> str | None:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_GRPC_NAMES: dict[int, str] = {0: "OK", 1: "Canceled", 2: "Unknown", 3: "InvalidArgument", 4: "DeadlineExceeded",
+               5: "NotFound", 6: "AlreadyExists", 7: "PermissionDenied", 8: "ResourceExhausted",
+               9: "FailedPrecondition", 10: "Aborted", 11: "OutOfRange", 12: "Unimplemented", 13: "Internal",
+               14: "Unavailable", 15: "DataLoss", 16: "Unauthenticated"}
+
 _HOSTNAME = socket.gethostname()
 
 _SIMPLE: dict[str, Field] = {
@@ -116,10 +121,6 @@ _SIMPLE: dict[str, Field] = {
     "HOSTNAME": lambda s: _HOSTNAME,
 }
 
-_GRPC_NAMES = {0: "OK", 1: "Canceled", 2: "Unknown", 3: "InvalidArgument", 4: "DeadlineExceeded",
-               5: "NotFound", 6: "AlreadyExists", 7: "PermissionDenied", 8: "ResourceExhausted",
-               9: "FailedPrecondition", 10: "Aborted", 11: "OutOfRange", 12: "Unimplemented", 13: "Internal",
-               14: "Unavailable", 15: "DataLoss", 16: "Unauthenticated"}
 
 
 def _operator(name: str, arg: str | None, max_len: int | None) -> Field:
@@ -182,9 +183,8 @@ def compile_json(fields: tuple[tuple[str, str], ...]) -> Callable[[ProxyStream],
 
     def render(s: ProxyStream) -> str:
         obj = {}
-        for key, fn, single in compiled:
-            value = fn(s)
-            obj[key] = value if single else value
+        for key, fn, _single in compiled:
+            obj[key] = fn(s)
         return json.dumps(obj, separators=(",", ":")) + "\n"
 
     return render

@@ -9,6 +9,7 @@ used is reported with its field paths and the process exits 1 before binding any
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -121,8 +122,7 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
         if snapshot.admin.address is not None:
             await nursery.start(admin.serve, snapshot.admin.address.host, snapshot.admin.address.port)
         for host, port in stats_addresses:
-            await nursery.start(lambda task_status, h=host, p=port: admin.serve(  # type: ignore[misc]
-                h, p, prometheus_only=True, task_status=task_status))
+            await nursery.start(functools.partial(admin.serve, host, port, prometheus_only=True))
         log.info("pyproxy %s ready (config version %s)", __version__, snapshot.version or "static")
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as waiters:
@@ -137,8 +137,7 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
         log.info("shutting down: draining for up to %.1fs", drain_time)
         runtime.start_draining()
         with trio.move_on_after(drain_time):
-            while runtime.active_streams:
-                await trio.sleep(0.05)
+            await runtime.wait_idle()
         nursery.cancel_scope.cancel()
     return 0
 

@@ -13,8 +13,8 @@ cluster are cached), integer adds, and a bisect per histogram. Text is only prod
 from __future__ import annotations
 
 import base64
-import ipaddress
 import bisect
+import ipaddress
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -95,7 +95,7 @@ def decode_peer_metadata(header: bytes | None) -> Workload:
         struct = struct_pb2.Struct()
         struct.ParseFromString(base64.b64decode(header, validate=True))
         workload = Workload.from_metadata(json_format.MessageToDict(struct))
-    except Exception:  # noqa: BLE001 - a peer's malformed header only costs it its labels
+    except Exception:
         workload = _UNKNOWN_WORKLOAD
     if len(_peer_cache) > 1024:
         _peer_cache.clear()

@@ -37,7 +37,8 @@ from pyproxy.http2.events import (
     WindowUpdated,
 )
 from pyproxy.http2.frames import ErrorCode, Setting
-from pyproxy.http2.hpack import Decoder, Encoder, Header, HeaderListTooLarge as _HpackTooLarge, HpackError
+from pyproxy.http2.hpack import Decoder, Encoder, Header, HpackError
+from pyproxy.http2.hpack import HeaderListTooLarge as _HpackTooLarge
 
 _FRAME_HEAD = struct.Struct(">HBBBL")
 _UINT32 = struct.Struct(">L")
@@ -245,8 +246,7 @@ class H2Connection:
         if stream is None or stream.send_closed:
             return 0
         w = stream.outbound_window
-        if w > self.outbound_window:
-            w = self.outbound_window
+        w = min(w, self.outbound_window)
         return w if w > 0 else 0  # a stream window can be negative after SETTINGS_INITIAL_WINDOW_SIZE shrank
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:

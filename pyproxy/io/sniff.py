@@ -22,14 +22,14 @@ class ClientHelloInfo:
 
 
 def looks_like_tls(first: bytes) -> bool:
-    return len(first) >= 3 and first[0] == TLS_HANDSHAKE and first[1] == 0x03
+    return len(first) >= 3 and first[0] == TLS_HANDSHAKE and first[1] == 3
 
 
 def client_hello_complete(data: bytes) -> bool:
     """True once the whole first TLS record is buffered (or it can never be parsed)."""
     if len(data) < 5:
         return False
-    length = struct.unpack_from(">H", data, 3)[0]
+    length: int = struct.unpack_from(">H", data, 3)[0]
     return len(data) >= 5 + length
 
 

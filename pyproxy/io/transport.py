@@ -190,7 +190,7 @@ class Transport:
         self._wake_writer.set()
         try:
             trio.lowlevel.notify_closing(self.sock)
-        except Exception:  # noqa: BLE001 - already closed or not registered
+        except Exception:
             pass
         self.sock.close()
         self._fire_drain()
@@ -291,7 +291,7 @@ class TlsTransport(Transport):
     async def receive(self) -> bytes:
         ssl_obj = self._ssl
         while True:
-            chunks = []
+            chunks: list[bytes] = []
             try:
                 while True:
                     data = ssl_obj.read(RECV_SIZE)

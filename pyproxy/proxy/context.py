@@ -13,6 +13,7 @@ import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pyproxy.accesslog import AccessLogger
 from pyproxy.config.model import (
     FilterChain,
     HeaderMutation,
@@ -22,7 +23,6 @@ from pyproxy.config.model import (
     RouterConfig,
     TrafficDirection,
 )
-from pyproxy.accesslog import AccessLogger
 from pyproxy.http2.connection import H2Settings
 from pyproxy.http2.hpack import Header
 from pyproxy.routing.table import CompiledRoute, CompiledVirtualHost, RouteTable
@@ -53,6 +53,8 @@ def _compile(*mutations: HeaderMutation) -> tuple[CompiledMutation, ...]:
 
 class ChainContext:
     """Shared, immutable-after-build context of one filter chain under one snapshot."""
+
+    local_principal: str
 
     def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
                  route_tables: dict[str, RouteTable], recorder: Callable[[ChainContext, ProxyStream], None],
@@ -156,7 +158,7 @@ def encode_peer_metadata(node: NodeInfo) -> tuple[bytes, bytes] | None:
     for key in keys:
         value = node.meta(key)
         if value is not None:
-            struct.update({key: value})
+            struct.update({key: value})  # type: ignore[dict-item]
             found = True
     if not found:
         return None

@@ -52,6 +52,9 @@ _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/
 
 
 class DownstreamConnection:
+    transport: Transport
+    peer: PeerIdentity
+    peer_address: tuple[str, int]
     __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "peer", "peer_address", "runtime", "streams",
                  "transport")
 

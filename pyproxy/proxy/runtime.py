@@ -128,10 +128,9 @@ class Runtime:
         if self._nursery is not None:
             for name, prev in old.items():
                 entry2 = entries.get(name)
-                if entry2 is None or entry2.socket is not prev.socket:
-                    if prev.scope is not None:
-                        prev.scope.cancel()
-            for name, entry in entries.items():
+                if (entry2 is None or entry2.socket is not prev.socket) and prev.scope is not None:
+                    prev.scope.cancel()
+            for entry in entries.values():
                 if entry.socket is None:
                     self._open_listener(entry)
 
@@ -176,7 +175,7 @@ class Runtime:
             finally:
                 try:
                     trio.lowlevel.notify_closing(sock)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
                 sock.close()
 
@@ -199,6 +198,11 @@ class Runtime:
                 entry.scope.cancel()
         for conn in list(self.downstream_connections):
             conn.drain()
+
+    async def wait_idle(self) -> None:
+        """Return once no downstream stream is in flight (polled: only used while shutting down)."""
+        while self.active_streams:  # noqa: ASYNC110 - streams end in many places; a poll is simplest here
+            await trio.sleep(0.05)
 
     @property
     def active_streams(self) -> int:

@@ -72,6 +72,19 @@ class ProxyStream:
         "response_trailers_seen", "start_wallclock", "upstream_principal", "upstream_start",
         "idle_timer", "last_activity", "request_timer",
     )
+    # Read by the access log, the stats and the admin API (declared for type checkers; set in __init__).
+    ctx: ChainContext
+    down: DownstreamConnection
+    response_code: int
+    grpc_status: int | None
+    flags: str
+    details: str
+    failure_reason: str
+    bytes_received: int
+    bytes_sent: int
+    upstream_principal: str
+    cluster: ClusterState | None
+    host: Host | None
 
     def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
         self.ctx = ctx
@@ -932,9 +945,9 @@ class ProxyStream:
             return
         idle = self.ctx.stream_idle_timeout
         route = self.route
-        if route is not None and isinstance(route.route.action, RouteAction):
-            if route.route.action.idle_timeout is not None:
-                idle = route.route.action.idle_timeout
+        if (route is not None and isinstance(route.route.action, RouteAction)
+                and route.route.action.idle_timeout is not None):
+            idle = route.route.action.idle_timeout
         assert idle
         due = self.last_activity + idle
         if due > trio.current_time():

@@ -81,15 +81,11 @@ class CompiledRoute:
             elif m.path is not None:
                 if spath.lower() != m.path.lower():
                     return False
-            elif m.safe_regex is not None:
-                if m.safe_regex.fullmatch(spath) is None:
-                    return False
+            elif m.safe_regex is not None and m.safe_regex.fullmatch(spath) is None:
+                return False
         if m.grpc and not is_grpc:
             return False
-        for bname, matcher in self.header_matchers:
-            if not _header_matches(bname, matcher, headers):
-                return False
-        return True
+        return all(_header_matches(bname, matcher, headers) for bname, matcher in self.header_matchers)
 
     def pick_cluster(self, rng: random.Random) -> str:
         """The cluster for this request (weighted choice when there are several)."""

@@ -65,6 +65,8 @@ class ClusterStats:
 class Host:
     """One upstream endpoint and its counters (used by the load balancers)."""
 
+    address: SocketAddress
+
     __slots__ = ("active_requests", "address", "connect_failures", "ejected", "endpoint", "health", "hostname",
                  "metadata", "outlier", "pool", "rq_error", "rq_success", "weight")
 
@@ -92,6 +94,8 @@ class Host:
 
 
 class ClusterState:
+    name: str
+
     def __init__(self, runtime: Runtime, config: Cluster) -> None:
         self.runtime = runtime
         self.config = config

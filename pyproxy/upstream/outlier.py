@@ -89,9 +89,9 @@ class OutlierDetector:
             state.consecutive_gateway += 1
         else:
             state.consecutive_gateway = 0
-        if cfg.consecutive_5xx and state.consecutive_5xx >= cfg.consecutive_5xx:
-            if self._maybe_eject(host, state, cfg.enforcing_consecutive_5xx):
-                return
+        if (cfg.consecutive_5xx and state.consecutive_5xx >= cfg.consecutive_5xx
+                and self._maybe_eject(host, state, cfg.enforcing_consecutive_5xx)):
+            return
         if cfg.consecutive_gateway_failure and state.consecutive_gateway >= cfg.consecutive_gateway_failure:
             self._maybe_eject(host, state, cfg.enforcing_consecutive_gateway_failure)
 
