@@ -190,6 +190,10 @@ class RouteAction:
     # None = unset (the HCM's common_http_protocol_options.max_stream_duration applies), 0.0 = disabled.
     max_stream_duration: float | None = None
     cluster_not_found_response_code: int = 503  # only reachable when validate_clusters is false
+    # True when max_grpc_timeout came from max_stream_duration.grpc_timeout_header_max (the connection manager's
+    # stream duration: "downstream duration timeout", DEADLINE_EXCEEDED) rather than the deprecated router field
+    # max_grpc_timeout (a route timeout: "upstream request timeout", UNAVAILABLE).
+    grpc_timeout_is_stream_duration: bool = False
 
 
 @dataclass(frozen=True, slots=True)

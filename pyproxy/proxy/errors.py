@@ -138,11 +138,23 @@ class UpstreamTimeout(ProxyError):
     flag = "UT"
     details = "upstream_response_timeout"
 
-    def __init__(self, deadline_from_caller: bool) -> None:
+    def __init__(self) -> None:
         super().__init__("upstream request timeout")
-        # When the limit was the caller's own gRPC deadline, the gRPC-correct answer is DEADLINE_EXCEEDED.
-        if deadline_from_caller:
-            self.grpc_status = DEADLINE_EXCEEDED
+
+
+class DurationTimeout(ProxyError):
+    """The stream's maximum duration, here from the caller's grpc-timeout (route
+    ``max_stream_duration.grpc_timeout_header_max``): Envoy's ``onStreamMaxDurationReached``."""
+
+    http_status = 408
+    grpc_status = DEADLINE_EXCEEDED
+    flag = "DT"
+    details = "max_duration_timeout"
+
+    def __init__(self, request_complete: bool) -> None:
+        super().__init__("downstream duration timeout")
+        if request_complete:
+            self.http_status = 504  # Envoy's maybeRequestTimeoutCode
 
 
 class StreamIdleTimeout(ProxyError):

@@ -218,9 +218,9 @@ class ProxyStream:
                 if cap and caller > cap:
                     caller = cap
                 caller -= action.grpc_timeout_offset
-                if caller > 0 and (not timeout or caller < timeout):
+                if caller > 0 and (not timeout or caller < timeout or action.grpc_timeout_is_stream_duration):
                     timeout = caller
-                    self.deadline_from_caller = True
+                    self.deadline_from_caller = action.grpc_timeout_is_stream_duration
         max_duration = action.max_stream_duration if action.max_stream_duration is not None else (
             ctx.max_stream_duration)
         # Upstream request headers.
@@ -415,7 +415,7 @@ class ProxyStream:
         self._outlier(504, local_origin=True)
         if self._retry_on_reset("reset"):
             return
-        self.fail(errors.UpstreamTimeout(False))
+        self.fail(errors.UpstreamTimeout())
 
     def _outlier(self, status: int, local_origin: bool = False) -> None:
         """Tell outlier detection how the current attempt ended."""
@@ -620,6 +620,8 @@ class ProxyStream:
         out: list[Header] = []
         for h in headers:
             name = h[0]
+            if name == b"x-envoy-upstream-service-time" and not ctx.suppress_envoy_headers:
+                continue  # the router sets it (replacing an upstream proxy's value)
             if name in _STRIP_REQUEST:
                 if name == b"x-envoy-peer-metadata":
                     self.peer_metadata = h[1]
@@ -926,7 +928,10 @@ class ProxyStream:
             self.cluster.stats.upstream_rq_timeout += 1
             if not self.resp_headers_sent:
                 self._outlier(504, local_origin=True)
-        self.fail(errors.UpstreamTimeout(self.deadline_from_caller))
+        if self.deadline_from_caller:
+            self.fail(errors.DurationTimeout(self.req_end_received))
+        else:
+            self.fail(errors.UpstreamTimeout())
 
     def _on_max_duration(self) -> None:
         self.timer = None

@@ -7,8 +7,8 @@
 Envoy v3 bootstraps in ``tests/integration/bootstraps/`` (every port picked free), starts the three processes
 through a :class:`~tests.support.procs.ProcessGroup` (so they are stopped by PID whatever happens) and waits
 until the server listens and both sidecars answer ``GET /ready`` with 200. The :class:`Mesh` it returns knows
-every address, can kill and restart the payment server on the same port, reads the sidecars' admin API, and
-looks at their sockets and memory through ``/proc``.
+every address, can kill and restart the payment server or a sidecar on the same port, reads the sidecars'
+admin API, and looks at their sockets and memory through ``/proc``.
 
 Fixtures: ``shared_mesh`` (one pair per test module: for tests that leave it as they found it) and ``mesh``
 (the same pair; prints the processes' logs when the test fails and checks afterwards that both sidecars are
@@ -28,10 +28,11 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ class Mesh:
         return self.client_sidecar, self.server_sidecar
 
     def channel(self, authority: str = PAYMENT_AUTHORITY) -> grpc.Channel:
-        """A plain gRPC channel to the client sidecar, as the app would open it (``:authority`` = the service)."""
+        """A plain gRPC channel to the client sidecar, as the app opens it (``:authority`` = the service)."""
         return grpc.insecure_channel(self.target, options=api.channel_options(authority))
 
     def app_channel(self) -> grpc.Channel:
@@ -223,9 +224,29 @@ class Mesh:
         """Start a payment server on the pair's app port (again, after a kill) and wait until it listens."""
         self._restarts += 1
         self.server = _start_server(self.group, self.app_port, self.server_name, self.version,
-                                    f"-{self._restarts}", extra)
+                                    suffix=f"-{self._restarts}", extra=extra)
         wait_for_port(HOST, self.app_port, timeout=START_TIMEOUT, proc=self.server.popen)
         return self.server
+
+    def restart_sidecar(self, sidecar: Sidecar, timeout: float = START_TIMEOUT) -> Sidecar:
+        """Start ``sidecar`` again after it died (same bootstrap and ports); wait until it is ready."""
+        assert not sidecar.proc.alive(), f"{sidecar.name} is still running"
+        self._restarts += 1
+        proc = self.group.python(f"{sidecar.name}-{self._restarts}", "pyproxy", "-c", str(sidecar.bootstrap),
+                                 "--drain-time-s", "5")
+        new = Sidecar(sidecar.name, proc, sidecar.listen_port, sidecar.admin_port, sidecar.bootstrap)
+        if sidecar is self.client_sidecar:
+            self.client_sidecar = new
+        else:
+            self.server_sidecar = new
+        _wait_ready(self, timeout)
+        return new
+
+    def stop(self, grace: float = 2.0) -> None:
+        """SIGTERM everything, clients first (SIGKILL after ``grace`` seconds: no stream is in flight now).
+        Logs stay readable; the process group closes them."""
+        for proc in (self.client_sidecar.proc, self.server_sidecar.proc, self.server):
+            terminate(proc, grace)
 
     def alive(self) -> bool:
         return all(s.proc.alive() for s in self.sidecars)
@@ -234,7 +255,20 @@ class Mesh:
         return self.group.logs()
 
 
-def _start_server(group: ProcessGroup, port: int, name: str, version: str, suffix: str = "",
+def terminate(proc: ManagedProcess, grace: float) -> int | None:
+    """SIGTERM ``proc`` (by PID), SIGKILL after ``grace`` seconds; its exit status. Unlike
+    ``ManagedProcess.stop`` this keeps its log open for :meth:`ProcessGroup.logs`."""
+    if proc.alive():
+        proc.kill(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill(signal.SIGKILL)
+            proc.popen.wait(timeout=5)
+    return proc.popen.returncode
+
+
+def _start_server(group: ProcessGroup, port: int, name: str, version: str, *, suffix: str = "",
                   extra: Sequence[str] = ()) -> ManagedProcess:
     return group.python(f"payment-server{suffix}", "payment_service.server", "--version", version,
                         "--listen", f"{HOST}:{port}", "--name", name, "--workers", str(SERVER_WORKERS),
@@ -258,8 +292,18 @@ def _wait_ready(mesh: Mesh, timeout: float) -> None:
                 raise RuntimeError(f"{sidecar.name} exited with {sidecar.proc.popen.returncode}:\n"
                                    f"{sidecar.proc.output()[-4000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{sidecar.name} not ready after {timeout}s:\n{sidecar.proc.output()[-4000:]}")
+                raise TimeoutError(f"{sidecar.name} not ready after {timeout}s:\n"
+                                   f"{sidecar.proc.output()[-4000:]}")
             time.sleep(0.05)
+
+
+def _distinct_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port(HOST)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def start_mesh(group: ProcessGroup, workdir: Path, version: str = "v1", start_server: bool = True,
@@ -268,16 +312,16 @@ def start_mesh(group: ProcessGroup, workdir: Path, version: str = "v1", start_se
     ca = TestCA(workdir / "certs")
     ca.issue("payment", SERVER_SPIFFE_ID)
     ca.issue("payment-client", CLIENT_SPIFFE_ID)
-    app_port = free_port(HOST)
+    app_port, server_listen, server_admin, client_listen, client_admin, unreachable = _distinct_ports(6)
     server_name = f"payment-{version}-{app_port}"
-    server_listen, server_admin, client_listen, client_admin, unreachable = (free_port(HOST) for _ in range(5))
     common = {"HOST": HOST, "CERTS": ca.directory}
     server_sidecar = _start_sidecar(group, "server-sidecar", "server_sidecar.yaml", {
         **common, "LISTEN_PORT": server_listen, "ADMIN_PORT": server_admin, "APP_PORT": app_port,
         "TRUST_DOMAIN_PREFIX": TRUST_DOMAIN}, workdir)
     client_sidecar = _start_sidecar(group, "client-sidecar", "client_sidecar.yaml", {
-        **common, "LISTEN_PORT": client_listen, "ADMIN_PORT": client_admin, "SERVER_SIDECAR_PORT": server_listen,
-        "UNREACHABLE_PORT": unreachable, "SERVER_SPIFFE_ID": SERVER_SPIFFE_ID}, workdir)
+        **common, "LISTEN_PORT": client_listen, "ADMIN_PORT": client_admin,
+        "SERVER_SIDECAR_PORT": server_listen, "UNREACHABLE_PORT": unreachable,
+        "SERVER_SPIFFE_ID": SERVER_SPIFFE_ID}, workdir)
     server = _start_server(group, app_port, server_name, version)
     mesh = Mesh(group, workdir, ca, app_port, client_sidecar, server_sidecar, server, server_name, version)
     _wait_ready(mesh, timeout)
@@ -298,7 +342,9 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 def shared_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     group = ProcessGroup(tmp_path_factory.mktemp("mesh"))
     try:
-        yield start_mesh(group, group.workdir)
+        started = start_mesh(group, group.workdir)
+        yield started
+        started.stop()
     finally:
         group.close()
 
@@ -313,9 +359,11 @@ def mesh(shared_mesh: Mesh, request: pytest.FixtureRequest) -> Iterator[Mesh]:
 
 
 @pytest.fixture
-def fresh_mesh(procs: ProcessGroup) -> Mesh:
-    """A pair of its own (stopped with the test's ``procs``, which prints the logs on failure)."""
-    return start_mesh(procs, procs.workdir)
+def fresh_mesh(procs: ProcessGroup) -> Iterator[Mesh]:
+    """A pair of its own (its processes belong to the test's ``procs``, which prints the logs on failure)."""
+    started = start_mesh(procs, procs.workdir)
+    yield started
+    started.stop()
 
 
 # ----------------------------------------------------------------------------------- raw gRPC client
@@ -367,7 +415,8 @@ class RawGrpcClient:
 
     def __init__(self, host: str, port: int, *, initial_window: int = 65535, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config)
         self.conn.initiate_connection()
         self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window,
                                    h2.settings.SettingCodes.MAX_FRAME_SIZE: 16384})
@@ -399,9 +448,10 @@ class RawGrpcClient:
               metadata: Sequence[tuple[str, str]] = (), end_stream: bool = True) -> int:
         """Open a call to ``/payment.PaymentService/<method>``; send ``message`` (if any)."""
         sid = int(self.conn.get_next_available_stream_id())
-        headers: list[Header] = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", authority.encode()),
-                                 (b":path", api.path(method).encode()), (b"content-type", b"application/grpc"),
-                                 (b"te", b"trailers")]
+        headers: list[Header] = [
+            (b":method", b"POST"), (b":scheme", b"http"), (b":authority", authority.encode()),
+            (b":path", api.path(method).encode()), (b"content-type", b"application/grpc"),
+            (b"te", b"trailers")]
         headers += [(k.encode(), v.encode()) for k, v in metadata]
         self.responses[sid] = RawResponse()
         self.unacked[sid] = 0
@@ -440,10 +490,14 @@ class RawGrpcClient:
     def _on_event(self, event: h2.events.Event) -> None:
         sid = getattr(event, "stream_id", 0)
         resp = self.responses.get(sid)
-        if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived | h2.events.InformationalResponseReceived):
+        if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
             assert resp is not None
             resp.header_blocks.append([(bytes(k), bytes(v)) for k, v in event.headers])
             resp.end_stream_on_headers.append(event.stream_ended is not None)
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            assert resp is not None
+            resp.header_blocks.append([(bytes(k), bytes(v)) for k, v in event.headers])
+            resp.end_stream_on_headers.append(False)
         elif isinstance(event, h2.events.DataReceived):
             assert resp is not None
             resp.data += event.data
@@ -457,18 +511,24 @@ class RawGrpcClient:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = True
 
-    def wait(self, sid: int, timeout: float, *, auto_ack: bool = True) -> RawResponse:
-        """Read until stream ``sid`` ends (acknowledging data as it comes unless ``auto_ack`` is false)."""
+    def read_until(self, sid: int, predicate: Callable[[RawResponse], bool], timeout: float, *,
+                   auto_ack: bool = True) -> RawResponse:
+        """Read until ``predicate(response of sid)`` holds (acknowledging data as it comes unless ``auto_ack``
+        is false); TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         resp = self.responses[sid]
-        while not resp.ended:
+        while not predicate(resp):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"stream {sid} not finished after {timeout}s: {resp.header_blocks}")
+                raise TimeoutError(f"stream {sid}: condition not met after {timeout}s: {resp.header_blocks}")
             self.pump(min(left, 0.5))
             if auto_ack:
                 self.ack(sid)
         return resp
+
+    def wait(self, sid: int, timeout: float, *, auto_ack: bool = True) -> RawResponse:
+        """Read until stream ``sid`` ends."""
+        return self.read_until(sid, lambda r: r.ended, timeout, auto_ack=auto_ack)
 
 
 def raw_unary(port: int, method: str, message: bytes, *, authority: str = PAYMENT_AUTHORITY,

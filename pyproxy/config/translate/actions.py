@@ -129,6 +129,7 @@ def route_action(ctx: Ctx, ra: Any, path: str) -> m.RouteAction:
         prefix_rewrite=ra.prefix_rewrite or None,
         host_rewrite_literal=ra.host_rewrite_literal or None,
         max_stream_duration=max_stream_duration,
+        grpc_timeout_is_stream_duration=ra.HasField("max_stream_duration"),
         cluster_not_found_response_code=_NOT_FOUND_CODES.get(ra.cluster_not_found_response_code, 503),
     )
 

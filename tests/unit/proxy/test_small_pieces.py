@@ -44,9 +44,9 @@ def test_local_reply_is_trailers_only_for_grpc() -> None:
     assert (b"grpc-message", b"no healthy upstream") in headers
     headers, body = errors.local_reply(errors.NoHealthyUpstream(), is_grpc=False)
     assert headers[0] == (b":status", b"503") and body == b"no healthy upstream"
-    timeout = errors.UpstreamTimeout(deadline_from_caller=True)
-    assert timeout.grpc_code() == errors.DEADLINE_EXCEEDED
-    assert errors.UpstreamTimeout(deadline_from_caller=False).grpc_code() == errors.UNAVAILABLE
+    assert errors.DurationTimeout(request_complete=True).grpc_code() == errors.DEADLINE_EXCEEDED
+    assert errors.DurationTimeout(request_complete=True).http_status == 504
+    assert errors.UpstreamTimeout().grpc_code() == errors.UNAVAILABLE
 
 
 def test_grpc_message_is_percent_encoded() -> None:
