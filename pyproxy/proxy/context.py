@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from pyproxy.accesslog import AccessLogger
 from pyproxy.config.model import (
     FilterChain,
-    HeaderMutation,
     HttpConnectionManager,
     Listener,
     NodeInfo,
@@ -25,30 +24,12 @@ from pyproxy.config.model import (
 )
 from pyproxy.http2.connection import H2Settings
 from pyproxy.http2.hpack import Header
-from pyproxy.routing.table import CompiledRoute, CompiledVirtualHost, RouteTable
+from pyproxy.routing.table import RouteTable
 from pyproxy.tls import local_principal
 
 if TYPE_CHECKING:
     from pyproxy.proxy.runtime import Runtime
     from pyproxy.proxy.stream import ProxyStream
-
-
-class CompiledMutation:
-    """A HeaderMutation with byte keys: ``remove`` names and ``add`` (name, value, append) triples."""
-
-    __slots__ = ("add", "remove")
-
-    def __init__(self, mutation: HeaderMutation) -> None:
-        self.remove = frozenset(name.lower().encode() for name in mutation.remove)
-        self.add = tuple((opt.key.lower().encode(), opt.value.encode(), opt.append)
-                         for opt in mutation.add if opt.value or opt.keep_empty_value)
-
-
-_EMPTY: tuple[CompiledMutation, ...] = ()
-
-
-def _compile(*mutations: HeaderMutation) -> tuple[CompiledMutation, ...]:
-    return tuple(CompiledMutation(m) for m in mutations if not m.empty)
 
 
 class ChainContext:
@@ -57,7 +38,7 @@ class ChainContext:
     local_principal: str
 
     def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
-                 route_tables: dict[str, RouteTable], recorder: Callable[[ChainContext, ProxyStream], None],
+                 recorder: Callable[[ChainContext, ProxyStream], None],
                  peer_metadata: tuple[bytes, bytes] | None) -> None:
         self.runtime = runtime
         self.listener = listener
@@ -77,7 +58,6 @@ class ChainContext:
                                       header_table_size=h2.hpack_table_size)
         self.server_header: bytes | None = (None if hcm.server_header_transformation == "PASS_THROUGH"
                                             else hcm.server_name.encode())
-        self._route_tables = route_tables
         self._inline_table: RouteTable | None = None
         if hcm.route_config is not None:
             self._inline_table = RouteTable(hcm.route_config)
@@ -91,8 +71,6 @@ class ChainContext:
                         (b"x-envoy-peer-metadata", peer_metadata[1]))
         self.upstream_request_headers: tuple[Header, ...] = () if self.inbound else exchange
         self.downstream_response_headers: tuple[Header, ...] = exchange if self.inbound else ()
-        self._req_cache: dict[tuple[int, int, str], tuple[CompiledMutation, ...]] = {}
-        self._resp_cache: dict[tuple[int, int, str], tuple[CompiledMutation, ...]] = {}
         self.stream_idle_timeout = hcm.stream_idle_timeout
         self.local_principal = local_principal(chain.tls)
         self.generate_request_id = hcm.generate_request_id
@@ -107,37 +85,12 @@ class ChainContext:
         self.buffer_limit = listener.per_connection_buffer_limit_bytes
 
     def route_table(self) -> RouteTable | None:
+        """The inline route table (fixed with the listener), or the RDS one *currently* installed: an RDS
+        update applies to new streams on connections already open, as in Envoy."""
         if self._inline_table is not None:
             return self._inline_table
         name = self.hcm.rds_route_config_name
-        return self._route_tables.get(name) if name else None
-
-    # Envoy's order of evaluation: weighted cluster, route, virtual host, route configuration.
-    def request_mutations(self, cvh: CompiledVirtualHost, croute: CompiledRoute,
-                          cluster: str) -> tuple[CompiledMutation, ...]:
-        key = (id(cvh), id(croute), cluster)
-        cached = self._req_cache.get(key)
-        if cached is None:
-            wc = croute.weighted_cluster_mutations(cluster)
-            table = self.route_table()
-            parts = [wc[0] if wc else HeaderMutation(), croute.route.request_headers,
-                     cvh.vhost.request_headers, table.config.request_headers if table else HeaderMutation()]
-            cached = _compile(*parts) or _EMPTY
-            self._req_cache[key] = cached
-        return cached
-
-    def response_mutations(self, cvh: CompiledVirtualHost, croute: CompiledRoute,
-                           cluster: str) -> tuple[CompiledMutation, ...]:
-        key = (id(cvh), id(croute), cluster)
-        cached = self._resp_cache.get(key)
-        if cached is None:
-            wc = croute.weighted_cluster_mutations(cluster)
-            table = self.route_table()
-            parts = [wc[1] if wc else HeaderMutation(), croute.route.response_headers,
-                     cvh.vhost.response_headers, table.config.response_headers if table else HeaderMutation()]
-            cached = _compile(*parts) or _EMPTY
-            self._resp_cache[key] = cached
-        return cached
+        return self.runtime.route_tables.get(name) if name else None
 
     def record(self, stream: ProxyStream) -> None:
         self._recorder(self, stream)

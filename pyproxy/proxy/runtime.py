@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import trio
 
-from pyproxy.config.model import Listener, Snapshot
+from pyproxy.config.model import Listener, Snapshot, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
 from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
 from pyproxy.routing.table import RouteTable
@@ -64,6 +64,7 @@ class Runtime:
         self.listeners: dict[str, ListenerEntry] = {}
         self.downstream_connections: set[DownstreamConnection] = set()
         self._dirty: list[Flushable] = []
+        self._ssl_contexts: dict[TlsContext, ssl.SSLContext] = {}
         self._nursery: trio.Nursery | None = None
         self.shutting_down = False
         self.ready = trio.Event()
@@ -87,6 +88,16 @@ class Runtime:
         assert self._nursery is not None
         self._nursery.start_soon(fn, *args)
 
+    def ssl_context(self, tls: TlsContext) -> ssl.SSLContext:
+        """One SSLContext per distinct TLS configuration, reused across snapshots (certificates are read once;
+        a rotated certificate is a new TlsContext, hence a new context for new connections only)."""
+        ctx = self._ssl_contexts.get(tls)
+        if ctx is None:
+            if len(self._ssl_contexts) > 256:
+                self._ssl_contexts.clear()
+            ctx = self._ssl_contexts[tls] = build_context(tls)
+        return ctx
+
     def listener_entry(self, name: str) -> ListenerEntry | None:
         return self.listeners.get(name)
 
@@ -94,7 +105,11 @@ class Runtime:
 
     def compile(self, snapshot: Snapshot) -> tuple[dict[str, ListenerEntry], dict[str, RouteTable]]:
         """Everything derived from ``snapshot``; raises on problems without changing anything."""
-        route_tables = {name: RouteTable(rc) for name, rc in snapshot.route_configs.items()}
+        # Unchanged route configurations keep their compiled table (and its per-route caches).
+        route_tables: dict[str, RouteTable] = {}
+        for name, rc in snapshot.route_configs.items():
+            old_table = self.route_tables.get(name)
+            route_tables[name] = old_table if old_table is not None and old_table.config == rc else RouteTable(rc)
         peer_metadata = encode_peer_metadata(snapshot.node)
         entries: dict[str, ListenerEntry] = {}
         recorder = self.stats.recorder(snapshot.node)
@@ -105,10 +120,9 @@ class Runtime:
             if listener.default_filter_chain is not None:
                 chains.append(listener.default_filter_chain)
             for chain in chains:
-                contexts[chain.name] = ChainContext(self, listener, chain, snapshot.node, route_tables, recorder,
-                                                    peer_metadata)
+                contexts[chain.name] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata)
                 if chain.tls is not None:
-                    ssl_contexts[chain.name] = build_context(chain.tls)
+                    ssl_contexts[chain.name] = self.ssl_context(chain.tls)
             entries[name] = ListenerEntry(listener, contexts, ssl_contexts)
         return entries, route_tables
 

@@ -45,9 +45,9 @@ from pyproxy.proxy.shadow import ShadowStream, shadow_authority
 from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.context import ChainContext, CompiledMutation
+    from pyproxy.proxy.context import ChainContext
     from pyproxy.proxy.downstream import DownstreamConnection
-    from pyproxy.routing.table import CompiledRoute
+    from pyproxy.routing.table import CompiledMutation, CompiledRoute
     from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
     from pyproxy.upstream.connection import UpstreamConnection
@@ -226,7 +226,8 @@ class ProxyStream:
         # Upstream request headers.
         up_headers = [h for h in headers if h[0] not in _STRIP_REQUEST] if ctx.strip_peer_metadata else list(
             headers)
-        for m in ctx.request_mutations(cvh, croute, cluster_name):
+        request_mutations, self.response_mutations = croute.mutations(cluster_name)
+        for m in request_mutations:
             _apply(up_headers, m)
         if action.prefix_rewrite is not None or action.host_rewrite_literal is not None:
             self._rewrite(up_headers, croute, action)
@@ -244,7 +245,6 @@ class ProxyStream:
         if vhost.include_attempt_count_in_response:
             self.include_attempt_count |= 2
         self.upstream_headers = up_headers
-        self.response_mutations = ctx.response_mutations(cvh, croute, cluster_name)
         if max_duration and (not timeout or max_duration < timeout):
             self.timer = runtime.timers.call_at(self.start_time + max_duration, self._on_max_duration)
         elif timeout:

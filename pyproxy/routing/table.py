@@ -18,6 +18,7 @@ from pyproxy.config.model import (
     DomainIndex,
     HeaderMatcher,
     HeaderMutation,
+    HeaderMutation,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -28,13 +29,33 @@ from pyproxy.http2.hpack import Header
 _CACHE_MAX = 1024
 
 
+class CompiledMutation:
+    """A HeaderMutation with byte keys: ``remove`` names and ``add`` (name, value, append) triples."""
+
+    __slots__ = ("add", "remove")
+
+    def __init__(self, mutation: HeaderMutation) -> None:
+        self.remove = frozenset(name.lower().encode() for name in mutation.remove)
+        self.add = tuple((opt.key.lower().encode(), opt.value.encode(), opt.append)
+                         for opt in mutation.add if opt.value or opt.keep_empty_value)
+
+
+def compile_mutations(*mutations: HeaderMutation) -> tuple[CompiledMutation, ...]:
+    return tuple(CompiledMutation(m) for m in mutations if not m.empty)
+
+
 class CompiledRoute:
-    """A route plus what is needed to evaluate it fast."""
+    """A route plus what is needed to evaluate it fast (including its header mutations per cluster)."""
 
-    __slots__ = ("_bprefix", "_cum", "_exact", "_names", "clusters", "header_matchers", "route", "total")
+    __slots__ = ("_bprefix", "_cum", "_exact", "_mutations", "clusters", "config", "header_matchers", "route",
+                 "total", "vhost")
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, vhost: VirtualHost | None = None,
+                 config: RouteConfiguration | None = None) -> None:
         self.route = route
+        self.vhost = vhost
+        self.config = config
+        self._mutations: dict[str, tuple[tuple[CompiledMutation, ...], tuple[CompiledMutation, ...]]] = {}
         m = route.match
         self._bprefix: bytes | None = m.prefix.encode() if (m.prefix is not None and m.case_sensitive) else None
         self._exact: bytes | None = m.path.encode() if (m.path is not None and m.case_sensitive) else None
@@ -103,6 +124,23 @@ class CompiledRoute:
                     return wc.request_headers, wc.response_headers
         return None
 
+    def mutations(self, cluster: str) -> tuple[tuple[CompiledMutation, ...], tuple[CompiledMutation, ...]]:
+        """(request, response) header mutations for ``cluster``, in Envoy's order of evaluation: weighted
+        cluster, route, virtual host, route configuration. Computed once per cluster and kept here, so they
+        live exactly as long as this route table."""
+        cached = self._mutations.get(cluster)
+        if cached is None:
+            wc = self.weighted_cluster_mutations(cluster)
+            empty = HeaderMutation()
+            vh, rc = self.vhost, self.config
+            request = compile_mutations(wc[0] if wc else empty, self.route.request_headers,
+                                        vh.request_headers if vh else empty, rc.request_headers if rc else empty)
+            response = compile_mutations(wc[1] if wc else empty, self.route.response_headers,
+                                         vh.response_headers if vh else empty,
+                                         rc.response_headers if rc else empty)
+            cached = self._mutations[cluster] = (request, response)
+        return cached
+
 
 def _header_matches(bname: bytes, matcher: HeaderMatcher, headers: Sequence[Header]) -> bool:
     """Envoy's ``HeaderUtility::matchHeaders``, including its rules for absent headers."""
@@ -123,9 +161,9 @@ def _header_matches(bname: bytes, matcher: HeaderMatcher, headers: Sequence[Head
 class CompiledVirtualHost:
     __slots__ = ("routes", "vhost")
 
-    def __init__(self, vhost: VirtualHost) -> None:
+    def __init__(self, vhost: VirtualHost, config: RouteConfiguration | None = None) -> None:
         self.vhost = vhost
-        self.routes = tuple(CompiledRoute(r) for r in vhost.routes)
+        self.routes = tuple(CompiledRoute(r, vhost, config) for r in vhost.routes)
 
 
 class RouteTable:
@@ -133,7 +171,7 @@ class RouteTable:
 
     def __init__(self, config: RouteConfiguration) -> None:
         self.config = config
-        self._compiled = {id(vh): CompiledVirtualHost(vh) for vh in config.virtual_hosts}
+        self._compiled = {id(vh): CompiledVirtualHost(vh, config) for vh in config.virtual_hosts}
         self._cache: dict[bytes, CompiledVirtualHost | None] = {}
 
     def virtual_host(self, authority: bytes) -> CompiledVirtualHost | None:

@@ -20,7 +20,7 @@ import trio
 
 from pyproxy.config.model import Cluster, Endpoint, HealthStatus, SocketAddress
 from pyproxy.http2.connection import H2Settings
-from pyproxy.tls import build_context, local_principal
+from pyproxy.tls import local_principal
 from pyproxy.upstream.lb import LoadBalancer, make_load_balancer
 from pyproxy.upstream.outlier import HostOutlierState, OutlierDetector
 from pyproxy.upstream.pool import HostPool
@@ -103,7 +103,7 @@ class ClusterState:
         self.stats = ClusterStats()
         self.lb: LoadBalancer = make_load_balancer(config.lb_policy, config.least_request_choice_count,
                                                    config.active_request_bias)
-        self.ssl_context: ssl.SSLContext | None = build_context(config.tls) if config.tls else None
+        self.ssl_context: ssl.SSLContext | None = runtime.ssl_context(config.tls) if config.tls else None
         self.local_principal = local_principal(config.tls)
         h2 = config.http2
         self.h2_settings = H2Settings(initial_window=h2.initial_stream_window_size,
