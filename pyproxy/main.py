@@ -123,7 +123,14 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
             await nursery.start(admin.serve, snapshot.admin.address.host, snapshot.admin.address.port)
         for host, port in stats_addresses:
             await nursery.start(functools.partial(admin.serve, host, port, prometheus_only=True))
-        log.info("pyproxy %s ready (config version %s)", __version__, snapshot.version or "static")
+        if snapshot.dynamic is not None:
+            from pyproxy.xds.client import AdsClient
+
+            nursery.start_soon(AdsClient(runtime, snapshot).run)
+            log.info("pyproxy %s started; waiting for xDS from cluster %s", __version__,
+                     snapshot.dynamic.ads_cluster)
+        else:
+            log.info("pyproxy %s ready (config version %s)", __version__, snapshot.version or "static")
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as waiters:
                 async def on_signal() -> None:

@@ -27,7 +27,10 @@ def config_dump(rt: Runtime, resource: str | None = None) -> dict[str, Any]:
     source: dict[str, Any] = dict(snap.source) if isinstance(snap.source, dict) else {}
     bootstrap = source.get("bootstrap", source)
     static = bootstrap.get("static_resources", {}) if isinstance(bootstrap, dict) else {}
-    dynamic = source.get("dynamic", {}) if isinstance(source.get("dynamic"), dict) else {}
+    dynamic_source = source.get("dynamic")
+    if callable(dynamic_source):
+        dynamic_source = dynamic_source()
+    dynamic: dict[str, Any] = dynamic_source if isinstance(dynamic_source, dict) else {}
     configs: list[dict[str, Any]] = [
         {"@type": _ADMIN_TYPES + "BootstrapConfigDump", "bootstrap": copy.deepcopy(bootstrap)},
         {"@type": _ADMIN_TYPES + "ClustersConfigDump", "version_info": snap.version,

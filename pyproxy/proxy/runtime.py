@@ -201,7 +201,8 @@ class Runtime:
             self._nursery = nursery
             nursery.start_soon(self.timers.run)
             self.install(self.snapshot)
-            self.ready.set()
+            if self.snapshot.dynamic is None:
+                self.ready.set()  # with xDS, the ADS client says when the initial fetch is done
             task_status.started()
 
     def start_draining(self) -> None:

@@ -1,0 +1,151 @@
+"""The ADS client: one ``StreamAggregatedResources`` stream to the control plane, for as long as the proxy runs.
+
+It connects through the bootstrap's static ADS cluster (its hosts, TLS settings and connect timeout), sends the
+subscriptions, and hands every response to :class:`~pyproxy.xds.state.XdsState`, which decides ACK or NACK
+and builds the snapshot that :meth:`Runtime.install` swaps in (new streams use it; streams in flight finish
+on the old one). When the control plane goes away the proxy keeps serving the last good configuration and
+reconnects with Envoy's back-off (jittered, 500 ms doubling up to 30 s); on reconnect it resends its
+subscriptions with the versions it already has, so the control plane can tell what it must push.
+
+Readiness: the runtime is marked ready once the initial fetch completed (CDS and LDS answered, every
+referenced RDS/EDS/SDS resource received) or after ``initial_fetch_timeout`` (Envoy's default 15 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+from pyproxy.config.model import Snapshot
+from pyproxy.upstream.connection import ConnectError, connect
+from pyproxy.xds.grpc import GrpcChannel, GrpcError
+from pyproxy.xds.state import SHORT, XdsState
+
+if TYPE_CHECKING:
+    from pyproxy.proxy.runtime import Runtime
+
+log = logging.getLogger("pyproxy.xds")
+
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+
+
+def node_proto(static: Snapshot) -> Any:
+    """The bootstrap's node as a proto (exactly what was configured), plus Envoy-style user agent fields."""
+    node = base_pb2.Node()
+    source = static.source if isinstance(static.source, dict) else {}
+    raw = source.get("node")
+    if isinstance(raw, dict):
+        json_format.ParseDict(raw, node, ignore_unknown_fields=True)
+    else:
+        node.id = static.node.id
+        node.cluster = static.node.cluster
+    if static.node.id:
+        node.id = static.node.id
+    if static.node.cluster:
+        node.cluster = static.node.cluster
+    node.user_agent_name = "pyproxy"
+    from pyproxy import __version__
+
+    node.user_agent_version = __version__
+    return node
+
+
+class AdsClient:
+    def __init__(self, runtime: Runtime, static: Snapshot) -> None:
+        assert static.dynamic is not None
+        self.runtime = runtime
+        self.dynamic = static.dynamic
+        self.state = XdsState(static, node_proto(static))
+        self.connected = False
+        self.sessions = 0
+
+    async def run(self) -> None:
+        """Forever: connect, stream, reconnect with back-off."""
+        timeout = self.dynamic.initial_fetch_timeout
+        if timeout:
+            self.runtime.timers.call_later(timeout, self._initial_fetch_timed_out)
+        backoff = BACKOFF_BASE
+        while True:
+            accepted_before = self._accepted_count()
+            try:
+                await self._session()
+            except (ConnectError, GrpcError, OSError) as e:
+                log.warning("xDS: control plane %s: %s", self._target(), e)
+            self.connected = False
+            if self._accepted_count() > accepted_before:
+                backoff = BACKOFF_BASE  # the stream worked for a while: start the back-off again
+            delay = self.runtime.rng.uniform(backoff / 2, backoff)
+            log.info("xDS: reconnecting in %.1fs (serving the last good configuration)", delay)
+            await trio.sleep(delay)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _accepted_count(self) -> int:
+        return self.state.generation
+
+    def _target(self) -> str:
+        cluster = self.runtime.clusters.get(self.dynamic.ads_cluster)
+        if cluster is None or not cluster.hosts:
+            return self.dynamic.ads_cluster
+        return f"{self.dynamic.ads_cluster} ({', '.join(str(h.address) for h in cluster.hosts)})"
+
+    async def _session(self) -> None:
+        cluster = self.runtime.clusters.get(self.dynamic.ads_cluster)
+        if cluster is None:
+            raise ConnectError(f"ADS cluster {self.dynamic.ads_cluster!r} not found")
+        host = cluster.pick_host(self.runtime.rng)
+        if host is None:
+            raise ConnectError(f"ADS cluster {self.dynamic.ads_cluster!r} has no hosts")
+        transport = await connect(host.address.host, host.address.port, cluster.config.tls, cluster.ssl_context,
+                                  cluster.config.connect_timeout, cluster.address_family)
+        channel = GrpcChannel(transport, self.dynamic.ads_cluster)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.run)
+            call = channel.open_call(ADS_METHOD)
+            self.sessions += 1
+            log.info("xDS: connected to %s (session %d)", host.address, self.sessions)
+            node_every_time = not self.dynamic.set_node_on_first_message_only
+            for request in self.state.initial_requests(with_node=node_every_time):
+                call.send(request.SerializeToString())
+            self.connected = True
+            try:
+                while True:
+                    message = await call.receive()
+                    if message is None:
+                        raise GrpcError(14, "the control plane ended the stream")
+                    response = discovery_pb2.DiscoveryResponse.FromString(message)
+                    outcome = self.state.handle(response, send_node=node_every_time, install=self._install)
+                    kind = SHORT.get(response.type_url, response.type_url)
+                    if outcome.accepted:
+                        log.info("xDS: %s version %s accepted (%d resources)", kind, response.version_info,
+                                 len(response.resources))
+                        if self.state.initial_fetch_done():
+                            self._ready()
+                    else:
+                        log.warning("xDS: %s version %s rejected (NACK): %s", kind, response.version_info,
+                                    outcome.error)
+                    for request in outcome.requests:
+                        call.send(request.SerializeToString())
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def _install(self, snapshot: Snapshot) -> None:
+        self.runtime.install(snapshot)
+        self.runtime.flush()
+
+    def _ready(self) -> None:
+        if not self.runtime.ready.is_set():
+            log.info("xDS: initial configuration complete")
+            self.runtime.ready.set()
+
+    def _initial_fetch_timed_out(self) -> None:
+        if not self.runtime.ready.is_set():
+            log.warning("xDS: initial fetch not complete after %.0fs; serving what has arrived",
+                        self.dynamic.initial_fetch_timeout or 0)
+            self.runtime.ready.set()
