@@ -81,8 +81,8 @@ def count(request: bytes, context: grpc.ServicerContext) -> bytes:
     return str(LEDGER.count).encode()
 
 
-class EchoHandler(grpc.GenericRpcHandler):
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         method = handler_call_details.method
         if method == "/test.Echo/Unary":
             return grpc.unary_unary_rpc_method_handler(unary)

@@ -29,7 +29,8 @@ DEFAULT_TEST_TIMEOUT = 60
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "deviation(target, reason, strict=True): expected failure on that target only (never pyproxy)"
+        "markers",
+        "deviation(target, reason, strict=True): expected failure on that target only (never pyproxy)",
     )
 
 
@@ -42,7 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for mark in item.iter_markers("deviation"):
             target = mark.args[0]
             if target not in TARGETS or target == "pyproxy":
-                raise pytest.UsageError(f"{item.nodeid}: deviation() is for nginx/h2server/external only, not {target!r}")
+                raise pytest.UsageError(
+                    f"{item.nodeid}: deviation() is for nginx/h2server/external only, not {target!r}"
+                )
             if target == TARGET:
                 reason = f"{target} deviates: {mark.kwargs['reason']}"
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=mark.kwargs.get("strict", True)))

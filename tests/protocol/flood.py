@@ -42,7 +42,8 @@ class FloodResult:
     seconds: float
 
     def __str__(self) -> str:
-        return f"{self.outcome.value} after {self.frames_sent} frames / {self.bytes_sent} octets in {self.seconds:.2f}s"
+        sent = f"{self.frames_sent} frames / {self.bytes_sent} octets"
+        return f"{self.outcome.value} after {sent} in {self.seconds:.2f}s"
 
 
 def flood(
@@ -159,7 +160,10 @@ class TargetWatch:
         self.probes_ok = 0
         self.problems: list[str] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample, daemon=True), threading.Thread(target=self._probe, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._sample, daemon=True),
+            threading.Thread(target=self._probe, daemon=True),
+        ]
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -188,7 +192,9 @@ class TargetWatch:
             thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
@@ -199,4 +205,6 @@ class TargetWatch:
         assert self.probes_ok >= 1, f"no health probe completed during {what}"
         growth = self.growth_mb
         if growth is not None:
-            assert growth < RSS_LIMIT_MB, f"during {what}, the target's RSS grew by {growth:.1f} MB (limit {RSS_LIMIT_MB})"
+            assert growth < RSS_LIMIT_MB, (
+                f"during {what}, the target's RSS grew by {growth:.1f} MB (limit {RSS_LIMIT_MB})"
+            )

@@ -14,7 +14,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tests.protocol.h2peer import DEFAULT_TIMEOUT, Closed, H2Peer, Header, ReadError, TimedOut, code_name, describe
+from tests.protocol.h2peer import (
+    DEFAULT_TIMEOUT,
+    Closed,
+    H2Peer,
+    Header,
+    ReadError,
+    TimedOut,
+    code_name,
+    describe,
+)
 
 UNARY = "/test.Echo/Unary"
 STREAM = "/test.Echo/Stream"
@@ -97,7 +106,8 @@ class Response:
     def summary(self) -> str:
         reset = f" RST_STREAM({code_name(self.reset)})" if self.reset is not None else ""
         closed = f" {describe(self.closed)}" if self.closed else ""
-        return f"stream {self.stream_id}: headers={self.headers} trailers={self.trailers} body={len(self.body)}B{reset}{closed}"
+        fields = f"headers={self.headers} trailers={self.trailers} body={len(self.body)}B"
+        return f"stream {self.stream_id}: {fields}{reset}{closed}"
 
 
 def send_request(
@@ -171,6 +181,14 @@ def check_serving(host: str, port: int, timeout: float = 5.0) -> str | None:
     except (AssertionError, OSError, ValueError) as exc:
         return f"a fresh well-behaved connection did not get a correct gRPC response: {exc}"
     return None
+
+
+def partial_message(payload: bytes = b"0123456789") -> bytes:
+    """The first octets of a gRPC message: a body no backend can answer yet (h2spec sends b"test" here).
+
+    Used before a malformed trailer section, so that the verdict cannot race a response.
+    """
+    return grpc_message(payload)[:7]
 
 
 def dummy_headers(count: int, size: int = 4000) -> list[Header]:

@@ -2,7 +2,8 @@
 
 ``python -m tests.protocol.h2_reference_server --port N`` serves h2c with the same three methods as
 :mod:`tests.protocol.backend` (``Unary``, ``Stream``; ``Seen`` always answers b"0": nothing is forwarded).
-It exists to validate the protocol suite against a second, independent implementation (``H2_TARGET=h2server``).
+It exists to validate the protocol suite against a second, independent implementation
+(``H2_TARGET=h2server``).
 
 Resource handling: one task reads the socket and feeds h2; every write goes through one lock and waits for
 the socket (``send_all``), so a peer that stops reading stops this server from reading it too (bounded
@@ -56,7 +57,6 @@ class Connection:
         self.window_changed = trio.Event()
         self.requests: dict[int, Headers] = {}
         self.bodies: dict[int, bytearray] = {}
-        self.responding: dict[int, trio.CancelScope] = {}
         self.premature_resets = 0
         self.empty_frames = 0
         self.closing = False
@@ -71,32 +71,40 @@ class Connection:
         self.h2.initiate_connection()
         try:
             async with trio.open_nursery() as nursery:
-                await self.flush()
-                while not self.closing:
-                    data = await self.stream.receive_some(1 << 16)
-                    if not data:
-                        break
-                    try:
-                        events = self.h2.receive_data(data)
-                    except h2.exceptions.ProtocolError:
-                        self.closing = True  # h2 has queued the GOAWAY
-                        events = []
-                    for event in events:
-                        if self.closing:
-                            break
-                        self.handle(event, nursery)
+                try:
                     await self.flush()
-                nursery.cancel_scope.cancel()
+                    await self.read_loop(nursery)
+                finally:
+                    nursery.cancel_scope.cancel()  # never wait for response tasks stuck on a window
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away: nothing left to do for this connection
+        except* Exception as group:
+            for exc in group.exceptions:
+                print(f"h2 reference server: connection failed: {exc!r}", file=sys.stderr, flush=True)
         finally:
             with trio.move_on_after(1):
                 await self.stream.aclose()
 
+    async def read_loop(self, nursery: trio.Nursery) -> None:
+        while not self.closing:
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                return
+            try:
+                events = self.h2.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                self.closing = True  # h2 has queued the GOAWAY
+                events = []
+            for event in events:
+                if self.closing:
+                    break
+                self.handle(event, nursery)
+            await self.flush()
+
     def handle(self, event: h2.events.Event, nursery: trio.Nursery) -> None:
         if isinstance(event, h2.events.RequestReceived):
             self.empty_frames = 0
-            self.requests[event.stream_id] = list(event.headers or [])  # type: ignore[arg-type]
+            self.requests[event.stream_id] = list(event.headers or [])
             self.bodies[event.stream_id] = bytearray()
         elif isinstance(event, h2.events.DataReceived):
             self.on_data(event)
@@ -105,8 +113,7 @@ class Connection:
         elif isinstance(event, h2.events.StreamReset):
             self.on_reset(event.stream_id)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            self.window_changed.set()
-            self.window_changed = trio.Event()
+            self.wake_senders()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closing = True
 
@@ -133,14 +140,18 @@ class Connection:
             self.forget(sid)
 
     def on_reset(self, stream_id: int) -> None:
-        scope = self.responding.get(stream_id)
+        # The response task is not cancelled: it may be inside flush() holding bytes already taken from h2
+        # (a cancelled send_all loses them). It is woken instead and finds the stream closed on its next call.
+        self.wake_senders()
         if stream_id in self.requests:
             self.premature_resets += 1
-            if scope is not None:
-                scope.cancel()
             self.forget(stream_id)
             if self.premature_resets > PREMATURE_RESET_LIMIT:
                 self.calm_down(b"too many streams reset before completion")
+
+    def wake_senders(self) -> None:
+        self.window_changed.set()
+        self.window_changed = trio.Event()
 
     def calm_down(self, why: bytes) -> None:
         if self.closing:
@@ -151,19 +162,16 @@ class Connection:
     def forget(self, stream_id: int) -> None:
         self.requests.pop(stream_id, None)
         self.bodies.pop(stream_id, None)
-        self.responding.pop(stream_id, None)
 
     async def respond(self, stream_id: int) -> None:
-        with trio.CancelScope() as scope:
-            self.responding[stream_id] = scope
-            try:
-                await self.answer(stream_id, dict(self.requests[stream_id]), bytes(self.bodies[stream_id]))
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError, ValueError):
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            finally:
-                self.forget(stream_id)
+        try:
+            await self.answer(stream_id, dict(self.requests[stream_id]), bytes(self.bodies[stream_id]))
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError, ValueError):
+            pass  # the stream was reset or the connection ended under us; nothing to answer any more
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.forget(stream_id)
 
     async def answer(self, stream_id: int, headers: dict[bytes, bytes], body: bytes) -> None:
         path = headers.get(b":path", b"")
@@ -171,9 +179,13 @@ class Connection:
             await self.send_headers(stream_id, [(b":status", b"415")], end_stream=True)
             return
         ok = [(b":status", b"200"), (b"content-type", b"application/grpc")]
-        if path == b"/test.Echo/Unary" or path == b"/test.Echo/Seen":
+        if path in {b"/test.Echo/Unary", b"/test.Echo/Seen"}:
             if len(body) < 5:
-                await self.send_headers(stream_id, [*ok, (b"grpc-status", b"13"), (b"grpc-message", b"no request message")], end_stream=True)
+                await self.send_headers(
+                    stream_id,
+                    [*ok, (b"grpc-status", b"13"), (b"grpc-message", b"no request message")],
+                    end_stream=True,
+                )
                 return
             reply = body[5:] if path == b"/test.Echo/Unary" else b"0"
             echo = [(k, v) for k, v in headers.items() if k.startswith(b"x-echo-")]
@@ -213,7 +225,7 @@ async def serve(host: str, port: int, max_concurrent_streams: int) -> None:
     async def handle(stream: trio.SocketStream) -> None:
         await Connection(stream, max_concurrent_streams).run()
 
-    await trio.serve_listeners(handle, listeners)  # type: ignore[arg-type]
+    await trio.serve_listeners(handle, listeners)
 
 
 def main() -> int:

@@ -124,7 +124,7 @@ class Verdict(Enum):
     CONTINUE = "continue"
 
 
-class ExpectationFailed(AssertionError):
+class ExpectationError(AssertionError):
     """h2spec's TestError: what was expected, what came instead, and what was seen on the way."""
 
     def __init__(self, expected: Sequence[str], actual: Event, seen: Sequence[Event]) -> None:
@@ -148,7 +148,8 @@ def describe(event: Event) -> str:
     flags = ",".join(sorted(event.flags)) or "-"
     base = f"{name} Frame (stream_id:{event.stream_id}, flags:{flags}"
     if isinstance(event, GoAwayFrame):
-        return f"{base}, last_stream_id:{event.last_stream_id}, error:{code_name(event.error_code)}, debug:{event.additional_data[:60]!r})"
+        error, debug = code_name(event.error_code), event.additional_data[:60]
+        return f"{base}, last_stream_id:{event.last_stream_id}, error:{error}, debug:{debug!r})"
     if isinstance(event, RstStreamFrame):
         return f"{base}, error:{code_name(event.error_code)})"
     if isinstance(event, DataFrame):
@@ -237,13 +238,17 @@ class H2Peer:
     def max_frame_size(self) -> int:
         return self.server_settings.get(Setting.MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE)
 
+    def unread(self) -> bytes:
+        """Bytes received but not yet parsed into a frame (to hand over to another reader)."""
+        return bytes(self._buffer)
+
     def stream(self, stream_id: int) -> StreamRecord:
         return self.streams.setdefault(stream_id, StreamRecord())
 
     # ------------------------------------------------------------------------------------------- sending
 
     def send(self, data: bytes) -> None:
-        """Write bytes; like h2spec, a failed write is remembered, not raised (the verdict comes from reading)."""
+        """Write bytes; like h2spec, a failed write is remembered, not raised (reading gives the verdict)."""
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -253,10 +258,13 @@ class H2Peer:
         self.send(frame.serialize())
 
     def send_preface(self, settings: dict[int, int] | None = None) -> None:
-        self.send(PREFACE + SettingsFrame(0, settings={Setting.INITIAL_WINDOW_SIZE: DEFAULT_WINDOW, **(settings or {})}).serialize())
+        self.send(
+            PREFACE
+            + SettingsFrame(0, settings={Setting.INITIAL_WINDOW_SIZE: DEFAULT_WINDOW, **(settings or {})}).serialize()
+        )
 
     def handshake(self, settings: dict[int, int] | None = None) -> None:
-        """h2spec's ``handshakeAsClient``: our preface + SETTINGS, then wait for the server's SETTINGS and ACK."""
+        """h2spec's ``handshakeAsClient``: preface + SETTINGS, then wait for the server's SETTINGS and ACK."""
         self.send_preface(settings)
         got_settings = got_ack = False
         deadline = time.monotonic() + self.timeout
@@ -268,7 +276,7 @@ class H2Peer:
                 else:
                     got_settings = True
             elif isinstance(event, Closed | TimedOut | ReadError):
-                raise ExpectationFailed(["SETTINGS Frame and SETTINGS ACK (handshake)"], event, [])
+                raise ExpectationError(["SETTINGS Frame and SETTINGS ACK (handshake)"], event, [])
 
     def encode_headers(self, headers: Iterable[Header], *, huffman: bool = True, index: bool = True) -> bytes:
         """HPACK-encode with this connection's encoder. ``index=False`` never touches the dynamic table."""
@@ -313,7 +321,9 @@ class H2Peer:
         for i, chunk in enumerate(chunks[1:], start=2):
             self.send_continuation(stream_id, chunk, end_headers=i == len(chunks))
 
-    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False, pad_length: int | None = None) -> None:
+    def send_data(
+        self, stream_id: int, data: bytes, *, end_stream: bool = False, pad_length: int | None = None
+    ) -> None:
         frame = DataFrame(stream_id, data, flags=["END_STREAM"] if end_stream else [])
         if pad_length is not None:
             frame.flags.add("PADDED")
@@ -414,8 +424,8 @@ class H2Peer:
         except Exception as exc:  # the server's HPACK is broken: keep a marker the checks will trip on
             decoded = [(":decode-error", f"{type(exc).__name__}: {exc}")]
         record.header_blocks.append(decoded)
-        first.decoded_headers = decoded  # type: ignore[attr-defined]
-        frame.decoded_headers = decoded  # type: ignore[attr-defined]
+        setattr(first, "decoded_headers", decoded)  # noqa: B010 - an ad-hoc attribute for describe()
+        setattr(frame, "decoded_headers", decoded)  # noqa: B010
         record.ended |= "END_STREAM" in first.flags
 
     def _account(self, stream_id: int, length: int) -> None:
@@ -442,7 +452,7 @@ class H2Peer:
             if verdict is Verdict.PASS:
                 return event
             if verdict is Verdict.FAIL or isinstance(event, Closed | TimedOut | ReadError):
-                raise ExpectationFailed(expected, event, seen)
+                raise ExpectationError(expected, event, seen)
             seen.append(event)
 
     @staticmethod
@@ -480,8 +490,12 @@ class H2Peer:
         return self.wait(judge, [*names, "Connection closed"], timeout)
 
     def expect_connection_closed(self, timeout: float | None = None) -> Event:
-        """h2spec VerifyConnectionClose: the server closes the TCP connection (a GOAWAY on the way is fine)."""
-        return self.wait(lambda ev: Verdict.PASS if isinstance(ev, Closed) else Verdict.CONTINUE, ["Connection closed"], timeout)
+        """h2spec VerifyConnectionClose: the server closes the TCP connection (a GOAWAY first is fine)."""
+        return self.wait(
+            lambda ev: Verdict.PASS if isinstance(ev, Closed) else Verdict.CONTINUE,
+            ["Connection closed"],
+            timeout,
+        )
 
     def expect_stream_close(self, stream_id: int, timeout: float | None = None) -> Event:
         """h2spec VerifyStreamClose: END_STREAM on DATA or HEADERS, or RST_STREAM(NO_ERROR)."""
@@ -496,7 +510,7 @@ class H2Peer:
         return self.wait(judge, [f"Stream {stream_id} closed"], timeout)
 
     def expect_frame(self, frame_type: int, *, stream_id: int | None = None, timeout: float | None = None) -> Frame:
-        """h2spec VerifyEventType / WaitEventByType: the first frame of ``frame_type`` (other frames skipped)."""
+        """h2spec VerifyEventType / WaitEventByType: the first frame of ``frame_type`` (others skipped)."""
 
         def judge(ev: Event) -> Verdict:
             if isinstance(ev, Frame) and ev.type == frame_type:
@@ -541,9 +555,9 @@ class H2Peer:
         return self.wait(judge, [*expected, "Connection closed"] if or_closed else expected, timeout)
 
     def expect_data(self, stream_id: int, length: int, timeout: float | None = None) -> Frame:
-        """The first DATA frame (any stream, like h2spec's WaitEventByType) is on ``stream_id`` with ``length``."""
+        """The first DATA frame (on any stream, as h2spec waits) is on ``stream_id`` with ``length``."""
         frame = self.expect_frame(FrameType.DATA, timeout=timeout)
         assert isinstance(frame, DataFrame)
         if frame.stream_id != stream_id or len(frame.data) != length:
-            raise ExpectationFailed([f"DATA Frame (length:{length}, stream_id:{stream_id})"], frame, [])
+            raise ExpectationError([f"DATA Frame (length:{length}, stream_id:{stream_id})"], frame, [])
         return frame

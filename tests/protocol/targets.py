@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import yaml
 
 from tests.support.procs import ManagedProcess, ProcessGroup, free_port, wait_for_port
@@ -35,12 +36,14 @@ MAX_CONCURRENT_STREAMS = 10
 MAX_REQUEST_HEADERS_KB = 60  # Envoy's default max_request_headers_kb, left at its default in the bootstrap
 TARGETS = ("pyproxy", "nginx", "h2server", "external")
 START_TIMEOUT = 20.0
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def envoy_bootstrap(listen_port: int, admin_port: int, backend_port: int) -> dict[str, object]:
     """An ordinary Envoy v3 bootstrap: one h2c listener routing ``/`` to a STATIC HTTP/2 cluster."""
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": HCM_TYPE,
         "stat_prefix": "h2_protocol_suite",
         "codec_type": "HTTP2",
         "http2_protocol_options": {"max_concurrent_streams": MAX_CONCURRENT_STREAMS},
@@ -83,14 +86,23 @@ def envoy_bootstrap(listen_port: int, admin_port: int, backend_port: int) -> dic
                         "endpoints": [
                             {
                                 "lb_endpoints": [
-                                    {"endpoint": {"address": {"socket_address": {"address": HOST, "port_value": backend_port}}}}
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": HOST,
+                                                    "port_value": backend_port,
+                                                }
+                                            }
+                                        }
+                                    }
                                 ]
                             }
                         ],
                     },
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "@type": "type.googleapis.com/" + HTTP_OPTIONS,
                             "explicit_http_config": {"http2_protocol_options": {}},
                         }
                     },
@@ -101,7 +113,9 @@ def envoy_bootstrap(listen_port: int, admin_port: int, backend_port: int) -> dic
 
 
 def nginx_config(workdir: Path, listen_port: int, backend_port: int) -> str:
-    temp = " ".join(f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = " ".join(
+        f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return f"""
 worker_processes 1;
 daemon off;
@@ -156,14 +170,20 @@ def start_target(name: str, group: ProcessGroup, backend_port: int) -> Target:
     if name not in TARGETS:
         raise ValueError(f"H2_TARGET must be one of {TARGETS}, not {name!r}")
     if name == "external":
-        host, _, port = os.environ["H2_TARGET_ADDR"].rpartition(":")
+        host, _, external_port = os.environ["H2_TARGET_ADDR"].rpartition(":")
         pid = os.environ.get("H2_TARGET_PID")
-        return Target(name, host.strip("[]"), int(port), pid=int(pid) if pid else None)
+        return Target(name, host.strip("[]"), int(external_port), pid=int(pid) if pid else None)
     port = free_port(HOST)
     if name == "h2server":
         proc = group.python(
-            "h2server", "tests.protocol.h2_reference_server", "--host", HOST, "--port", str(port),
-            "--max-concurrent-streams", str(MAX_CONCURRENT_STREAMS),
+            "h2server",
+            "tests.protocol.h2_reference_server",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--max-concurrent-streams",
+            str(MAX_CONCURRENT_STREAMS),
         )
         wait_for_port(HOST, port, timeout=START_TIMEOUT, proc=proc.popen)
     elif name == "nginx":
@@ -222,7 +242,10 @@ def nginx_syntax_ok(conf: Path) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.run(
         [binary, "-t", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "nginx-error.log")],
-        capture_output=True, text=True, timeout=20, check=False,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
 
 
@@ -273,14 +296,13 @@ class Backend:
     """The suite's backend process, and a direct grpcio channel to ask it what it saw."""
 
     def __init__(self, group: ProcessGroup, host: str = HOST, port: int | None = None) -> None:
-        import grpc  # only the test process needs it; the targets do not
-
         self.host = host
         self.port = port or free_port(host)
         self.process = start_backend(group, self.port)
         self._channel = grpc.insecure_channel(f"{host}:{self.port}")
-        self._seen = self._channel.unary_unary("/test.Echo/Seen")
-        self._count = self._channel.unary_unary("/test.Echo/Count")
+        raw = {"request_serializer": None, "response_deserializer": None}  # bytes in, bytes out
+        self._seen = self._channel.unary_unary("/test.Echo/Seen", **raw)
+        self._count = self._channel.unary_unary("/test.Echo/Count", **raw)
 
     def seen(self, test_id: str) -> bool:
         """Did a request carrying ``x-test-id: test_id`` reach the backend?"""

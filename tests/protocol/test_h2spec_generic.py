@@ -10,7 +10,13 @@ import pytest
 from hyperframe.frame import SettingsFrame
 
 from tests.protocol.deviations import NGINX_REQUEST_TRAILERS
-from tests.protocol.grpc_shapes import expect_grpc_ok, grpc_message, replace_header, request_headers, send_request
+from tests.protocol.grpc_shapes import (
+    expect_grpc_ok,
+    grpc_message,
+    replace_header,
+    request_headers,
+    send_request,
+)
 from tests.protocol.h2peer import DEFAULT_WINDOW, PREFACE, ErrorCode, FrameType, H2Peer, Setting, describe
 
 H2SPEC = b"h2spec\0\0"
@@ -36,7 +42,9 @@ def test_generic_2_1_priority_on_idle_stream(peer: H2Peer) -> None:
     peer.expect_ping_ack(ZEROS)
 
 
-@pytest.mark.parametrize("priority_first", [pytest.param(False, id="2_2_window_update"), pytest.param(True, id="2_3_priority")])
+@pytest.mark.parametrize(
+    "priority_first", [pytest.param(False, id="2_2_window_update"), pytest.param(True, id="2_3_priority")]
+)
 def test_generic_2_frames_on_half_closed_remote_stream(peer: H2Peer, priority_first: bool) -> None:
     """RFC 9113 5.1 half-closed (remote): an endpoint MUST accept WINDOW_UPDATE, PRIORITY and RST_STREAM on
     such a stream. With an initial window of 0 the response waits for our WINDOW_UPDATE.
@@ -119,7 +127,9 @@ def test_generic_3_2_headers_frames(peer: H2Peer, variant: str) -> None:
         pytest.param(3, 0, 255, False, id="3_3_5_idle_stream_then_lower_stream_id"),
     ],
 )
-def test_generic_3_3_priority_frames(peer: H2Peer, priority_stream: int, depends_on: int, weight: int, exclusive: bool) -> None:
+def test_generic_3_3_priority_frames(
+    peer: H2Peer, priority_stream: int, depends_on: int, weight: int, exclusive: bool
+) -> None:
     """RFC 9113 6.3: "The PRIORITY frame (type=0x02) ... can be sent in any stream state, including idle
     or closed streams." A PRIORITY for idle stream 3 does not prevent opening stream 1. (h2spec
     generic/3.3/1-5)"""
@@ -144,7 +154,8 @@ def test_generic_3_4_1_rst_stream(peer: H2Peer) -> None:
 
 def test_generic_3_5_1_settings(peer: H2Peer) -> None:
     """RFC 9113 6.5: "The SETTINGS frame (type=0x04) conveys configuration parameters that affect how
-    endpoints communicate." Every defined parameter at a legal value is acknowledged. (h2spec generic/3.5/1)"""
+    endpoints communicate." Every defined parameter at a legal value is acknowledged.
+    (h2spec generic/3.5/1)"""
     peer.handshake()
     peer.send_settings(
         {
@@ -161,7 +172,8 @@ def test_generic_3_5_1_settings(peer: H2Peer) -> None:
 
 def test_generic_3_7_1_ping(peer: H2Peer) -> None:
     """RFC 9113 6.7: "The PING frame (type=0x06) is a mechanism for measuring a minimal round-trip time from
-    the sender, as well as determining whether an idle connection is still functional." (h2spec generic/3.7/1)"""
+    the sender, as well as determining whether an idle connection is still functional."
+    (h2spec generic/3.7/1)"""
     peer.handshake()
     peer.send_ping(H2SPEC)
     peer.expect_ping_ack(H2SPEC)
@@ -194,7 +206,10 @@ def test_generic_3_9_2_window_update_on_stream(peer: H2Peer) -> None:
     expect_grpc_ok(peer, 1)
 
 
-@pytest.mark.parametrize("cuts", [pytest.param((5,), id="3_10_1_continuation"), pytest.param((5, 10), id="3_10_2_multiple_continuation")])
+@pytest.mark.parametrize(
+    "cuts",
+    [pytest.param((5,), id="3_10_1_continuation"), pytest.param((5, 10), id="3_10_2_multiple_continuation")],
+)
 def test_generic_3_10_continuation(peer: H2Peer, cuts: tuple[int, ...]) -> None:
     """RFC 9113 6.10: "The CONTINUATION frame (type=0x09) is used to continue a sequence of field block
     fragments." (h2spec generic/3.10/1-2: the block is cut after octet 5, and 10)"""
@@ -280,7 +295,8 @@ def test_generic_5_hpack_representations(peer: H2Peer, prefix: bytes, suffix: by
 
 def test_generic_5_14_dynamic_table_size_update(peer: H2Peer) -> None:
     """RFC 7541 6.3: "A dynamic table size update signals a change to the size of the dynamic table."
-    Our encoder shrinks its table to 128 octets and says so at the start of the block. (h2spec generic/5/14)"""
+    Our encoder shrinks its table to 128 octets and says so at the start of the block.
+    (h2spec generic/5/14)"""
     peer.handshake()
     peer.encoder.header_table_size = 128
     send_request(peer, 1)

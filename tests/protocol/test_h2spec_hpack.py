@@ -20,7 +20,11 @@ from tests.protocol.h2peer import ErrorCode, H2Peer, Setting, hpack_integer
         pytest.param(b"\xc6", id="2_3_3_1_indexed_field_with_invalid_index_70"),
         pytest.param(b"\x7f\x07\x00", id="2_3_3_2_literal_field_with_invalid_name_index_70"),
         pytest.param(b"\x21", id="4_2_1_table_size_update_at_end_of_block", marks=NGINX_HPACK_LAX),
-        pytest.param(b"\x00\x85\xf2\xb2\x4a\x84\xff\x84\x49\x50\x9f\xff", id="5_2_1_huffman_padding_over_7_bits", marks=NGINX_HPACK_LAX),
+        pytest.param(
+            b"\x00\x85\xf2\xb2\x4a\x84\xff\x84\x49\x50\x9f\xff",
+            id="5_2_1_huffman_padding_over_7_bits",
+            marks=NGINX_HPACK_LAX,
+        ),
         pytest.param(b"\x00\x85\xf2\xb2\x4a\x84\xff\x83\x49\x50\x90", id="5_2_2_huffman_padded_by_zero"),
         pytest.param(b"\x00\x85\xf2\xb2\x4a\x84\xff\x87\x49\x51\xff\xff\xff\xfa\x7f", id="5_2_3_huffman_contains_eos"),
         pytest.param(b"\x80", id="6_1_1_indexed_field_with_index_0"),

@@ -46,7 +46,8 @@ UNKNOWN_FRAME = raw_frame(0x16, 0, 0, b"\0" * 8)
 
 
 def test_4_1_1_sends_frame_with_unknown_type(peer: H2Peer) -> None:
-    """RFC 9113 4.1: "Implementations MUST ignore and discard frames of unknown types." (h2spec http2/4.1/1)"""
+    """RFC 9113 4.1: "Implementations MUST ignore and discard frames of unknown types."
+    (h2spec http2/4.1/1)"""
     peer.handshake()
     peer.send(UNKNOWN_FRAME)
     peer.send_ping(b"\0" * 8)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.protocol.deviations import NGINX_CLOSED_STREAM_DATA, NGINX_GOAWAY_NOT_STREAM_CLOSED, NGINX_IDLE_STREAM_FRAMES
+from tests.protocol.deviations import (
+    NGINX_CLOSED_STREAM_DATA,
+    NGINX_GOAWAY_NOT_STREAM_CLOSED,
+    NGINX_IDLE_STREAM_FRAMES,
+)
 from tests.protocol.grpc_shapes import dummy_headers, grpc_message, request_headers, send_request
 from tests.protocol.h2peer import ErrorCode, FrameType, H2Peer, Setting, raw_frame
 

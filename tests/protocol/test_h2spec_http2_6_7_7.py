@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import struct
 
-from tests.protocol.grpc_shapes import dummy_headers, expect_grpc_ok, grpc_message, request_headers, send_request
+from tests.protocol.grpc_shapes import (
+    dummy_headers,
+    expect_grpc_ok,
+    grpc_message,
+    request_headers,
+    send_request,
+)
 from tests.protocol.h2peer import ErrorCode, FrameType, H2Peer, Setting, raw_frame
 
 H2SPEC = b"h2spec\0\0"
@@ -57,7 +63,7 @@ def test_6_8_1_goaway_with_stream_id_other_than_0(peer: H2Peer) -> None:
     peer.expect_connection_error(ErrorCode.PROTOCOL_ERROR)
 
 
-# ------------------------------------------------------------------------------------------- 6.9 WINDOW_UPDATE
+# ------------------------------------------------------------------------------------ 6.9 WINDOW_UPDATE
 
 
 def test_6_9_1_window_update_increment_0_on_connection(peer: H2Peer) -> None:
@@ -154,7 +160,7 @@ def test_6_9_2_3_initial_window_size_above_maximum(peer: H2Peer) -> None:
     peer.expect_connection_error(ErrorCode.FLOW_CONTROL_ERROR)
 
 
-# ------------------------------------------------------------------------------------------- 6.10 CONTINUATION
+# ------------------------------------------------------------------------------------- 6.10 CONTINUATION
 
 
 def test_6_10_1_multiple_continuation_frames(peer: H2Peer) -> None:

@@ -8,24 +8,27 @@ PROTOCOL_ERROR"; like h2spec, a GOAWAY(PROTOCOL_ERROR) or the connection closing
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hyperframe.frame import PushPromiseFrame
 
-from tests.protocol.deviations import NGINX_400, NGINX_FORWARDS, NGINX_TRAILER_RACE
-from tests.protocol.grpc_shapes import drop_header, grpc_message, replace_header, request_headers
+from tests.protocol.deviations import NGINX_400, NGINX_FORWARDS
+from tests.protocol.grpc_shapes import drop_header, partial_message, replace_header, request_headers
 from tests.protocol.h2peer import ErrorCode, H2Peer, Header
+
+MakeHeaders = Callable[[str], list[Header]]
 
 # ------------------------------------------------------------------------------------------- 8.1
 
 
-@NGINX_TRAILER_RACE
 def test_8_1_1_second_headers_frame_without_end_stream(peer: H2Peer) -> None:
     """RFC 9113 8.1: "An endpoint that receives a HEADERS frame without the END_STREAM flag set after
     receiving the HEADERS frame that opens a request or after receiving a final (non-informational) status
     code MUST treat the corresponding request or response as malformed." (h2spec http2/8.1/1)"""
     peer.handshake()
     peer.send_headers(1, request_headers(peer.authority))
-    peer.send_data(1, grpc_message(b"test"))
+    peer.send_data(1, partial_message())
     peer.send_headers(1, [("x-test", "ok")])
     peer.expect_stream_error(ErrorCode.PROTOCOL_ERROR)
 
@@ -52,28 +55,38 @@ def with_prefix(prefix: list[Header], headers: list[Header]) -> list[Header]:
 @pytest.mark.parametrize(
     "make_headers",
     [
-        pytest.param(lambda a: request_headers(a, extra=[(":test", "ok")]), id="8_1_2_1_1_unknown_pseudo_header", marks=NGINX_400),
-        pytest.param(lambda a: request_headers(a, extra=[(":status", "200")]), id="8_1_2_1_2_response_pseudo_header", marks=NGINX_400),
-        pytest.param(lambda a: with_prefix([("x-test", "ok")], request_headers(a)), id="8_1_2_1_4_pseudo_after_regular", marks=NGINX_FORWARDS),
+        pytest.param(
+            lambda a: request_headers(a, extra=[(":test", "ok")]),
+            id="8_1_2_1_1_unknown_pseudo_header",
+            marks=NGINX_400,
+        ),
+        pytest.param(
+            lambda a: request_headers(a, extra=[(":status", "200")]),
+            id="8_1_2_1_2_response_pseudo_header",
+            marks=NGINX_400,
+        ),
+        pytest.param(
+            lambda a: with_prefix([("x-test", "ok")], request_headers(a)),
+            id="8_1_2_1_4_pseudo_after_regular",
+            marks=NGINX_FORWARDS,
+        ),
     ],
 )
-def test_8_1_2_1_invalid_pseudo_header_fields(peer: H2Peer, make_headers: object) -> None:
+def test_8_1_2_1_invalid_pseudo_header_fields(peer: H2Peer, make_headers: MakeHeaders) -> None:
     """RFC 9113 8.3: "Pseudo-header fields defined for requests MUST NOT appear in responses; pseudo-header
     fields defined for responses MUST NOT appear in requests ... Endpoints MUST treat a request or response
     that contains undefined or invalid pseudo-header fields as malformed." and "All pseudo-header fields
     MUST appear in a field block before all regular field lines." (h2spec http2/8.1.2.1/1, 2, 4)"""
-    assert callable(make_headers)
     peer.handshake()
     peer.send_headers(1, make_headers(peer.authority), end_stream=True)
     peer.expect_stream_error(ErrorCode.PROTOCOL_ERROR)
 
 
-@NGINX_TRAILER_RACE
 def test_8_1_2_1_3_pseudo_header_field_in_trailers(peer: H2Peer) -> None:
     """RFC 9113 8.1: "Pseudo-header fields MUST NOT appear in a trailer section." (h2spec http2/8.1.2.1/3)"""
     peer.handshake()
     peer.send_headers(1, request_headers(peer.authority))
-    peer.send_data(1, grpc_message(b"test"))
+    peer.send_data(1, partial_message())
     peer.send_headers(1, [(":method", "POST")])
     peer.expect_stream_error(ErrorCode.PROTOCOL_ERROR)
 
@@ -104,7 +117,7 @@ def test_8_1_2_2_2_te_header_other_than_trailers(peer: H2Peer) -> None:
 # ------------------------------------------------------------------------------------------- 8.1.2.3
 
 
-def duplicate(name: str) -> object:
+def duplicate(name: str) -> MakeHeaders:
     return lambda a: request_headers(a, extra=[(name, dict(request_headers(a))[name])])
 
 
@@ -121,11 +134,10 @@ def duplicate(name: str) -> object:
     ],
 )
 @NGINX_400
-def test_8_1_2_3_request_pseudo_header_fields(peer: H2Peer, make_headers: object) -> None:
+def test_8_1_2_3_request_pseudo_header_fields(peer: H2Peer, make_headers: MakeHeaders) -> None:
     """RFC 9113 8.3.1: ":path ... This pseudo-header field MUST NOT be empty for "http" or "https" URIs" and
     "All HTTP/2 requests MUST include exactly one valid value for the ":method", ":scheme", and ":path"
     pseudo-header fields, unless they are CONNECT requests." (h2spec http2/8.1.2.3/1-7)"""
-    assert callable(make_headers)
     peer.handshake()
     peer.send_headers(1, make_headers(peer.authority), end_stream=True)
     peer.expect_stream_error(ErrorCode.PROTOCOL_ERROR)
@@ -134,7 +146,10 @@ def test_8_1_2_3_request_pseudo_header_fields(peer: H2Peer, make_headers: object
 # ------------------------------------------------------------------------------------------- 8.1.2.6
 
 
-@pytest.mark.parametrize("frames", [pytest.param(1, id="8_1_2_6_1_one_data_frame"), pytest.param(2, id="8_1_2_6_2_two_data_frames")])
+@pytest.mark.parametrize(
+    "frames",
+    [pytest.param(1, id="8_1_2_6_1_one_data_frame"), pytest.param(2, id="8_1_2_6_2_two_data_frames")],
+)
 @NGINX_400
 def test_8_1_2_6_content_length_mismatch(peer: H2Peer, frames: int) -> None:
     """RFC 9113 8.1.1: "A request or response is also malformed if the value of a content-length header

@@ -1,5 +1,5 @@
-"""Hostile peer, frame layer: garbage instead of the preface, lying lengths, unknown flags, frames on the wrong
-stream, DATA on idle streams, CONTINUATION misuse (including an endless header block), bad padding.
+"""Hostile peer, frame layer: garbage instead of the preface, lying lengths, unknown flags, frames on the
+wrong stream, DATA on idle streams, CONTINUATION misuse (including an endless header block), bad padding.
 
 Every test is followed by the conftest check that the target is alive and serves a fresh connection.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Callable
 
 import pytest
 from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
@@ -19,10 +20,10 @@ from tests.protocol.h2peer import (
     PREFACE,
     Closed,
     ErrorCode,
+    Event,
     FrameType,
     H2Peer,
     Setting,
-    Event,
     TimedOut,
     Verdict,
     describe,
@@ -52,7 +53,7 @@ def test_garbage_instead_of_preface_closes_connection(peer: H2Peer, garbage: byt
     GOAWAY(PROTOCOL_ERROR), nothing else (in particular no HTTP/1.1 answer: the listener is h2c only), then
     close the connection."""
     peer.send(garbage)
-    seen = []
+    seen: list[Event] = []
     deadline = time.monotonic() + peer.timeout
     while True:
         event = peer.read_event(deadline - time.monotonic())
@@ -106,12 +107,27 @@ OPEN_STREAM = "open stream 1"
     [
         pytest.param(raw_frame(FrameType.PING, 0, 0, b"\0" * 9), (FSE,), None, id="ping_9_octets"),
         pytest.param(raw_frame(FrameType.PING, 0, 0), (FSE,), None, id="ping_empty"),
-        pytest.param(raw_frame(FrameType.WINDOW_UPDATE, 0, 0, b"\0\0\0\x01\0"), (FSE,), None, id="window_update_5_octets"),
+        pytest.param(
+            raw_frame(FrameType.WINDOW_UPDATE, 0, 0, b"\0\0\0\x01\0"),
+            (FSE,),
+            None,
+            id="window_update_5_octets",
+        ),
         pytest.param(raw_frame(FrameType.GOAWAY, 0, 0, b"\0" * 7), (FSE,), None, id="goaway_7_octets"),
         pytest.param(raw_frame(FrameType.SETTINGS, 0, 0, b"\0\x03\0\0\0\x64\0"), (FSE,), None, id="settings_7_octets"),
-        pytest.param(raw_frame(FrameType.RST_STREAM, 0, 1, b"\0\0\0\x08\0"), (FSE,), OPEN_STREAM, id="rst_stream_5_octets"),
+        pytest.param(
+            raw_frame(FrameType.RST_STREAM, 0, 1, b"\0\0\0\x08\0"),
+            (FSE,),
+            OPEN_STREAM,
+            id="rst_stream_5_octets",
+        ),
         pytest.param(raw_frame(FrameType.PRIORITY, 0, 3, b"\0" * 6), (FSE,), None, id="priority_6_octets"),
-        pytest.param(raw_frame(FrameType.HEADERS, 0x25, 3, b"\0\0\0"), (FSE, PE), None, id="headers_priority_flag_3_octets"),
+        pytest.param(
+            raw_frame(FrameType.HEADERS, 0x25, 3, b"\0\0\0"),
+            (FSE, PE),
+            None,
+            id="headers_priority_flag_3_octets",
+        ),
         pytest.param(raw_frame(FrameType.DATA, 0x08, 1), (FSE, PE), OPEN_STREAM, id="data_padded_0_octets"),
         pytest.param(raw_frame(FrameType.HEADERS, 0x0D, 3), (FSE, PE), None, id="headers_padded_0_octets"),
     ],
@@ -181,11 +197,34 @@ def test_frame_on_wrong_stream_is_a_connection_error(peer: H2Peer, frame: bytes)
 @pytest.mark.parametrize(
     ("frame", "opens_stream_1"),
     [
-        pytest.param(raw_frame(FrameType.DATA, 1, 3, b"x"), True, id="data_on_idle_3_after_1", marks=NGINX_IDLE_STREAM_FRAMES),
-        pytest.param(raw_frame(FrameType.DATA, 1, 2, b"x"), False, id="data_on_even_stream_2", marks=NGINX_IDLE_STREAM_FRAMES),
-        pytest.param(raw_frame(FrameType.DATA, 1, 0x7FFFFFFF, b"x"), False, id="data_on_stream_2_31_minus_1", marks=NGINX_IDLE_STREAM_FRAMES),
-        pytest.param(raw_frame(FrameType.WINDOW_UPDATE, 0, 5, struct.pack(">I", 1)), True, id="window_update_on_idle_5", marks=NGINX_IDLE_STREAM_FRAMES),
-        pytest.param(raw_frame(FrameType.RST_STREAM, 0, 5, struct.pack(">I", 8)), True, id="rst_stream_on_idle_5",
+        pytest.param(
+            raw_frame(FrameType.DATA, 1, 3, b"x"),
+            True,
+            id="data_on_idle_3_after_1",
+            marks=NGINX_IDLE_STREAM_FRAMES,
+        ),
+        pytest.param(
+            raw_frame(FrameType.DATA, 1, 2, b"x"),
+            False,
+            id="data_on_even_stream_2",
+            marks=NGINX_IDLE_STREAM_FRAMES,
+        ),
+        pytest.param(
+            raw_frame(FrameType.DATA, 1, 0x7FFFFFFF, b"x"),
+            False,
+            id="data_on_stream_2_31_minus_1",
+            marks=NGINX_IDLE_STREAM_FRAMES,
+        ),
+        pytest.param(
+            raw_frame(FrameType.WINDOW_UPDATE, 0, 5, struct.pack(">I", 1)),
+            True,
+            id="window_update_on_idle_5",
+            marks=NGINX_IDLE_STREAM_FRAMES,
+        ),
+        pytest.param(
+            raw_frame(FrameType.RST_STREAM, 0, 5, struct.pack(">I", 8)),
+            True,
+            id="rst_stream_on_idle_5",
             marks=[NGINX_IDLE_STREAM_FRAMES, H2_IDLE_RST_STREAM],
         ),
         pytest.param(raw_frame(FrameType.HEADERS, 0x5, 4, b"\x82"), False, id="headers_on_even_stream_4"),
@@ -215,11 +254,10 @@ def test_frames_on_idle_streams(peer: H2Peer, frame: bytes, opens_stream_1: bool
         pytest.param(lambda p: p.send_rst_stream(1, ErrorCode.CANCEL), id="rst_stream_same_stream"),
     ],
 )
-def test_frame_interleaved_in_header_block(peer: H2Peer, interloper: object) -> None:
+def test_frame_interleaved_in_header_block(peer: H2Peer, interloper: Callable[[H2Peer], None]) -> None:
     """RFC 9113 4.3: "Field blocks MUST be transmitted as a contiguous sequence of frames, with no
     interleaved frames of any other type or from any other stream"; 6.2: any other frame "MUST be treated
     as a connection error of type PROTOCOL_ERROR" (control frames included)."""
-    assert callable(interloper)
     peer.handshake()
     peer.send_headers(1, request_headers(peer.authority), end_headers=False)
     interloper(peer)
@@ -281,7 +319,10 @@ def test_endless_continuation_frames_are_cut_off(peer: H2Peer) -> None:
     [
         pytest.param(raw_frame(FrameType.DATA, 0x09, 1, b"\x05hell"), id="data_pad_length_equals_payload"),
         pytest.param(raw_frame(FrameType.DATA, 0x09, 1, b"\xff" + b"\0" * 10), id="data_pad_length_255_in_11_octets"),
-        pytest.param(raw_frame(FrameType.HEADERS, 0x2D, 3, b"\x03" + b"\0\0\0\0\x10" + b"\0\0"), id="headers_priority_padding_too_long"),
+        pytest.param(
+            raw_frame(FrameType.HEADERS, 0x2D, 3, b"\x03" + b"\0\0\0\0\x10" + b"\0\0"),
+            id="headers_priority_padding_too_long",
+        ),
     ],
 )
 def test_invalid_padding_is_a_protocol_error(peer: H2Peer, frame: bytes) -> None:
@@ -304,7 +345,11 @@ def test_nonzero_padding_is_accepted_or_rejected_cleanly(peer: H2Peer) -> None:
     peer.send(raw_frame(FrameType.DATA, 0x09, 1, b"\x04" + body + b"pad!"))
     event = peer.wait(
         lambda ev: _padding_verdict(peer, ev),
-        ["a successful response on stream 1", "GOAWAY Frame (Error Code: PROTOCOL_ERROR)", "Connection closed"],
+        [
+            "a successful response on stream 1",
+            "GOAWAY Frame (Error Code: PROTOCOL_ERROR)",
+            "Connection closed",
+        ],
     )
     if not isinstance(event, GoAwayFrame | Closed):
         expect_grpc_ok(peer, 1)

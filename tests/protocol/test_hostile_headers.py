@@ -21,13 +21,14 @@ from tests.protocol.grpc_shapes import (
     drop_header,
     expect_grpc_ok,
     grpc_message,
+    partial_message,
     read_response,
     replace_header,
     request_headers,
     send_request,
 )
 from tests.protocol.h2peer import Closed, ErrorCode, Event, H2Peer, Header, Verdict, describe
-from tests.protocol.targets import MAX_REQUEST_HEADERS_KB, Backend
+from tests.protocol.targets import MAX_REQUEST_HEADERS_KB, Backend, Target
 
 Mutation = Callable[[list[Header]], list[Header]]
 
@@ -42,14 +43,33 @@ def duplicate(name: str) -> Mutation:
 
 NGINX_MARKS = {
     **dict.fromkeys(
-        ["missing_method", "missing_scheme", "missing_path", "no_pseudo_headers", "duplicate_method",
-         "duplicate_path", "duplicate_authority", "response_pseudo_status", "unknown_pseudo", "empty_path",
-         "content_length_not_a_number", "content_length_too_small"],
+        [
+            "missing_method",
+            "missing_scheme",
+            "missing_path",
+            "no_pseudo_headers",
+            "duplicate_method",
+            "duplicate_path",
+            "duplicate_authority",
+            "response_pseudo_status",
+            "unknown_pseudo",
+            "empty_path",
+            "content_length_not_a_number",
+            "content_length_too_small",
+        ],
         NGINX_400,
     ),
     **dict.fromkeys(
-        ["pseudo_after_regular", "name_with_non_ascii", "connection", "keep_alive", "proxy_connection",
-         "transfer_encoding", "upgrade", "te_trailers_and_gzip"],
+        [
+            "pseudo_after_regular",
+            "name_with_non_ascii",
+            "connection",
+            "keep_alive",
+            "proxy_connection",
+            "transfer_encoding",
+            "upgrade",
+            "te_trailers_and_gzip",
+        ],
         NGINX_FORWARDS,
     ),
     "te_gzip": NGINX_TE_GZIP,
@@ -96,6 +116,18 @@ def wait_seen(backend: Backend, test_id: str) -> bool:
     return backend.seen(test_id)
 
 
+def test_valid_request_reaches_backend_positive_control(peer: H2Peer, backend: Backend, target: Target) -> None:
+    """The control for the "not forwarded" checks below: the same request without the defect is answered
+    and its x-test-id does reach the backend (so "not seen" there means "not forwarded")."""
+    if target.name == "h2server":
+        pytest.skip("the reference server answers itself; there is no backend behind it")
+    test_id = uuid.uuid4().hex
+    peer.handshake()
+    send_request(peer, 1, extra=[("x-test-id", test_id)])
+    expect_grpc_ok(peer, 1)
+    assert wait_seen(backend, test_id), "a valid request's x-test-id did not reach the backend"
+
+
 @pytest.mark.parametrize("mutation", MALFORMED_CASES)
 def test_malformed_request_is_refused_and_not_forwarded(peer: H2Peer, backend: Backend, mutation: Mutation) -> None:
     """RFC 9113 8.1.1: "Malformed requests or responses that are detected MUST be treated as a stream error
@@ -116,7 +148,7 @@ def test_pseudo_header_in_trailers_is_refused(peer: H2Peer) -> None:
     trailers (h2spec's variant leaves it off)."""
     peer.handshake()
     peer.send_headers(1, request_headers(peer.authority))
-    peer.send_data(1, grpc_message(b"hello"))
+    peer.send_data(1, partial_message())
     peer.send_headers(1, [(":path", "/other")], end_stream=True)
     peer.expect_stream_error(ErrorCode.PROTOCOL_ERROR)
 
@@ -155,6 +187,7 @@ def test_oversized_header_block_is_refused_and_hpack_state_kept(peer: H2Peer, ba
     peer.send_header_block(1, block)
     peer.send_data(1, grpc_message(b"big"), end_stream=True)
     outcome = settle(peer, 1)
+    print(f"oversized header block: {describe(outcome)}")
     assert not wait_seen(backend, test_id), "the oversized request was forwarded to the backend"
     if isinstance(outcome, Closed | GoAwayFrame):
         assert not isinstance(outcome, GoAwayFrame) or outcome.error_code != ErrorCode.NO_ERROR, describe(outcome)
