@@ -12,6 +12,8 @@ Errors: a *connection error* queues GOAWAY, marks the connection closed and repo
 :class:`ConnectionTerminated` (``local=True``); a *stream error* queues RST_STREAM and reports
 :class:`StreamReset` (``remote=False``). Nothing raises out of :meth:`receive_data` for bad peer input.
 Misuse by the caller (sending on a closed stream, beyond the window) raises :class:`StreamStateError`.
+Where RFC 9113 lets the receiver choose between a stream and a connection error, the engine does what h2spec
+accepts (comments at each such place); ``tests/unit/http2`` checks every rule against raw frames and ``h2``.
 """
 
 from __future__ import annotations
@@ -197,10 +199,7 @@ class H2Connection:
         out = self._out
         if not out:
             return b""
-        if len(out) == 1:
-            data = out[0]
-        else:
-            data = b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
         self._out = []
         return data
 
@@ -408,10 +407,10 @@ class H2Connection:
         if stream is not None:
             self._forget(stream, _RESET_BY_US)
             events.append(StreamReset(e.stream_id, e.code, False))
-        elif not self._is_idle(e.stream_id):
+        elif e.stream_id in self._closed_streams:
             # A closed stream: having sent RST_STREAM we must ignore its later frames (RFC 9113 5.1), rather
             # than answer each one with another RST_STREAM.
-            self._remember_closed(e.stream_id, _RESET_BY_US)
+            self._closed_streams[e.stream_id] = _RESET_BY_US
 
     # ------------------------------------------------------------------------------------- frames
 
@@ -466,7 +465,11 @@ class H2Connection:
         reason = self._closed_streams.get(sid)
         if reason == _RESET_BY_US:
             return  # RFC 9113 5.1: ignore frames on streams we reset
-        if reason is not None:
+        if reason == _ENDED:
+            # The peer sends on a stream after its own END_STREAM. RFC 9113 5.1 "closed" allows a stream or a
+            # connection error; RFC 7540, h2 and h2spec (http2/5.1/11-12) want the connection error.
+            raise _ConnectionError(ErrorCode.STREAM_CLOSED, f"{what} on stream {sid} after END_STREAM")
+        if reason is not None:  # reset by the peer: a stream error (RFC 9113 5.1, h2spec http2/5.1/8-9)
             raise _StreamError(sid, ErrorCode.STREAM_CLOSED, f"{what} on a closed stream")
         if self._is_idle(sid):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"{what} on idle stream {sid}")
@@ -631,7 +634,7 @@ class H2Connection:
         # content-length. HEAD: no content at all, as h2 does; 204/304: the declared length is not the body's.
         if stream.content_length == _HEAD_REQUEST:
             length = 0
-        elif ev.status == 304 or ev.status == 204:
+        elif ev.status in (204, 304):
             length = -1
         stream.content_length = length
         if end_stream:

@@ -12,7 +12,7 @@ TRAILERS = 3  # trailing headers, always with end_stream
 
 
 class Event:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
@@ -37,7 +37,8 @@ class HeadersReceived(Event):
 
 
 class DataReceived(Event):
-    """DATA payload. ``flow_controlled_length`` (payload + padding) must be acknowledged once consumed."""
+    """DATA payload. ``flow_controlled_length`` must be acknowledged once consumed (it is the payload's
+    length: the engine returns the padding to both windows itself)."""
 
     __slots__ = ("data", "end_stream", "flow_controlled_length", "stream_id")
 

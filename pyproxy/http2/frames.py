@@ -112,7 +112,7 @@ def data_frames(stream_id: int, data: bytes, end_stream: bool, max_frame_size: i
     n = len(data)
     if n <= max_frame_size:
         return _HEADER_ONLY.pack(n >> 8, n & 0xFF, DATA, FLAG_END_STREAM if end_stream else 0, stream_id) + data
-    parts = []
+    parts: list[bytes | memoryview] = []
     view = memoryview(data)
     pos = 0
     while pos < n:

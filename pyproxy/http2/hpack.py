@@ -254,14 +254,11 @@ class Decoder:
             byte = data[pos]
             if byte & 0x80:  # indexed field
                 index = byte & 0x7F
-                if index == 0x7F or index == 0:
+                if index in (0x7F, 0):
                     index, pos = _decode_integer(data, pos, 7)
                 else:
                     pos += 1
-                if 0 < index <= STATIC_LEN:
-                    header = static[index - 1]
-                else:
-                    header = self._get(index)
+                header = static[index - 1] if 0 < index <= STATIC_LEN else self._get(index)
                 may_resize = False
             elif byte & 0x40:  # literal with incremental indexing
                 index, pos = _decode_integer(data, pos, 6)

@@ -13,7 +13,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, WindowUpdateFrame
 
 from pyproxy.http2 import frames as fr
-from pyproxy.http2.connection import H2Settings, StreamStateError
+from pyproxy.http2.connection import H2Connection, H2Settings, StreamStateError
 from pyproxy.http2.events import (
     INFORMATIONAL,
     REQUEST,
@@ -31,7 +31,7 @@ from pyproxy.http2.frames import ErrorCode
 from tests.unit.http2.helpers import REQUEST as REQ
 from tests.unit.http2.helpers import RESPONSE as RESP
 from tests.unit.http2.helpers import TRAILERS as TRL
-from tests.unit.http2.helpers import RawPeer, connected_to_h2, of, parse, pump
+from tests.unit.http2.helpers import RawPeer, connected_to_h2, of, parse, pump, raw, settings
 
 SMALL = H2Settings(initial_window=65535, initial_connection_window=65535)
 
@@ -57,7 +57,7 @@ def test_settings_exchange_h2_client_to_our_server() -> None:
 def test_settings_exchange_our_client_to_h2_server_with_custom_settings() -> None:
     local = H2Settings(max_concurrent_streams=7, initial_window=70000, initial_connection_window=65535,
                        max_frame_size=32768, header_table_size=1024, max_header_list_size=5000)
-    ours, theirs, mine, peer = connected_to_h2(ours_client=True, local=local)
+    _, theirs, mine, peer = connected_to_h2(ours_client=True, local=local)
     rs = theirs.remote_settings
     assert (rs.enable_push, rs.max_concurrent_streams, rs.initial_window_size, rs.max_frame_size,
             rs.header_table_size, rs.max_header_list_size) == (0, 7, 70000, 32768, 1024, 5000)
@@ -77,7 +77,8 @@ def test_settings_change_mid_connection_is_acknowledged_and_applied() -> None:
     # Table size 0: the next header block starts with a size update and h2 still decodes it.
     ours.send_headers(1, REQ, end_stream=True)
     block = ours.data_to_send()
-    assert parse(block)[0].data[:1] == b"\x20"
+    first = parse(block)[0]
+    assert isinstance(first, HeadersFrame) and first.data[:1] == b"\x20"
     req = of(theirs.receive_data(block), he.RequestReceived)[0]
     assert req.headers == REQ
 
@@ -226,6 +227,31 @@ def test_padded_data_is_stripped_and_padding_returned_to_the_window() -> None:
     assert theirs.local_flow_control_window(1) > 0
 
 
+def test_our_client_with_h2_server_padded_data_ping_and_priority() -> None:
+    ours, theirs, _, _ = connected_to_h2(ours_client=True, local=SMALL)
+    ours.send_headers(1, REQ, end_stream=True)
+    ours.ping(b"from-us!")
+    theirs.ping(b"from-h2!")
+    mine, peer = pump(ours, theirs)
+    assert [e.payload for e in of(mine, PingAcknowledged)] == [b"from-us!"]
+    assert [e.ping_data for e in of(peer, he.PingAckReceived)] == [b"from-h2!"]
+    theirs.send_headers(1, RESP)
+    got = []
+    for i in range(300):  # padding well beyond the windows again, now towards our client
+        theirs.send_data(1, b"%03d" % i, pad_length=255)  # 300 x 259 > 65,535
+        mine, _ = pump(ours, theirs)
+        for ev in of(mine, DataReceived):
+            assert ev.flow_controlled_length == len(ev.data) == 3  # the padding is the engine's business
+            got.append(ev.data)
+            ours.acknowledge_received_data(ev.flow_controlled_length, 1)
+        pump(ours, theirs)
+    theirs.send_headers(1, TRL, end_stream=True)
+    mine, _ = pump(ours, theirs)
+    assert got == [b"%03d" % i for i in range(300)]
+    assert [h.kind for h in of(mine, HeadersReceived)] == [TRAILERS]
+    assert not ours.streams
+
+
 # ------------------------------------------------------------------------------------------- flow control
 
 
@@ -291,9 +317,9 @@ def test_large_body_across_many_windows(ours_client: bool) -> None:
                 theirs.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
                 sent += n
             mine, _ = pump(ours, theirs)
-            for d in of(mine, DataReceived):
-                got += d.data
-                ours.acknowledge_received_data(d.flow_controlled_length, 1)
+            for ev in of(mine, DataReceived):
+                got += ev.data
+                ours.acknowledge_received_data(ev.flow_controlled_length, 1)
             pump(ours, theirs)
             if sent == len(body):
                 break
@@ -328,6 +354,65 @@ def test_initial_window_size_change_mid_stream_incl_negative_window() -> None:
     assert ours.streams[3].outbound_window == 101000
 
 
+def test_connection_window_configured_below_the_default_is_raised_to_it() -> None:
+    """The connection window starts at 65,535 whatever we configure (RFC 9113 6.9.2): a smaller setting
+    must not turn a peer's legitimate 65,535 octets into a FLOW_CONTROL_ERROR."""
+    ours, theirs, _, _ = connected_to_h2(ours_client=False, local=H2Settings(initial_connection_window=1000))
+    theirs.send_headers(1, REQ)
+    theirs.send_headers(3, REQ)
+    for sid in (1, 3, 1, 3):
+        theirs.send_data(sid, b"w" * 16383)
+    theirs.send_data(1, b"w" * 3)  # 65,535 in all
+    mine, _ = pump(ours, theirs)
+    assert sum(len(e.data) for e in of(mine, DataReceived)) == 65535
+    assert not of(mine, ConnectionTerminated)
+
+
+def test_a_smaller_initial_window_binds_the_peer_only_once_it_acknowledged_our_settings() -> None:
+    """Before the SETTINGS ACK the peer may use the default 65,535 per stream; after it, both ends apply
+    the difference to open streams (possibly going negative) and new streams start from our value."""
+    peer = RawPeer()
+    ours = H2Connection(client_side=False, settings=H2Settings(initial_window=1000))
+    ours.initiate_connection()
+    ours.data_to_send()
+    events = ours.receive_data(fr.PREFACE + settings() + peer.headers(1, REQ)
+                               + b"".join(peer.data(1, b"e" * 15000) for _ in range(4)))  # not ACKed yet
+    assert sum(len(e.data) for e in of(events, DataReceived)) == 60000
+    assert not of(events, StreamReset)
+    events = ours.receive_data(settings(ack=True) + peer.data(1, b"x"))
+    assert [(e.stream_id, e.error_code) for e in of(events, StreamReset)] == [(1, ErrorCode.FLOW_CONTROL_ERROR)]
+    events = ours.receive_data(peer.headers(3, REQ) + peer.data(3, b"y" * 1000))
+    assert of(events, DataReceived)
+    events = ours.receive_data(peer.data(3, b"z"))
+    assert [(e.stream_id, e.error_code) for e in of(events, StreamReset)] == [(3, ErrorCode.FLOW_CONTROL_ERROR)]
+
+
+def test_a_smaller_header_table_binds_the_peer_only_once_it_acknowledged_our_settings() -> None:
+    ours = H2Connection(client_side=False, settings=H2Settings(header_table_size=1024))
+    ours.initiate_connection()
+    ours.data_to_send()
+    update_4096 = b"\x3f\xe1\x1f"
+    block = update_4096 + b"\x82\x86\x84\x41\x01a"  # GET http / :authority a
+    events = ours.receive_data(fr.PREFACE + settings() + raw(fr.HEADERS, 0x5, 1, block))
+    assert of(events, HeadersReceived)
+    events = ours.receive_data(settings(ack=True) + raw(fr.HEADERS, 0x5, 3, b"\x3f\xe1\x0f" + block[3:]))
+    assert [e.error_code for e in of(events, ConnectionTerminated)] == [ErrorCode.COMPRESSION_ERROR]  # 2048
+
+
+def test_acknowledging_more_than_was_received_never_overflows_the_peer_window() -> None:
+    """A caller bug (acknowledging octets twice) must not make us send a WINDOW_UPDATE that takes the
+    peer's window past 2^31-1, which it would treat as a FLOW_CONTROL_ERROR."""
+    ours, theirs, _, _ = connected_to_h2(ours_client=False)
+    theirs.send_headers(1, REQ)
+    pump(ours, theirs)
+    ours.acknowledge_received_data(2**31, 1)
+    ours.acknowledge_received_data(2**31, 1)
+    _, peer = pump(ours, theirs)  # h2 raises on an overflowing or zero increment
+    assert theirs.outbound_flow_control_window == 2**31 - 1
+    assert theirs.local_flow_control_window(1) == 2**31 - 1
+    assert not of(peer, he.ConnectionTerminated)
+
+
 # ------------------------------------------------------------------------------------------- concurrency
 
 
@@ -351,6 +436,7 @@ def test_our_concurrency_limit_is_advertised_to_h2() -> None:
     with pytest.raises(h2.exceptions.TooManyStreamsError):
         theirs.send_headers(5, REQ)
     mine, _ = pump(ours, theirs)
+    assert [h.stream_id for h in of(mine, HeadersReceived)] == [1, 3]
     assert ours.open_remote_streams == 2
 
 
@@ -470,7 +556,8 @@ def test_large_header_block_is_split_into_continuations_by_our_client() -> None:
     assert "END_STREAM" in frames[0].flags
     assert all(isinstance(f, ContinuationFrame) for f in frames[1:]) and len(frames) >= 3
     assert "END_HEADERS" in frames[-1].flags
-    assert all(len(f.data) <= fr.DEFAULT_MAX_FRAME_SIZE for f in frames)
+    blocks = [f for f in frames if isinstance(f, HeadersFrame | ContinuationFrame)]
+    assert all(len(f.data) <= fr.DEFAULT_MAX_FRAME_SIZE for f in blocks)
     [req] = of(theirs.receive_data(data), he.RequestReceived)
     assert req.headers == headers and req.stream_ended is not None
 
@@ -533,7 +620,7 @@ def test_h2_peer_sees_no_protocol_violation_from_us_over_a_long_session() -> Non
         theirs.send_data(sid, b"r" * (i % 70))
         theirs.send_headers(sid, TRL, end_stream=True)
         mine, _ = pump(ours, theirs)
-        for d in of(mine, DataReceived):
-            ours.acknowledge_received_data(d.flow_controlled_length, sid)
+        for ev in of(mine, DataReceived):
+            ours.acknowledge_received_data(ev.flow_controlled_length, sid)
         assert [h.kind for h in of(mine, HeadersReceived)] == [RESPONSE, TRAILERS]
     assert ours.get_next_stream_id() == 601 and not ours.streams

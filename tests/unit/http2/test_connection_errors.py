@@ -66,8 +66,8 @@ def closed_by_end_stream(local: H2Settings | None = None) -> tuple[H2Connection,
     return conn, peer
 
 
-def reset_by_peer() -> tuple[H2Connection, RawPeer]:
-    conn, peer = opened()
+def reset_by_peer(local: H2Settings | None = None) -> tuple[H2Connection, RawPeer]:
+    conn, peer = opened(local=local)
     events = conn.receive_data(raw(fr.RST_STREAM, 0, 1, u32(ErrorCode.CANCEL)))
     assert [(type(e), e.remote) for e in events] == [(StreamReset, True)]  # type: ignore[attr-defined]
     return conn, peer
@@ -153,21 +153,39 @@ def test_priority_of_wrong_length_is_a_stream_error() -> None:
 
 STREAM_STATES: dict[str, Callable[[], tuple[H2Connection, RawPeer]]] = {
     "half-closed-remote": lambda: opened(end_stream=True),
-    "closed": closed_by_end_stream,
     "reset-by-peer": reset_by_peer,
 }
 
 
 @pytest.mark.parametrize("state", STREAM_STATES)
 @pytest.mark.parametrize("kind", ["DATA", "HEADERS"])
-def test_data_or_headers_on_a_stream_closed_for_receiving_is_stream_closed(state: str, kind: str) -> None:
-    """RFC 9113 5.1: half-closed (remote) -> stream error STREAM_CLOSED; closed -> STREAM_CLOSED (stream
-    error chosen over the optional connection error, as h2spec 5.1 accepts)."""
+def test_data_or_headers_on_a_stream_closed_for_receiving_is_a_stream_error(state: str, kind: str) -> None:
+    """RFC 9113 5.1: half-closed (remote) -> stream error STREAM_CLOSED; closed by the peer's RST_STREAM ->
+    stream error STREAM_CLOSED (h2spec http2/5.1/5-6, 8-9)."""
     conn, peer = STREAM_STATES[state]()
     frame = peer.data(1, b"x", end_stream=True) if kind == "DATA" else peer.headers(1, REQUEST, end_stream=True)
     assert_stream_error(conn, conn.receive_data(frame), 1, SC)
     # Having sent RST_STREAM, later frames on the stream are ignored (RFC 9113 5.1 "closed").
     assert_no_error(conn, conn.receive_data(frame))
+
+
+@pytest.mark.parametrize("kind", ["DATA", "HEADERS"])
+@pytest.mark.parametrize("client_side", [False, True], ids=["server", "client"])
+def test_data_or_headers_after_both_end_streams_is_a_connection_error(kind: str, client_side: bool) -> None:
+    """The peer sends on a stream after its own END_STREAM (closed state): RFC 9113 5.1 allows either kind
+    of error; like h2 and h2spec (http2/5.1/11-12), a connection error STREAM_CLOSED."""
+    if client_side:
+        conn, peer = client()
+        conn.send_headers(1, REQUEST, end_stream=True)
+        conn.receive_data(peer.headers(1, RESPONSE, end_stream=True))
+        conn.data_to_send()
+        headers = [(b"grpc-status", b"0")]
+    else:
+        conn, peer = closed_by_end_stream()
+        headers = REQUEST
+    assert 1 not in conn.streams
+    frame = peer.data(1, b"x", end_stream=True) if kind == "DATA" else peer.headers(1, headers, end_stream=True)
+    assert_connection_error(conn, conn.receive_data(frame), SC)
 
 
 def test_frames_on_a_stream_we_reset_are_ignored_but_count_for_the_connection_window() -> None:
@@ -236,9 +254,9 @@ def test_decreasing_stream_id_is_a_connection_error() -> None:
     assert_connection_error(conn, conn.receive_data(peer.headers(3, REQUEST, end_stream=True)), PE)
 
 
-def test_reused_stream_id_of_a_closed_stream_is_stream_closed() -> None:
+def test_reused_stream_id_of_a_closed_stream_is_a_connection_error() -> None:
     conn, peer = closed_by_end_stream()
-    assert_stream_error(conn, conn.receive_data(peer.headers(1, REQUEST, end_stream=True)), 1, SC)
+    assert_connection_error(conn, conn.receive_data(peer.headers(1, REQUEST, end_stream=True)), SC)
 
 
 @pytest.mark.parametrize("sid", [2, 4, 2**31 - 1 - 1])
@@ -315,6 +333,15 @@ def test_settings_ack_is_not_a_settings_preface() -> None:
 def test_connection_window_update_overflow_is_a_connection_error() -> None:
     conn, _ = server()
     assert_connection_error(conn, conn.receive_data(raw(fr.WINDOW_UPDATE, 0, 0, u32(2**31 - 65535))), FCE)
+    assert conn.outbound_window == 65535  # the overflowing value was never stored
+
+
+def test_settings_that_would_overflow_a_stream_window_change_no_window() -> None:
+    conn, peer = opened()
+    conn.receive_data(peer.headers(3, REQUEST) + raw(fr.WINDOW_UPDATE, 0, 3, u32(100)))
+    events = conn.receive_data(settings({fr.Setting.INITIAL_WINDOW_SIZE: 2**31 - 1}))
+    assert [s.outbound_window for s in conn.streams.values()] == [65535, 65635]
+    assert_connection_error(conn, events, FCE)
 
 
 def test_connection_window_may_reach_exactly_the_maximum() -> None:
@@ -359,7 +386,7 @@ def test_peer_exceeding_the_connection_window_is_a_connection_error() -> None:
 
 def test_data_on_a_stream_counts_even_when_refused_as_stream_error() -> None:
     """DATA that ends in a stream error still consumed connection window, which is returned at once."""
-    conn, peer = closed_by_end_stream(SMALL)
+    conn, peer = reset_by_peer(SMALL)
     conn.receive_data(peer.data(1, b"x" * 16384))
     out = parse(conn.data_to_send())
     assert sorted((type(f).__name__, f.stream_id) for f in out) == [("RstStreamFrame", 1),
@@ -580,7 +607,7 @@ def test_first_frame_other_than_settings_is_a_connection_error(client_side: bool
 
 
 def test_unknown_frame_types_and_flags_are_ignored() -> None:
-    conn, peer = opened()
+    conn, _ = opened()
     data = raw(0x20, 0xFF, 0, b"whatever") + raw(0xFA, 0, 1, b"x" * 100)
     data += raw(fr.DATA, 0xF0 | fr.FLAG_END_STREAM, 1, b"body")  # undefined flags
     events = conn.receive_data(data)

@@ -21,7 +21,6 @@ from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
 from tests.unit.http2.helpers import (
     REQUEST,
-    RESPONSE as RESP,
     RawPeer,
     assert_no_error,
     assert_stream_error,
@@ -30,6 +29,9 @@ from tests.unit.http2.helpers import (
     of,
     server,
     settings,
+)
+from tests.unit.http2.helpers import (
+    RESPONSE as RESP,
 )
 
 PE = ErrorCode.PROTOCOL_ERROR

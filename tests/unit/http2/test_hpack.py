@@ -318,7 +318,7 @@ def test_encoder_sensitive_and_per_request_fields_are_not_indexed() -> None:
     fields = [(b"authorization", b"Bearer x"), (b"grpc-timeout", b"5S"), (b"x-custom", b"1")]
     block = enc.encode(fields)
     d = reference_decoder()
-    decoded = d.decode(block, raw=True)
+    decoded = list(d.decode(block, raw=True))
     assert [(bytes(n), bytes(v)) for n, v in decoded] == fields
     assert isinstance(decoded[0], hpack.NeverIndexedHeaderTuple)
     assert [(bytes(n), bytes(v)) for n, v in d.header_table.dynamic_entries] == [(b"x-custom", b"1")]

@@ -37,7 +37,8 @@ from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
 from tests.unit.http2.helpers import REQUEST as REQ
 from tests.unit.http2.helpers import RESPONSE as RESP
-from tests.unit.http2.helpers import parse, raw, settings as settings_frame, u32
+from tests.unit.http2.helpers import parse, raw, u32
+from tests.unit.http2.helpers import settings as settings_frame
 
 MAX = fr.MAX_WINDOW
 SMALL = H2Settings(initial_window=65535, initial_connection_window=65535, max_concurrent_streams=50)
@@ -243,6 +244,7 @@ extra_fields = st.lists(st.tuples(field_names, field_values), max_size=4)
 Item = tuple[str, Any, bool]
 # Small bodies, and sizes around the frame size and the windows (so that windows fill up and must reopen).
 sizes = st.one_of(st.integers(0, 100), st.sampled_from([16383, 16384, 16385, 40000, 65535, 70000]))
+ends = st.sampled_from([False, False, False, True])  # streams stay open for a while
 
 
 def normalise(items: list[Item]) -> list[Item]:
@@ -265,7 +267,7 @@ class Exchange(RuleBasedStateMachine):
         self.s = H2Connection(client_side=False, settings=SMALL)
         self.sent: dict[tuple[str, int], list[Item]] = {}  # ("c"|"s", sid) -> what that side sent
         self.got: dict[tuple[str, int], list[Item]] = {}  # ("c"|"s", sid) -> what that side received
-        self.reset: set[int] = set()
+        self.resets: set[int] = set()
         self.acks: dict[str, list[tuple[int, int]]] = {"c": [], "s": []}
 
     @initialize()
@@ -296,7 +298,7 @@ class Exchange(RuleBasedStateMachine):
                 self.on_event(dst, side, ev, ack_now)
         other = "c" if side == "s" else "s"
         for (who, sid), items in self.sent.items():
-            if who == other and sid not in self.reset:
+            if who == other and sid not in self.resets:
                 assert normalise(self.got.get((side, sid), [])) == normalise(items), (sid, side)
 
     def on_event(self, conn: H2Connection, side: str, ev: Event, ack_now: bool) -> None:
@@ -315,17 +317,25 @@ class Exchange(RuleBasedStateMachine):
             else:
                 self.acks[side].append((ev.flow_controlled_length, ev.stream_id))
         elif isinstance(ev, StreamReset):
-            assert ev.remote and ev.stream_id in self.reset, ev
+            assert ev.remote and ev.stream_id in self.resets, ev
 
     # --- rules
 
     @precondition(lambda self: self.c.can_open_stream() and len(self.c.streams) < 10)
-    @rule(extra=extra_fields, end=st.booleans())
+    @rule(extra=extra_fields, end=ends)
     def open_stream(self, extra: list[Header], end: bool) -> None:
         sid = self.c.get_next_stream_id()
         headers = [*REQ, *extra]
         self.c.send_headers(sid, headers, end_stream=end)
         self.record("c", sid, ("H", headers, end))
+
+    @precondition(lambda self: self.c.can_open_stream() and len(self.c.streams) < 10)
+    @rule(size=sizes, end=ends)
+    def open_stream_with_a_body(self, size: int, end: bool) -> None:
+        sid = self.c.get_next_stream_id()
+        self.c.send_headers(sid, REQ)
+        self.record("c", sid, ("H", REQ, False))
+        self._send_data(self.c, "c", sid, size, end)
 
     def _send_data(self, conn: H2Connection, side: str, sid: int | None, size: int, end: bool) -> None:
         if sid is None:
@@ -337,15 +347,15 @@ class Exchange(RuleBasedStateMachine):
         conn.send_data(sid, body, end_stream=end)
         self.record(side, sid, ("D", body, end))
 
-    @rule(data=st.data(), size=sizes, end=st.booleans())
+    @rule(data=st.data(), size=sizes, end=ends)
     def client_data(self, data: st.DataObject, size: int, end: bool) -> None:
         self._send_data(self.c, "c", self.pick(data, self.c, True, None), size, end)
 
-    @rule(data=st.data(), size=sizes, end=st.booleans())
+    @rule(data=st.data(), size=sizes, end=ends)
     def server_data(self, data: st.DataObject, size: int, end: bool) -> None:
         self._send_data(self.s, "s", self.pick(data, self.s, True, True), size, end)
 
-    @rule(data=st.data(), extra=extra_fields, end=st.booleans(), informational=st.booleans())
+    @rule(data=st.data(), extra=extra_fields, end=ends, informational=st.booleans())
     def server_respond(self, data: st.DataObject, extra: list[Header], end: bool, informational: bool) -> None:
         sid = self.pick(data, self.s, True, False)
         if sid is None:
@@ -374,7 +384,7 @@ class Exchange(RuleBasedStateMachine):
         sid = self.pick(data, conn, False, None)
         if sid is None:
             return
-        self.reset.add(sid)
+        self.resets.add(sid)
         conn.reset_stream(sid, code)
 
     @rule(data=st.data())
@@ -384,6 +394,16 @@ class Exchange(RuleBasedStateMachine):
     @rule(data=st.data())
     def server_to_client(self, data: st.DataObject) -> None:
         self.deliver(self.s, self.c, "c", data)
+
+    @rule(data=st.data())
+    def until_quiet(self, data: st.DataObject) -> None:
+        """Deliver both ways until neither side has anything to send (WINDOW_UPDATEs included)."""
+        for _ in range(6):
+            if not (self.c.has_data_to_send or self.s.has_data_to_send):
+                return
+            self.deliver(self.c, self.s, "s", data)
+            self.deliver(self.s, self.c, "c", data)
+        raise AssertionError("the engines keep talking")
 
     @rule(side=st.sampled_from(["c", "s"]))
     def acknowledge(self, side: str) -> None:
