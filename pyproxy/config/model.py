@@ -12,6 +12,8 @@ Names follow Envoy's API so that a reader can map each class to its proto:
 - :class:`RouteConfiguration`, :class:`VirtualHost`, :class:`Route` <- ``envoy.config.route.v3``
 - :class:`Cluster`, :class:`Endpoint` <- ``envoy.config.cluster.v3`` / ``envoy.config.endpoint.v3``
 - :class:`TlsContext`          <- ``envoy.extensions.transport_sockets.tls.v3.{Up,Down}streamTlsContext``
+- :class:`TlsSecret`, :class:`ValidationSecret` <- ``envoy.extensions.transport_sockets.tls.v3.Secret`` (SDS)
+- :class:`DynamicResources`    <- ``Bootstrap.dynamic_resources`` (ADS)
 """
 
 from __future__ import annotations
@@ -249,6 +251,9 @@ class RouteConfiguration:
     response_headers: HeaderMutation = HeaderMutation()
     domain_index: DomainIndex = field(default_factory=DomainIndex, compare=False)
     ignore_port_in_host_matching: bool = False
+    # RouteConfiguration.validate_clusters as Envoy defaults it: True for an inline route_config, False for
+    # one delivered by RDS (a route to an unknown cluster then answers cluster_not_found_response_code).
+    validate_clusters: bool = True
 
 
 # --------------------------------------------------------------------------------------------- TLS
@@ -256,7 +261,12 @@ class RouteConfiguration:
 
 @dataclass(frozen=True, slots=True)
 class CertificateSource:
-    """A certificate + key, from files (inline PEM is materialised by the translator) or an SDS name."""
+    """A certificate + key, from files (inline PEM is materialised by the translator) or an SDS name.
+
+    ``sds_name`` with the files set: a static secret (``static_resources.secrets``), already resolved.
+    ``sds_name`` without files: the secret comes over SDS (ADS); the xDS client fills the files in from the
+    :class:`TlsSecret` of that name before the context is used.
+    """
 
     cert_chain_file: str | None = None
     private_key_file: str | None = None
@@ -265,6 +275,9 @@ class CertificateSource:
 
 @dataclass(frozen=True, slots=True)
 class ValidationContext:
+    """``CertificateValidationContext``. ``sds_name`` without ``trusted_ca_file``: the CA comes over SDS (the
+    xDS client fills ``trusted_ca_file`` in from the :class:`ValidationSecret` of that name)."""
+
     trusted_ca_file: str | None = None
     sds_name: str | None = None
     # CertificateValidationContext.match_typed_subject_alt_names (URI/DNS SANs), any must match.
@@ -286,6 +299,30 @@ class TlsContext:
     min_version: str | None = None  # "TLSv1_2", "TLSv1_3" (Envoy's names)
     max_version: str | None = None
     cipher_suites: tuple[str, ...] = ()  # OpenSSL names for TLS <= 1.2 (checked with SSLContext.set_ciphers)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSecret:
+    """An SDS ``Secret`` with a ``tls_certificate`` (e.g. istio-agent's ``default``): checked PEM files."""
+
+    name: str
+    cert_chain_file: str
+    private_key_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSecret:
+    """An SDS ``Secret`` with a ``validation_context`` (e.g. istio-agent's ``ROOTCA``).
+
+    ``match_subject_alt_names`` are SAN matchers carried by the secret itself (rare; Istio puts them in the
+    ``default_validation_context`` instead); Envoy appends them to the context's own matchers.
+    """
+
+    name: str
+    trusted_ca_file: str
+    match_subject_alt_names: tuple[
+        tuple[Literal["URI", "DNS", "EMAIL", "IP_ADDRESS"], StringMatcher], ...
+    ] = ()
 
 
 # --------------------------------------------------------------------------------------------- HTTP
@@ -531,6 +568,25 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicResources:
+    """``Bootstrap.dynamic_resources``: xDS over one ADS stream (state of the world, gRPC, v3).
+
+    ``ads_cluster`` is the static cluster the stream goes to. ``lds``/``cds``: listeners/clusters come from
+    LDS/CDS (wildcard subscriptions). ``initial_fetch_timeout``: how long to wait for the first LDS/CDS
+    answers before serving what there is (the longest of the lds/cds config sources' ``initial_fetch_timeout``,
+    Envoy's default 15 s each; None = wait indefinitely, which a ``0s`` on either asks for, as Istio does).
+    ``grpc_timeout``: ``grpc_services[0].timeout`` (None = unset).
+    """
+
+    ads_cluster: str
+    lds: bool = False
+    cds: bool = False
+    initial_fetch_timeout: float | None = 15.0
+    set_node_on_first_message_only: bool = False
+    grpc_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """One consistent, immutable view of the whole configuration.
 
@@ -550,3 +606,5 @@ class Snapshot:
     runtime: Mapping[str, object] = field(default_factory=dict)
     # Things accepted but worth telling the operator (e.g. an optional http filter that was skipped).
     warnings: tuple[str, ...] = ()
+    # Bootstrap.dynamic_resources: None for a static bootstrap.
+    dynamic: DynamicResources | None = None

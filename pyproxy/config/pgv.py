@@ -230,6 +230,35 @@ def _unpack_any(value: Any) -> Message | None:
     return inner if value.Unpack(inner) else None
 
 
+_Plan = tuple[bool, tuple[tuple[str, str], ...], tuple[tuple[Any, Any, str | None], ...]]
+_plans: dict[str, _Plan] = {}
+
+
+def _plan(desc: Any) -> _Plan:
+    """What to check on messages of type ``desc``, read from the descriptor once (the xDS client validates
+    every pushed resource): (validation disabled, required oneofs (name, choices), fields to visit in order
+    as (field, rules, containing oneof)). Scalar fields without rules need no visit and are left out."""
+    plan = _plans.get(desc.full_name)
+    if plan is not None:
+        return plan
+    mopts = desc.GetOptions()
+    disabled = bool(mopts.HasExtension(validate_pb2.disabled) and mopts.Extensions[validate_pb2.disabled])
+    oneofs = []
+    for oneof in desc.oneofs:
+        oopts = oneof.GetOptions()
+        if oopts.HasExtension(validate_pb2.required) and oopts.Extensions[validate_pb2.required]:
+            oneofs.append((oneof.name, ", ".join(f.name for f in oneof.fields)))
+    fields = []
+    for field in desc.fields:
+        rules = _field_rules(field)
+        if rules is None and field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        oneof_name = field.containing_oneof.name if field.containing_oneof is not None else None
+        fields.append((field, rules, oneof_name))
+    plan = _plans[desc.full_name] = (disabled, tuple(oneofs), tuple(fields))
+    return plan
+
+
 def validate_message(msg: Message, path: str, problems: Problems) -> None:
     """Check ``msg`` (recursively) against its ``protoc-gen-validate`` annotations."""
     desc: Any = msg.DESCRIPTOR
@@ -241,32 +270,26 @@ def validate_message(msg: Message, path: str, problems: Problems) -> None:
         if inner is not None:
             validate_message(inner, path, problems)
         return
-    mopts = desc.GetOptions()
-    if mopts.HasExtension(validate_pb2.disabled) and mopts.Extensions[validate_pb2.disabled]:
+    disabled, oneofs, fields = _plan(desc)
+    if disabled:
         return
-    for oneof in desc.oneofs:
-        oopts = oneof.GetOptions()
-        if (
-            oopts.HasExtension(validate_pb2.required)
-            and oopts.Extensions[validate_pb2.required]
-            and msg.WhichOneof(oneof.name) is None
-        ):
-            problems.add(path, f"one of {', '.join(f.name for f in oneof.fields)} is required")
-    for field in desc.fields:
-        rules = _field_rules(field)
-        fpath = join(path, field.name)
-        is_message = field.type == FieldDescriptor.TYPE_MESSAGE
+    for name, choices in oneofs:
+        if msg.WhichOneof(name) is None:
+            problems.add(path, f"one of {choices} is required")
+    for field, rules, oneof_name in fields:
         if field.is_repeated:
-            _repeated(msg, field, rules, fpath, problems)
+            _repeated(msg, field, rules, join(path, field.name), problems)
             continue
-        if field.containing_oneof is not None and msg.WhichOneof(field.containing_oneof.name) != field.name:
+        if oneof_name is not None and msg.WhichOneof(oneof_name) != field.name:
             continue
-        if is_message:
-            _message_field(msg, field, rules, fpath, problems)
-        elif rules is not None:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if rules is None and not msg.HasField(field.name):
+                continue  # nothing to check in an absent message that is not required
+            _message_field(msg, field, rules, join(path, field.name), problems)
+        else:
             if field.has_presence and not msg.HasField(field.name):
                 continue
-            _scalar(getattr(msg, field.name), field, rules, fpath, problems)
+            _scalar(getattr(msg, field.name), field, rules, join(path, field.name), problems)
 
 
 def _repeated(msg: Message, field: Any, rules: Any, path: str, problems: Problems) -> None:

@@ -13,6 +13,9 @@ can reuse them for LDS/RDS/CDS/EDS/SDS resources:
 - ``clusters`` (discovery, load balancing, endpoints) -> ``cluster_options`` (HTTP/2 upstream, circuit
   breakers, outlier detection); ``tls`` (transport sockets, certificates, static SDS secrets).
 - ``consistency``: cross-resource checks (unique names and addresses, referenced clusters exist).
+- ``dynamic``: ``dynamic_resources`` (the ADS stream) and ADS config sources (rds, EDS, SDS, LDS, CDS).
+
+:mod:`pyproxy.config.xds_resources` runs the same functions on single LDS/RDS/CDS/EDS/SDS resources.
 
 Every function appends ``(path, reason)`` problems to the context and carries on, so one pass reports as
 much as it can; :func:`translate_bootstrap` raises :class:`ConfigError` at the end if anything was found.
@@ -29,13 +32,13 @@ from pyproxy.config.material import MaterialStore, default_store
 from pyproxy.config.translate.clusters import cluster
 from pyproxy.config.translate.common import Ctx
 from pyproxy.config.translate.consistency import check_consistency
+from pyproxy.config.translate.dynamic import check_ads_cluster, dynamic_resources
 from pyproxy.config.translate.listeners import listener
 from pyproxy.config.translate.server import admin_config, layered_runtime, node_info
 from pyproxy.config.translate.tls import translate_secrets
 
-_XDS_REASON = "xDS (dynamic_resources) is not supported yet"
+_XDS_REASON = "not supported: give ADS config sources ({ads: {}}) and dynamic_resources.ads_config"
 _BOOTSTRAP_REASONS = {
-    "dynamic_resources": _XDS_REASON,
     "stats_sinks": "stats sinks are not supported (scrape /stats/prometheus instead)",
     "stats_config": "stats_config is not supported (only an empty stats_config is accepted)",
     "tracing": "tracing is not supported",
@@ -63,7 +66,7 @@ def translate_bootstrap(
     ctx.check(
         bootstrap,
         "",
-        {"node", "static_resources", "admin", "layered_runtime"},
+        {"node", "static_resources", "admin", "layered_runtime", "dynamic_resources"},
         empty_ok={"stats_config", "cluster_manager", "overload_manager"},
         reasons=_BOOTSTRAP_REASONS,
     )
@@ -77,14 +80,22 @@ def translate_bootstrap(
         else {}
     )
     ctx.runtime = runtime
+    dynamic = None
+    # Whether ADS is configured decides if static resources may use ads config sources; an ads_config with
+    # problems still counts, so its problems are not echoed by every rds/EDS/SDS that relies on it.
+    ctx.ads = bootstrap.dynamic_resources.HasField("ads_config")
+    if bootstrap.dynamic_resources.ByteSize():  # an empty dynamic_resources asks for nothing, as in Envoy
+        dynamic = dynamic_resources(ctx, bootstrap.dynamic_resources, "dynamic_resources")
     sr = bootstrap.static_resources
     ctx.check(sr, "static_resources", {"listeners", "clusters", "secrets"})
     ctx.secrets = translate_secrets(ctx, sr.secrets, "static_resources.secrets")
     clusters: dict[str, m.Cluster] = {}
     declared: list[tuple[str, str]] = []
+    protos: dict[str, Any] = {}
     for i, proto in enumerate(sr.clusters):
         path = f"static_resources.clusters[{i}]"
         declared.append((path, proto.name))
+        protos.setdefault(proto.name, proto)
         translated = cluster(ctx, proto, path)
         if translated is not None:
             clusters.setdefault(translated.name, translated)
@@ -95,6 +106,8 @@ def translate_bootstrap(
         if translated_listener is not None:
             listeners.append((path, translated_listener))
     check_consistency(ctx, listeners, declared, admin)
+    if dynamic is not None:
+        check_ads_cluster(ctx, dynamic, protos, clusters)
     ctx.problems.raise_if_any()
     digest = hashlib.sha256(bootstrap.SerializeToString(deterministic=True)).hexdigest()[:16]
     return m.Snapshot(
@@ -106,6 +119,7 @@ def translate_bootstrap(
         source=source if source is not None else {},
         runtime=runtime,
         warnings=tuple(ctx.warnings),
+        dynamic=dynamic,
     )
 
 

@@ -1,5 +1,9 @@
 """``envoy.config.cluster.v3.Cluster`` -> :class:`Cluster`: discovery type, load balancer, endpoints.
 
+An EDS cluster (``eds_cluster_config`` with an ADS ``eds_config``) has no ``load_assignment`` in the model:
+the xDS client fills it in from the ``ClusterLoadAssignment`` named ``eds_service_name``
+(:func:`cluster_load_assignment` translates that resource).
+
 The upstream protocol (HTTP/2 required), circuit breakers and outlier detection are in
 :mod:`.cluster_options`.
 """
@@ -24,9 +28,13 @@ from pyproxy.config.translate.common import (
     socket_address,
     wrapped,
 )
+from pyproxy.config.translate.dynamic import ADS_SOURCE, config_source
 from pyproxy.config.translate.tls import transport_socket
 
 _TYPES = ("STATIC", "STRICT_DNS", "LOGICAL_DNS")
+_EDS_NEEDS_ADS = (
+    "EDS needs dynamic_resources.ads_config; use STATIC, STRICT_DNS or LOGICAL_DNS with a load_assignment"
+)
 _LB_POLICIES = {
     "ROUND_ROBIN": m.LbPolicy.ROUND_ROBIN,
     "LEAST_REQUEST": m.LbPolicy.LEAST_REQUEST,
@@ -47,6 +55,7 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
             "per_connection_buffer_limit_bytes",
             "lb_policy",
             "load_assignment",
+            "eds_cluster_config",
             "max_requests_per_connection",
             "circuit_breakers",
             "http2_protocol_options",
@@ -63,8 +72,9 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
         },
         empty_ok={"round_robin_lb_config"},
         reasons={
-            "eds_cluster_config": "EDS clusters arrive with xDS support",
-            "cluster_type": "custom cluster types are not supported (supported: " + ", ".join(_TYPES) + ")",
+            "cluster_type": "custom cluster types are not supported (supported: "
+            + ", ".join((*_TYPES, "EDS"))
+            + ")",
             "http_protocol_options": "HTTP/1 upstreams are not supported: " + NEEDS_HTTP2,
             "transport_socket_matches": "transport_socket_matches is not supported (use transport_socket)",
             "health_checks": "active health checking is not supported",
@@ -78,14 +88,13 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
     )
     name = proto.name
     discovery = enum_name(proto, "type")
+    eds_service = None
     if discovery == "EDS":
-        ctx.add(
-            join(path, "type"),
-            "EDS clusters arrive with xDS support; use STATIC, STRICT_DNS or LOGICAL_DNS "
-            "with a load_assignment",
-        )
+        eds_service = _eds_config(ctx, proto, path)
     elif discovery not in _TYPES:
-        ctx.add(join(path, "type"), f"{discovery} is not supported (supported: {', '.join(_TYPES)})")
+        ctx.add(join(path, "type"), f"{discovery} is not supported (supported: {', '.join((*_TYPES, 'EDS'))})")
+    if proto.HasField("eds_cluster_config") and discovery != "EDS":
+        ctx.add(join(path, "eds_cluster_config"), f"only applies to type: EDS (this cluster is {discovery})")
     lb_name = enum_name(proto, "lb_policy")
     lb = _LB_POLICIES.get(lb_name)
     if lb is None:
@@ -119,7 +128,13 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
         tls = transport_socket(ctx, proto.transport_socket, join(path, "transport_socket"), server_side=False)
     http2, idle_timeout, max_requests = upstream_protocol(ctx, proto, path, has_tls=tls is not None)
     assignment = None
-    if proto.HasField("load_assignment"):
+    if discovery == "EDS":
+        if proto.HasField("load_assignment") and ctx.ads:
+            ctx.add(
+                join(path, "load_assignment"),
+                "an EDS cluster takes its endpoints from EDS: remove load_assignment (Envoy ignores it)",
+            )
+    elif proto.HasField("load_assignment"):
         assignment = _load_assignment(ctx, proto.load_assignment, join(path, "load_assignment"), discovery)
     elif discovery == "LOGICAL_DNS":
         ctx.add(join(path, "load_assignment"), "a LOGICAL_DNS cluster needs exactly one endpoint")
@@ -132,10 +147,15 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
     )
     if http2 is None or lb is None or len(ctx.problems) != before:
         return None
+    if discovery == "EDS":
+        assignment = None  # the xDS client fills it in from EDS
+    elif assignment is None:
+        assignment = m.ClusterLoadAssignment(cluster_name=name, localities=())
     return m.Cluster(
         name=name,
         discovery_type=discovery,  # type: ignore[arg-type]
-        load_assignment=assignment or m.ClusterLoadAssignment(cluster_name=name, localities=()),
+        load_assignment=assignment,
+        eds_service_name=eds_service,
         connect_timeout=opt_seconds(proto, "connect_timeout", m.DEFAULT_CONNECT_TIMEOUT, zero_disables=False)
         or m.DEFAULT_CONNECT_TIMEOUT,
         lb_policy=lb,
@@ -157,6 +177,30 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
         dns_lookup_family=enum_name(proto, "dns_lookup_family"),  # type: ignore[arg-type]
         respect_dns_ttl=_respect_dns_ttl(ctx, proto, path),
     )
+
+
+def _eds_config(ctx: Ctx, proto: Any, path: str) -> str | None:
+    """``type: EDS``: the service name to subscribe to (``eds_cluster_config.service_name`` or the cluster
+    name), or None (reported) without ADS or without an ADS ``eds_config``."""
+    if not ctx.ads:
+        ctx.add(join(path, "type"), _EDS_NEEDS_ADS)
+        return None
+    epath = join(path, "eds_cluster_config")
+    if not proto.HasField("eds_cluster_config"):
+        ctx.add(epath, f"an EDS cluster needs eds_cluster_config: {{eds_config: {ADS_SOURCE}}}")
+        return None
+    ecc = proto.eds_cluster_config
+    ctx.check(ecc, epath, {"eds_config", "service_name"})
+    if not ecc.HasField("eds_config"):
+        ctx.add(join(epath, "eds_config"), f"is required: {ADS_SOURCE}")
+        return None
+    config_source(ctx, ecc.eds_config, join(epath, "eds_config"))
+    return str(ecc.service_name or proto.name)
+
+
+def cluster_load_assignment(ctx: Ctx, cla: Any, path: str) -> m.ClusterLoadAssignment:
+    """An EDS ``ClusterLoadAssignment`` resource (endpoint addresses must be IP literals, as in Envoy)."""
+    return _load_assignment(ctx, cla, path, "EDS")
 
 
 def _respect_dns_ttl(ctx: Ctx, proto: Any, path: str) -> bool:
@@ -262,7 +306,7 @@ def _lb_endpoint(ctx: Ctx, lbe: Any, path: str, discovery: str) -> m.Endpoint | 
         ctx,
         ep.address,
         join(epath, "address"),
-        require_ip=discovery == "STATIC",
+        require_ip=discovery in ("STATIC", "EDS"),
         allow_port_zero=False,
         what=f"{discovery} cluster endpoint",
     )

@@ -34,6 +34,10 @@ class Ctx:
     cluster_refs: list[tuple[str, str]] = field(default_factory=list)
     # Static runtime values (layered_runtime), e.g. upstream.base_retry_backoff_ms.
     runtime: Mapping[str, object] = field(default_factory=dict)
+    # An ADS stream is configured, so ``ads: {}`` config sources (HCM ``rds``, EDS clusters, SDS secrets) can
+    # be honoured. translate_bootstrap sets it from ``dynamic_resources.ads_config``; resources that arrive
+    # over xDS are translated with it True (the default, for per-resource translation).
+    ads: bool = True
 
     def add(self, path: str, reason: str) -> None:
         self.problems.add(path, reason)

@@ -1,5 +1,7 @@
 """``HttpConnectionManager`` (+ its http filters, HTTP/2 options and access logs) -> model.
 
+Routes are inline (``route_config``) or come over RDS (``rds`` with an ADS config source: the model keeps
+only the name, ``rds_route_config_name``, and the runtime looks the table up per stream).
 pyproxy speaks HTTP/2 only, so ``codec_type`` must be AUTO or HTTP2. The only http filter today is the
 router (``envoy.filters.http.router``), which must be last, as Envoy requires of a terminal filter. A filter
 marked ``is_optional`` that pyproxy does not have is skipped with a warning, which is what Envoy does for
@@ -26,6 +28,7 @@ from pyproxy.config.translate.common import (
     unpack,
     wrapped,
 )
+from pyproxy.config.translate.dynamic import ADS_SOURCE, config_source
 from pyproxy.config.translate.routes import route_configuration
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -112,6 +115,7 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
             "codec_type",
             "stat_prefix",
             "route_config",
+            "rds",
             "http_filters",
             "http2_protocol_options",
             "stream_idle_timeout",
@@ -128,7 +132,6 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
         },
         empty_ok={"http_protocol_options"},
         reasons={
-            "rds": "dynamic route config (rds) arrives with xDS support; use an inline route_config",
             "scoped_routes": "scoped routes are not supported; use an inline route_config",
             "upgrade_configs": "upgrades (websocket, CONNECT) are not supported: pyproxy proxies gRPC",
             "http_protocol_options": "HTTP/1 options do not apply: pyproxy serves HTTP/2 only",
@@ -144,10 +147,13 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
         )
     filters = _http_filters(ctx, proto.http_filters, join(path, "http_filters"))
     route_config = None
+    rds_name = None
     if proto.HasField("route_config"):
         route_config = route_configuration(
             ctx, proto.route_config, join(path, "route_config"), validate_clusters_default=True
         )
+    elif proto.HasField("rds"):
+        rds_name = _rds(ctx, proto.rds, join(path, "rds"))
     http2 = m.Http2Options()
     if proto.HasField("http2_protocol_options"):
         http2 = http2_options(ctx, proto.http2_protocol_options, join(path, "http2_protocol_options"))
@@ -173,6 +179,7 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
     return m.HttpConnectionManager(
         stat_prefix=proto.stat_prefix,
         route_config=route_config,
+        rds_route_config_name=rds_name,
         http_filters=filters,
         http2=http2,
         codec_type="HTTP2" if codec == "HTTP2" else "AUTO",
@@ -190,6 +197,21 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
         max_stream_duration=max_stream_duration,
         headers_with_underscores_action=underscores,  # type: ignore[arg-type]
     )
+
+
+def _rds(ctx: Ctx, rds: Any, path: str) -> str | None:
+    """``Rds`` -> the route configuration name to subscribe to over ADS."""
+    if not ctx.ads:
+        ctx.add(path, "rds needs dynamic_resources.ads_config (routes come over ADS); or use an inline route_config")
+        return None
+    ctx.check(rds, path, {"config_source", "route_config_name"})
+    if not rds.route_config_name:
+        ctx.add(join(path, "route_config_name"), "is required")
+    if rds.HasField("config_source"):
+        config_source(ctx, rds.config_source, join(path, "config_source"))
+    else:
+        ctx.add(join(path, "config_source"), f"is required: {ADS_SOURCE}")
+    return rds.route_config_name or None
 
 
 def _http_filters(ctx: Ctx, filters: Any, path: str) -> tuple[m.HttpFilter, ...]:

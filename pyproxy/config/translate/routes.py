@@ -58,6 +58,7 @@ def route_configuration(
         response_headers=response_headers,
         domain_index=_domain_index(ctx, rc, vhosts, path),
         ignore_port_in_host_matching=rc.ignore_port_in_host_matching,
+        validate_clusters=validate,
     )
 
 

@@ -88,7 +88,7 @@ def layered_runtime(ctx: Ctx, lr: Any, path: str) -> dict[str, object]:
             {"name", "static_layer", "admin_layer"},
             reasons={
                 "disk_layer": "disk runtime layers are not supported (use static_layer)",
-                "rtds_layer": "runtime discovery (RTDS) arrives with xDS support",
+                "rtds_layer": "runtime discovery (RTDS) is not supported (use static_layer)",
             },
         )
         if layer.HasField("static_layer"):

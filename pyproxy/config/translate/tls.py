@@ -2,8 +2,9 @@
 
 Certificates, keys and CAs are loaded with ``cryptography`` at translation time so a bad or mismatched
 file is reported with its field path at start, not at the first handshake. Inline material goes to private
-files (:mod:`pyproxy.config.material`). SDS references resolve against ``static_resources.secrets``; an
-``sds_config`` (a secret fetched from a server) waits for xDS support.
+files (:mod:`pyproxy.config.material`). An SDS reference without ``sds_config`` resolves against
+``static_resources.secrets`` at once; one with an ADS ``sds_config`` (istio-agent's ``default`` and ``ROOTCA``)
+becomes a name the xDS client resolves when the ``Secret`` arrives (:func:`sds_secret` translates it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pyproxy.config.translate.common import (
     unpack,
     wrapped,
 )
+from pyproxy.config.translate.dynamic import config_source
 
 TLS = "envoy.transport_sockets.tls"
 RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
@@ -34,9 +36,9 @@ DOWNSTREAM = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 RAW = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
-_SDS_CONFIG_REASON = (
-    "secrets from an SDS server (sds_config) arrive with xDS support; "
-    "define the secret in static_resources.secrets and refer to it by name"
+_SDS_NEEDS_ADS = (
+    "SDS (sds_config) needs dynamic_resources.ads_config; or define the secret in static_resources.secrets "
+    "and refer to it by name"
 )
 _SAN_TYPES = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS"}
 _TLS_VERSIONS = {1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
@@ -91,7 +93,7 @@ def downstream_tls(ctx: Ctx, proto: Any, path: str) -> m.TlsContext | None:
             "a DownstreamTlsContext needs a certificate "
             "(tls_certificates or tls_certificate_sds_secret_configs)",
         )
-    if require_client and (validation is None or validation.trusted_ca_file is None):
+    if require_client and (validation is None or (validation.trusted_ca_file is None and not validation.sds_name)):
         ctx.add(
             join(path, "require_client_certificate"),
             "requiring a client certificate needs a validation context with trusted_ca",
@@ -262,13 +264,23 @@ def _origin(filename: str | None) -> str:
 
 
 def validation_context(
-    ctx: Ctx, cvc: Any, path: str, sds_name: str | None = None
+    ctx: Ctx, cvc: Any, path: str, sds_name: str | None = None, *, ca_from_sds: bool = False
 ) -> m.ValidationContext | None:
-    """``CertificateValidationContext`` -> model. SAN matchers without a trusted CA are refused (as Envoy)."""
+    """``CertificateValidationContext`` -> model. SAN matchers without a trusted CA are refused (as Envoy).
+
+    ``ca_from_sds``: this is the ``default_validation_context`` of a combined context whose CA comes over SDS
+    (secret ``sds_name``), so it carries SAN matchers only.
+    """
     before = len(ctx.problems)
     ctx.check(cvc, path, {"trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"})
     ca_file: str | None = None
-    if cvc.HasField("trusted_ca"):
+    if cvc.HasField("trusted_ca") and ca_from_sds:
+        ctx.add(
+            join(path, "trusted_ca"),
+            f"the trusted CA comes from the SDS secret {sds_name!r} here: remove trusted_ca from "
+            "default_validation_context",
+        )
+    elif cvc.HasField("trusted_ca"):
         ca_path = join(path, "trusted_ca")
         data, filename = data_source(ctx, cvc.trusted_ca, ca_path, "trusted CA")
         if data is not None:
@@ -304,7 +316,7 @@ def validation_context(
         matcher = string_matcher(ctx, sm, f"{join(path, 'match_subject_alt_names')}[{i}]")
         if matcher is not None:
             sans.extend((t, matcher) for t in ("DNS", "URI", "EMAIL", "IP_ADDRESS"))
-    if sans and not cvc.HasField("trusted_ca"):
+    if sans and not cvc.HasField("trusted_ca") and not ca_from_sds:
         ctx.add(
             path, "matching subject alt names without trusted_ca is insecure and not allowed (as in Envoy)"
         )
@@ -325,10 +337,19 @@ class StaticSecret:
     certificate: m.CertificateSource | None = None
 
 
+def _fetched_over_sds(ctx: Ctx, sds: Any, path: str) -> bool:
+    """An ``SdsSecretConfig`` with an ``sds_config``: check it is ADS (True if it can be used)."""
+    if not ctx.ads:
+        ctx.check(sds, path, {"name"}, reasons={"sds_config": _SDS_NEEDS_ADS})
+        return False
+    before = len(ctx.problems)
+    ctx.check(sds, path, {"name", "sds_config"})
+    config_source(ctx, sds.sds_config, join(path, "sds_config"))
+    return len(ctx.problems) == before and bool(sds.name)  # an empty name is reported by protoc-gen-validate
+
+
 def _static_secret(ctx: Ctx, sds: Any, path: str, kind: str) -> StaticSecret | None:
-    ctx.check(sds, path, {"name"}, reasons={"sds_config": _SDS_CONFIG_REASON})
-    if sds.HasField("sds_config"):
-        return None
+    ctx.check(sds, path, {"name"})
     secret: StaticSecret | None = ctx.secrets.get(sds.name)
     if secret is None:
         ctx.add(
@@ -345,6 +366,8 @@ def _static_secret(ctx: Ctx, sds: Any, path: str, kind: str) -> StaticSecret | N
 
 
 def _sds_certificate(ctx: Ctx, sds: Any, path: str) -> m.CertificateSource | None:
+    if sds.HasField("sds_config"):
+        return m.CertificateSource(sds_name=sds.name) if _fetched_over_sds(ctx, sds, path) else None
     secret = _static_secret(ctx, sds, path, "tls_certificate")
     if secret is None or secret.certificate is None:
         return None
@@ -355,7 +378,17 @@ def _sds_validation(
     ctx: Ctx, default: Any | None, sds: Any, path: str, default_path: str = ""
 ) -> m.ValidationContext | None:
     """A validation context from a static secret, merged over ``default`` as Envoy's combined context does
-    (singular fields from the secret win, repeated ones such as SAN matchers are concatenated)."""
+    (singular fields from the secret win, repeated ones such as SAN matchers are concatenated).
+
+    A secret fetched over SDS gives a context with ``sds_name`` and the SAN matchers of ``default`` only; the
+    xDS client adds the secret's CA (and any matchers of its own) when it arrives.
+    """
+    if sds.HasField("sds_config"):
+        if not _fetched_over_sds(ctx, sds, path):
+            return None
+        if default is None:
+            return m.ValidationContext(sds_name=sds.name)
+        return validation_context(ctx, default, default_path, sds_name=sds.name, ca_from_sds=True)
     secret = _static_secret(ctx, sds, path, "validation_context")
     if secret is None:
         return None
@@ -368,13 +401,43 @@ def _sds_validation(
     )
 
 
+_SECRET_REASONS = {
+    "session_ticket_keys": "session ticket keys are not supported",
+    "generic_secret": "generic secrets are not supported (only tls_certificate and validation_context)",
+}
+
+
+def sds_secret(ctx: Ctx, secret: Any, path: str) -> m.TlsSecret | m.ValidationSecret | None:
+    """An SDS ``Secret`` resource -> TlsSecret (checked PEM files; inline PEM written to private files named by
+    content hash) or ValidationSecret (a trusted CA is required); None if it has problems."""
+    before = len(ctx.problems)
+    ctx.check(secret, path, {"name", "tls_certificate", "validation_context"}, reasons=_SECRET_REASONS)
+    kind = secret.WhichOneof("type")
+    if kind == "tls_certificate":
+        cert = tls_certificate(ctx, secret.tls_certificate, join(path, "tls_certificate"))
+        if cert is None or cert.cert_chain_file is None or cert.private_key_file is None:
+            return None
+        return m.TlsSecret(secret.name, cert.cert_chain_file, cert.private_key_file)
+    if kind == "validation_context":
+        vpath = join(path, "validation_context")
+        if not secret.validation_context.HasField("trusted_ca"):
+            ctx.add(join(vpath, "trusted_ca"), "is required in a validation_context secret")
+        validation = validation_context(ctx, secret.validation_context, vpath, sds_name=secret.name)
+        if validation is None or validation.trusted_ca_file is None or len(ctx.problems) != before:
+            return None
+        return m.ValidationSecret(secret.name, validation.trusted_ca_file, validation.match_subject_alt_names)
+    if kind is None:
+        ctx.add(path, "a secret needs tls_certificate or validation_context")
+    return None
+
+
 def translate_secrets(ctx: Ctx, secrets: Any, path: str) -> dict[str, StaticSecret]:
     """Check ``static_resources.secrets`` once and index them by name for SDS references."""
     by_name: dict[str, StaticSecret] = {}
     for i, secret in enumerate(secrets):
         spath = f"{path}[{i}]"
         before = len(ctx.problems)
-        ctx.check(secret, spath, {"name", "tls_certificate", "validation_context"})
+        ctx.check(secret, spath, {"name", "tls_certificate", "validation_context"}, reasons=_SECRET_REASONS)
         if secret.name in by_name:
             ctx.add(join(spath, "name"), f"duplicate secret name {secret.name!r}")
             continue

@@ -107,7 +107,7 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
         [
             (
                 f"{CLUSTER}.type",
-                "EDS clusters arrive with xDS support; use STATIC, STRICT_DNS or LOGICAL_DNS with a "
+                "EDS needs dynamic_resources.ads_config; use STATIC, STRICT_DNS or LOGICAL_DNS with a "
                 "load_assignment",
             )
         ],
@@ -155,7 +155,12 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
             _hcm(d).pop("route_config"),
             _hcm(d).update(rds={"route_config_name": "r", "config_source": {"ads": {}}}),
         ),
-        [(f"{HCM}.rds", "dynamic route config (rds) arrives with xDS support; use an inline route_config")],
+        [
+            (
+                f"{HCM}.rds",
+                "rds needs dynamic_resources.ads_config (routes come over ADS); or use an inline route_config",
+            )
+        ],
     ),
     (
         "HCM without routes",
@@ -163,9 +168,15 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
         [(HCM, "one of rds, route_config, scoped_routes is required")],
     ),
     (
-        "xDS",
+        "xDS without an ADS stream",
         lambda d: d.update(dynamic_resources={"lds_config": {"ads": {}}}),
-        [("dynamic_resources", "xDS (dynamic_resources) is not supported yet")],
+        [
+            (
+                "dynamic_resources.ads_config",
+                "is required: pyproxy takes xDS over one ADS stream "
+                "(api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: ...}}])",
+            )
+        ],
     ),
     (
         "unsupported http filter",
@@ -391,7 +402,7 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
     (
         "runtime from RTDS",
         lambda d: d.update(layered_runtime={"layers": [{"name": "rtds", "rtds_layer": {"name": "rt"}}]}),
-        [("layered_runtime.layers[0].rtds_layer", "runtime discovery (RTDS) arrives with xDS support")],
+        [("layered_runtime.layers[0].rtds_layer", "runtime discovery (RTDS) is not supported (use static_layer)")],
     ),
     (
         "two path specifiers",

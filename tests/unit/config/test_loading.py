@@ -203,10 +203,11 @@ def test_validate_bootstrap(tmp_path: Path, render: Render) -> None:
     bad = tmp_path / "bad.json"
     data = json.loads((BOOTSTRAPS / "envoy_docs_grpc_proxy.json").read_text())
     data["staticResources"]["clusters"][0]["lbPolicy"] = "MAGLEV"
-    data["dynamicResources"] = {}
+    data["dynamicResources"] = {"cdsConfig": {"ads": {}}}
     bad.write_text(json.dumps(data))
     assert validate_bootstrap(str(bad)) == [
-        "dynamic_resources: xDS (dynamic_resources) is not supported yet",
+        "dynamic_resources.ads_config: is required: pyproxy takes xDS over one ADS stream "
+        "(api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: ...}}])",
         f"{CLUSTER}.lb_policy: MAGLEV is not supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
     ]
 

@@ -240,7 +240,7 @@ def test_san_type_must_be_given(grpc_proxy: Bootstrap, pki: TestCA, material: Ma
     ]
 
 
-def test_sds_from_a_server_waits_for_xds(grpc_proxy: Bootstrap, material: MaterialStore) -> None:
+def test_sds_from_a_server_needs_an_ads_stream(grpc_proxy: Bootstrap, material: MaterialStore) -> None:
     _listener_tls(
         grpc_proxy,
         {
@@ -252,7 +252,7 @@ def test_sds_from_a_server_waits_for_xds(grpc_proxy: Bootstrap, material: Materi
     problems = _reject(grpc_proxy, material)
     assert problems[0] == Problem(
         f"{CTC}.tls_certificate_sds_secret_configs[0].sds_config",
-        "secrets from an SDS server (sds_config) arrive with xDS support; define the secret in "
+        "SDS (sds_config) needs dynamic_resources.ads_config; or define the secret in "
         "static_resources.secrets and refer to it by name",
     )
 

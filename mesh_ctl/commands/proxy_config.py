@@ -1,0 +1,306 @@
+"""A proxy's live configuration, like `istioctl proxy-config`: read from the sidecar's admin API.
+
+    mesh_ctl proxy-config listeners|routes|clusters|endpoints|all WORKLOAD [-o table|json]
+                          [--admin HOST:PORT] [--from proxy|control-plane]
+
+WORKLOAD names a sidecar (``client`` or ``client.default``). Its admin address comes from --admin, else the
+run dir's state (`mesh_ctl up`), else the control plane's registry. Listeners, routes and clusters come from
+the sidecar's ``/config_dump`` (static and dynamic, inline route configurations included), endpoints from
+``/clusters?format=json`` (with health and outlier state). ``-o json`` prints those resources raw.
+
+``--from control-plane`` shows instead what the control plane computed for a connected proxy (its
+`proxy-status` NAME or node id): the only view of a proxyless gRPC client, which has no admin API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from mesh_ctl import client
+from mesh_ctl.runtime.state import RunDir, StateError, read_state, resolve_run_dir
+
+Doc = Mapping[str, Any]
+SECTIONS = ("listeners", "routes", "clusters", "endpoints")
+CHOICES = (*SECTIONS, "all", "listener", "route", "cluster", "endpoint")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("section", choices=CHOICES, metavar="listeners|routes|clusters|endpoints|all")
+    p.add_argument("workload", metavar="WORKLOAD", help="the sidecar's workload (client, client.default)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--admin", metavar="HOST:PORT", help="the sidecar's admin address (default: looked up)")
+    p.add_argument("--from", dest="source", choices=("proxy", "control-plane"), default="proxy",
+                   help="proxy: its live config (default); control-plane: what the control plane computed")
+    client.add_arguments(p)
+
+
+def get(doc: object, *keys: str, default: Any = None) -> Any:
+    """``doc[key]`` for the first key present (snake_case and camelCase spellings of a field)."""
+    if isinstance(doc, Mapping):
+        for key in keys:
+            if key in doc:
+                return doc[key]
+    return default
+
+
+# ------------------------------------------------------------------------------------ finding the admin
+
+
+def admin_address(args: argparse.Namespace) -> str:
+    if args.admin:
+        return str(args.admin)
+    name, _, namespace = args.workload.partition(".")
+    try:
+        state = read_state(RunDir(resolve_run_dir(args.run_dir)))
+    except StateError:
+        state = None
+    if state is not None:
+        for p in state.processes:
+            if p.workload == name and p.role == "sidecar" and "admin" in p.addresses:
+                return p.addresses["admin"]
+    try:
+        workloads = client.from_args(args).workloads()["workloads"]
+    except client.ControlPlaneError as e:
+        raise LookupError(f"no admin address for {args.workload!r}: no running mesh in the run dir and {e}") from None
+    for w in workloads:
+        if w["name"] == name and (not namespace or w["namespace"] == namespace) and w.get("admin_address"):
+            return str(w["admin_address"])
+    raise LookupError(f"no sidecar named {args.workload!r} (known: {', '.join(w['name'] for w in workloads)}); "
+                      "give its admin address with --admin HOST:PORT")
+
+
+def fetch(address: str, path: str) -> Any:
+    host, _, port = address.rpartition(":")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as e:
+        raise LookupError(f"cannot reach the admin API at {address}: {e}") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise LookupError(f"{address}{path} answered {response.status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+# ------------------------------------------------------------------------------------ reading a dump
+
+
+def from_config_dump(dump: Doc) -> dict[str, list[Any]]:
+    """Listeners, route configurations, clusters and cluster load assignments of an Envoy ConfigDump."""
+    out: dict[str, list[Any]] = {s: [] for s in SECTIONS}
+    for cfg in get(dump, "configs", default=[]):
+        kind = str(get(cfg, "@type", default="")).rsplit(".", 1)[-1]
+        if kind == "ListenersConfigDump":
+            out["listeners"] += [get(x, "listener") for x in get(cfg, "static_listeners", "staticListeners",
+                                                                  default=[])]
+            out["listeners"] += [get(get(x, "active_state", "activeState"), "listener")
+                                 for x in get(cfg, "dynamic_listeners", "dynamicListeners", default=[])
+                                 if get(x, "active_state", "activeState")]
+        elif kind == "RoutesConfigDump":
+            for key in ("static_route_configs", "staticRouteConfigs", "dynamic_route_configs",
+                        "dynamicRouteConfigs"):
+                out["routes"] += [get(x, "route_config", "routeConfig") for x in get(cfg, key, default=[])]
+        elif kind == "ClustersConfigDump":
+            for key in ("static_clusters", "staticClusters", "dynamic_active_clusters", "dynamicActiveClusters"):
+                out["clusters"] += [get(x, "cluster") for x in get(cfg, key, default=[])]
+        elif kind == "EndpointsConfigDump":
+            for key in ("static_endpoint_configs", "staticEndpointConfigs", "dynamic_endpoint_configs",
+                        "dynamicEndpointConfigs"):
+                out["endpoints"] += [get(x, "endpoint_config", "endpointConfig") for x in get(cfg, key, default=[])]
+    for listener in out["listeners"]:  # inline route configurations count as routes (istioctl shows them)
+        for hcm in _hcms(listener):
+            inline = get(hcm, "route_config", "routeConfig")
+            if inline:
+                out["routes"].append(inline)
+    return {k: [x for x in v if x] for k, v in out.items()}
+
+
+def from_control_plane(answer: Doc) -> dict[str, list[Any]]:
+    types = get(answer, "types", default={})
+    return {"listeners": get(types.get("LDS"), "resources", default=[]),
+            "routes": get(types.get("RDS"), "resources", default=[]),
+            "clusters": get(types.get("CDS"), "resources", default=[]),
+            "endpoints": get(types.get("EDS"), "resources", default=[])}
+
+
+def _hcms(listener: Doc) -> list[Doc]:
+    found = []
+    api = get(listener, "api_listener", "apiListener")
+    if api:
+        found.append(get(api, "api_listener", "apiListener", default={}))
+    for chain in get(listener, "filter_chains", "filterChains", default=[]):
+        for f in get(chain, "filters", default=[]):
+            if "http_connection_manager" in str(get(f, "name", default="")):
+                found.append(get(f, "typed_config", "typedConfig", default={}))
+    return found
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def render(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+
+
+def listener_rows(listeners: list[Doc]) -> list[list[str]]:
+    rows = []
+    for li in listeners:
+        sock = get(get(li, "address", default={}), "socket_address", "socketAddress", default={})
+        address = str(get(sock, "address", default="-")) if sock else "-"
+        port = str(get(sock, "port_value", "portValue", default="-")) if sock else "-"
+        dests = []
+        for hcm in _hcms(li):
+            rds = get(hcm, "rds")
+            inline = get(hcm, "route_config", "routeConfig")
+            if rds:
+                dests.append(f"Route: {get(rds, 'route_config_name', 'routeConfigName')}")
+            elif inline:
+                dests.append(f"Inline Route: {get(inline, 'name', default='')}")
+        rows.append([str(get(li, "name", default="")), address, port, ", ".join(dests) or "-"])
+    return rows
+
+
+def _match(route: Doc) -> str:
+    m = get(route, "match", default={})
+    for key in ("path", "prefix"):
+        if key in m:
+            text = f"{m[key]}" if key == "path" else f"{m[key]}*"
+            break
+    else:
+        regex = get(get(m, "safe_regex", "safeRegex", default={}), "regex")
+        text = f"~{regex}" if regex else "/*"
+    headers = get(m, "headers", default=[])
+    return text + (f" +{len(headers)} header(s)" if headers else "")
+
+
+def _destination(route: Doc) -> str:
+    action = get(route, "route")
+    if not action:
+        if get(route, "direct_response", "directResponse"):
+            return "direct response"
+        return "redirect" if get(route, "redirect") else "-"
+    weighted = get(action, "weighted_clusters", "weightedClusters")
+    if weighted:
+        return ", ".join(f"{_subset(get(c, 'name', default=''))}:{get(c, 'weight', default=0)}"
+                         for c in get(weighted, "clusters", default=[]))
+    return str(get(action, "cluster", default="-"))
+
+
+def _subset(cluster: str) -> str:
+    parts = cluster.split("|")
+    return parts[2] or parts[3] if len(parts) == 4 else cluster
+
+
+def _config_of(doc: Doc) -> str:
+    meta = get(get(get(doc, "metadata", default={}), "filter_metadata", "filterMetadata", default={}), "istio",
+               default={})
+    path = str(get(meta, "config", default=""))
+    parts = path.strip("/").split("/")  # /apis/networking.istio.io/v1/namespaces/<ns>/<kind>/<name>
+    return f"{parts[-1]}.{parts[-3]}" if len(parts) >= 3 and "namespaces" in parts else "-"
+
+
+def route_rows(routes: list[Doc]) -> list[list[str]]:
+    rows = []
+    for rc in routes:
+        for vh in get(rc, "virtual_hosts", "virtualHosts", default=[]):
+            domains = [str(d) for d in get(vh, "domains", default=[])]
+            shown = domains[0] + (f" +{len(domains) - 1} more" if len(domains) > 1 else "") if domains else "-"
+            for route in get(vh, "routes", default=[]):
+                rows.append([str(get(rc, "name", default="")), str(get(vh, "name", default="")), shown,
+                             _match(route), _destination(route), _config_of(route)])
+    return rows
+
+
+def cluster_rows(clusters: list[Doc]) -> list[list[str]]:
+    rows = []
+    for c in clusters:
+        name = str(get(c, "name", default=""))
+        parts = name.split("|")
+        if len(parts) == 4:
+            direction, port, subset, fqdn = parts
+        else:
+            direction, port, subset, fqdn = "-", "-", "-", name
+        kind = str(get(c, "type", default="")) or ("EDS" if get(c, "eds_cluster_config", "edsClusterConfig")
+                                                   else "STATIC")
+        rows.append([fqdn or "-", port or "-", subset or "-", direction.upper(), kind, _config_of(c)])
+    return rows
+
+
+def endpoint_rows(clusters_json: Doc | None, assignments: list[Doc]) -> list[list[str]]:
+    rows = []
+    if clusters_json is not None:
+        for c in get(clusters_json, "cluster_statuses", "clusterStatuses", default=[]):
+            for h in get(c, "host_statuses", "hostStatuses", default=[]):
+                sock = get(get(h, "address", default={}), "socket_address", "socketAddress", default={})
+                health = get(h, "health_status", "healthStatus", default={})
+                status = str(get(health, "eds_health_status", "edsHealthStatus", default="HEALTHY"))
+                outlier = "FAILED" if get(health, "failed_outlier_check", "failedOutlierCheck") else "OK"
+                rows.append([f"{get(sock, 'address')}:{get(sock, 'port_value', 'portValue')}", status, outlier,
+                             str(get(c, "name", default=""))])
+        return rows
+    for cla in assignments:
+        for locality in get(cla, "endpoints", default=[]):
+            for e in get(locality, "lb_endpoints", "lbEndpoints", default=[]):
+                sock = get(get(get(e, "endpoint", default={}), "address", default={}), "socket_address",
+                           "socketAddress", default={})
+                rows.append([f"{get(sock, 'address')}:{get(sock, 'port_value', 'portValue')}",
+                             str(get(e, "health_status", "healthStatus", default="HEALTHY")), "-",
+                             str(get(cla, "cluster_name", "clusterName", default=""))])
+    return rows
+
+
+HEADS = {
+    "listeners": ["NAME", "ADDRESS", "PORT", "DESTINATION"],
+    "routes": ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "DESTINATION", "VIRTUAL SERVICE"],
+    "clusters": ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"],
+    "endpoints": ["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"],
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    section = args.section if args.section == "all" or args.section.endswith("s") else f"{args.section}s"
+    wanted = list(SECTIONS) if section == "all" else [section]
+    clusters_json: Doc | None = None
+    try:
+        if args.source == "control-plane":
+            api = client.from_args(args)
+            try:
+                answer = api.proxy_config(args.workload)
+            except client.ControlPlaneError as e:
+                if e.status != 404 or "." in args.workload:
+                    raise
+                answer = api.proxy_config(f"{args.workload}.default")
+            config = from_control_plane(answer)
+        else:
+            address = admin_address(args)
+            config = from_config_dump(fetch(address, "/config_dump"))
+            if "endpoints" in wanted:
+                clusters_json = fetch(address, "/clusters?format=json")
+    except client.ControlPlaneError as e:
+        client.print_error(e)
+        return 1
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        raw: dict[str, Any] = {s: config[s] for s in wanted}
+        if clusters_json is not None:
+            raw["endpoints"] = clusters_json
+        print(json.dumps(raw[wanted[0]] if len(wanted) == 1 else raw, indent=2))
+        return 0
+    rows_of = {"listeners": lambda: listener_rows(config["listeners"]),
+               "routes": lambda: route_rows(config["routes"]),
+               "clusters": lambda: cluster_rows(config["clusters"]),
+               "endpoints": lambda: endpoint_rows(clusters_json, config["endpoints"])}
+    blocks = ["\n".join(render(HEADS[s], rows_of[s]())) for s in wanted]
+    print("\n\n".join(blocks))
+    return 0

@@ -1,0 +1,91 @@
+"""Split a service's traffic between its subsets: writes the service's VirtualService and shows the change.
+
+    mesh_ctl set-weight SERVICE SUBSET=WEIGHT [SUBSET=WEIGHT ...] [-n NAMESPACE] [--dry-run] [-o yaml]
+
+    $ mesh_ctl set-weight payment v1=90 v2=10
+    VirtualService default/payment (host payment.default.svc.cluster.local)
+      SUBSET   BEFORE   AFTER
+      v1       50%      90%
+      v2       50%      10%
+    virtualservice.networking.istio.io/payment configured (revision 4)
+
+The default route (the last ``http`` route without ``match``) of the service's VirtualService gets one
+destination per subset with these weights; the rest of the VirtualService is kept. Without one, a
+VirtualService named after the service is created. A share is weight / sum of the weights (Istio's rule).
+Subsets must exist: in the host's DestinationRule, or else among the topology's subsets. The proxies get
+the change within a second (debounced pushes); invalid input changes nothing and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from mesh_ctl import client
+
+
+def weight_pair(text: str) -> tuple[str, int]:
+    subset, sep, value = text.partition("=")
+    if not sep or not subset:
+        raise argparse.ArgumentTypeError(f"expected SUBSET=WEIGHT, got {text!r}")
+    try:
+        weight = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{subset}: weight must be an integer, got {value!r}") from None
+    if weight < 0:
+        raise argparse.ArgumentTypeError(f"{subset}: weight must be >= 0, got {weight}")
+    return subset, weight
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("service", metavar="SERVICE", help="the service (short name or FQDN), e.g. payment")
+    p.add_argument("weights", metavar="SUBSET=WEIGHT", nargs="+", type=weight_pair, help="e.g. v1=90 v2=10")
+    p.add_argument("-n", "--namespace", default="default", help="the service's namespace (default: default)")
+    p.add_argument("--dry-run", action="store_true", help="show the change; store nothing")
+    p.add_argument("-o", "--output", choices=("diff", "yaml"), default="diff",
+                   help="diff: the weights before and after (default); yaml: also the VirtualService")
+    client.add_arguments(p)
+
+
+def _shares(split: Sequence[Sequence[object]] | None) -> dict[str, str]:
+    if not split:
+        return {}
+    total = sum(int(str(w)) for _, w in split)
+    return {str(s): f"{100 * int(str(w)) / total:.4g}%" if total else "0%" for s, w in split}
+
+
+def diff_lines(before: Sequence[Sequence[object]] | None, after: Sequence[Sequence[object]]) -> list[str]:
+    """The weights table: one row per subset, before and after, as shares of the total."""
+    old, new = _shares(before), _shares(after)
+    subsets = list(dict.fromkeys([*new, *old]))
+    rows = [["SUBSET", "BEFORE", "AFTER"]] + [[s, old.get(s, "-"), new.get(s, "-")] for s in subsets]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return ["  " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def run(args: argparse.Namespace) -> int:
+    weights = dict(args.weights)
+    if len(weights) != len(args.weights):
+        print("error: a subset is given twice", file=sys.stderr)
+        return 2
+    try:
+        result = client.from_args(args).set_weight(args.service, args.namespace, weights, args.dry_run)
+    except client.ControlPlaneError as e:
+        client.print_error(e)
+        return 1
+    print(f"{result.get('resource')} (host {result.get('host')})")
+    print("\n".join(diff_lines(result.get("before"), result.get("after") or [])))
+    if result.get("before_source") == "topology":
+        print("  (before: the topology's split; no VirtualService existed)")
+    if not result.get("known_service"):
+        print(f"Warning: {result.get('host')} is not a service of the registry", file=sys.stderr)
+    for line in result.get("warnings", []):
+        print(f"Warning: {line}", file=sys.stderr)
+    for line in result.get("lines", []):
+        print(f"{line} (revision {result.get('revision')})" if not result.get("dry_run") else line)
+    if args.output == "yaml" and result.get("document"):
+        print("---\n" + yaml.safe_dump(result["document"], sort_keys=False).rstrip())
+    return 0

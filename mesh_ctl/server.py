@@ -1,0 +1,223 @@
+"""`mesh_ctl serve`: the control plane process (istiod's role, for a laptop).
+
+Pieces, wired here and nowhere else::
+
+    ConfigStore (mesh_ctl.store)      durable, versioned Istio resources in <state dir>/store.json
+        | subscribe: "revision N is out"  (from the committing thread -> call_soon_threadsafe)
+    Debouncer (xds/debounce.py)       100 ms quiet period, 1 s at most
+        | flush: snapshot -> Generation(registry, normalized resources, revision)
+    AdsServer (xds/ads.py)            re-translates connected proxies, pushes only what changed
+    gRPC server                       ADS on --xds-address (plain h2c, loopback: istiod's 15010)
+    management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls
+
+The registry is built once from the topology (and its placement, the same options as `mesh_ctl up`) and the
+run's certificate directory. Restart-safety: the store is loaded before the ADS port opens, translation is
+deterministic, so a proxy that reconnects after a restart is answered with the very versions it already
+runs. SIGTERM / SIGINT: stop accepting, give streams ``grace`` seconds, remove the discovery file, exit 0.
+
+Discovery: with a run dir, ``<run dir>/control-plane.json`` says where the APIs are (pid, addresses), so CLI
+commands find the control plane without flags (:mod:`mesh_ctl.client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from mesh_ctl.registry import Registry
+from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
+from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
+from mesh_ctl.translate import check_resource
+from mesh_ctl.xds.ads import AdsServer, Generation
+from mesh_ctl.xds.api import install_routes
+from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
+from mesh_ctl.xds.httpd import HttpServer
+
+log = logging.getLogger("mesh_ctl.server")
+
+DISCOVERY_FILE = "control-plane.json"
+DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
+DEFAULT_API_ADDRESS = "127.0.0.1:15014"
+# Keep idle ADS streams alive and notice dead peers; let clients ping as often as every 10 s.
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """``127.0.0.1:15010`` / ``[::1]:15010`` -> (host, port); port 0 = any free port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    registry: Registry
+    state_dir: Path
+    xds_address: str = DEFAULT_XDS_ADDRESS
+    api_address: str = DEFAULT_API_ADDRESS
+    run_dir: RunDir | None = None  # where to write the discovery file
+    debounce_after: float = DEBOUNCE_AFTER
+    debounce_max: float = DEBOUNCE_MAX
+    refresh_interval: float = 2.0  # how often to look for store.json changed by another process
+    grace: float = 2.0
+
+
+class ControlPlane:
+    """The running control plane. ``await start()``, then ``await stop()``; or ``await run(stop_event)``."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.registry = options.registry
+        suffix = self.registry.domain_suffix
+        self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)])
+        snapshot = self.store.snapshot()
+        self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)))
+        self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
+        self.started_at = time.time()
+        self.xds_address = ""
+        self.api_address = ""
+        self._grpc: grpc.aio.Server | None = None
+        self._http = HttpServer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: list[object] = []
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_commit(event: StoreEvent) -> None:
+            loop.call_soon_threadsafe(self.debouncer.trigger, f"revision {event.revision}")
+
+        self._unsubscribe.append(self.store.subscribe(on_commit))
+        self._tasks.append(asyncio.create_task(self.debouncer.run(), name="debouncer"))
+        self._tasks.append(asyncio.create_task(self._watch_store_file(), name="store-refresh"))
+
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        host, port = split_address(self.options.xds_address)
+        bound = server.add_insecure_port(join_address(host, port))
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.options.xds_address} (in use?)")
+        await server.start()
+        self._grpc = server
+        self.xds_address = join_address(host, bound)
+
+        install_routes(self._http, self)
+        api_host, api_port = await self._http.start(*split_address(self.options.api_address))
+        self.api_address = join_address(api_host, api_port)
+        self._write_discovery()
+        log.info("control plane up: xDS (ADS, plain gRPC) on %s, management API on http://%s, store %s at "
+                 "revision %s, %d workloads, %d services", self.xds_address, self.api_address,
+                 self.store.path, self.store.revision, len(self.registry.workloads), len(self.registry.services))
+
+    async def stop(self) -> None:
+        log.info("control plane stopping")
+        for unsubscribe in self._unsubscribe:
+            if callable(unsubscribe):
+                unsubscribe()
+        await self._http.close()
+        if self._grpc is not None:
+            await self._grpc.stop(self.options.grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._remove_discovery()
+        log.info("control plane stopped")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------------------------------------ pushes
+
+    async def _flush(self, reasons: list[str]) -> None:
+        snapshot = await asyncio.to_thread(self.store.snapshot)
+        revision = str(snapshot.revision)
+        if revision == self.ads.generation.revision:
+            return
+        try:
+            generation = await asyncio.to_thread(Generation.build, self.registry, snapshot.normalized(), revision)
+        except Exception:
+            log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
+            return
+        await self.ads.update(generation, f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}")
+
+    async def _watch_store_file(self) -> None:
+        """Pick up a store.json that another process replaced (the store notifies on refresh)."""
+        while True:
+            await asyncio.sleep(self.options.refresh_interval)
+            try:
+                await asyncio.to_thread(self.store.refresh)
+            except Exception:
+                log.exception("re-reading %s failed; keeping the revision in memory", self.store.path)
+
+    # ------------------------------------------------------------------------------------------ discovery
+
+    def _discovery_path(self) -> Path | None:
+        return self.options.run_dir.root / DISCOVERY_FILE if self.options.run_dir is not None else None
+
+    def _write_discovery(self) -> None:
+        path = self._discovery_path()
+        if path is not None:
+            write_json(path, {"pid": os.getpid(), "xds_address": self.xds_address,
+                              "api_address": self.api_address, "state_dir": str(self.options.state_dir),
+                              "started_at": self.started_at, "argv": sys.argv})
+
+    def _remove_discovery(self) -> None:
+        path = self._discovery_path()
+        if path is None:
+            return
+        with contextlib.suppress(Exception):
+            data = read_json(path)
+            if isinstance(data, dict) and data.get("pid") == os.getpid():
+                remove(path)
+
+
+def serve(options: ServeOptions) -> int:
+    """Run until SIGTERM / SIGINT; the exit code."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await ControlPlane(options).run(stop)
+
+    try:
+        asyncio.run(main())
+    except (OSError, StoreCorrupt) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    return 0

@@ -1,0 +1,280 @@
+"""The control plane's management API (HTTP/JSON, istiod's 15014): what the `mesh_ctl` CLI commands call.
+
+    GET  /ready                      200 once serving
+    GET  /v1/info                    addresses, pid, store and pushed revisions, ADS counters
+    GET  /v1/resources               ?kind=vs&namespace=default&name=payment (no namespace: all)
+    POST /v1/apply                   {"files": [{"origin", "text"}], "dry_run"}    (YAML/JSON as written)
+    POST /v1/analyze                 {"files": [...]}: validate only
+    POST /v1/delete                  {"kind", "namespace", "names": [...]} or {"files": [...]}, "dry_run"
+    POST /v1/set-weight              {"service", "namespace", "weights": {"v1": 90}, "dry_run"}
+    GET  /v1/proxy-status            per connected proxy and type: SYNCED / STALE / NOT SENT / NACKED
+    GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy
+    GET  /v1/workloads               the registry: node ids, addresses, admin addresses
+
+Errors: ``{"error": message}`` with 400 (bad request), 404 (not found), 422 (invalid config: ``problems``
+are the validator's lines, ``FILE: Kind ns/name: field.path: reason``; nothing was changed).
+Store calls run in a worker thread (they fsync); the event loop keeps serving ADS streams meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
+
+from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info, load_documents
+from mesh_ctl.resources.names import resolve_host
+from mesh_ctl.store import ApplyResult, NotFound
+from mesh_ctl.translate.names import SHORT_NAMES, TYPE_URLS
+from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
+
+if TYPE_CHECKING:
+    from mesh_ctl.server import ControlPlane
+
+SET_WEIGHT_ORIGIN = "<set-weight>"
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def install_routes(http: HttpServer, cp: ControlPlane) -> None:
+    api = _Api(cp)
+    http.route("GET", "/ready", api.ready)
+    http.route("GET", "/v1/info", api.info)
+    http.route("GET", "/v1/resources", api.resources)
+    http.route("POST", "/v1/apply", api.apply)
+    http.route("POST", "/v1/analyze", api.analyze)
+    http.route("POST", "/v1/delete", api.delete)
+    http.route("POST", "/v1/set-weight", api.set_weight)
+    http.route("GET", "/v1/proxy-status", api.proxy_status)
+    http.route("GET", "/v1/proxy-config", api.proxy_config)
+    http.route("GET", "/v1/workloads", api.workloads)
+
+
+def _invalid(e: InvalidConfig) -> HttpError:
+    return HttpError(422, "invalid configuration: nothing was changed", problems=[str(p) for p in e.problems],
+                     warnings=[str(w) for w in e.warnings])
+
+
+def _result(r: ApplyResult) -> dict[str, Any]:
+    return {
+        "revision": r.revision, "dry_run": r.dry_run, "changed": r.changed, "lines": r.lines(),
+        "changes": [{"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name, "action": c.action,
+                     "resource_version": c.resource_version, "generation": c.generation} for c in r.changes],
+        "warnings": [str(w) for w in r.warnings],
+    }
+
+
+def _files(body: Mapping[str, Any]) -> list[Resource]:
+    """Parse the ``files`` of a request (raises 422 with the loader's problems, 400 on a bad shape)."""
+    files = body.get("files")
+    if not isinstance(files, list) or not files:
+        raise HttpError(400, "give files: [{origin, text}, ...]")
+    out: list[Resource] = []
+    problems: list[ValidationProblem] = []
+    for f in files:
+        if not isinstance(f, dict) or not isinstance(f.get("text"), str):
+            raise HttpError(400, "each file needs a text (and an origin)")
+        try:
+            out.extend(load_documents(f["text"], str(f.get("origin") or "<stdin>")))
+        except InvalidConfig as e:
+            problems.extend(e.problems)
+    if problems:
+        raise _invalid(InvalidConfig(problems))
+    return out
+
+
+def _string(body: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise HttpError(400, f"{key} must be a non-empty string")
+    return value
+
+
+def default_route_weights(spec: Mapping[str, Any]) -> list[tuple[str, int]] | None:
+    """The (subset, weight) split of a VirtualService's default route (the last http entry without
+    ``match``), or None if it has none. One destination gets 100 (Istio's rule for a lone destination)."""
+    http = spec.get("http") or []
+    default = next((r for r in reversed(http) if isinstance(r, Mapping) and not r.get("match")), None)
+    if default is None:
+        return None
+    route = [d for d in default.get("route") or () if isinstance(d, Mapping)]
+    out = []
+    for d in route:
+        dest = d.get("destination") or {}
+        subset = str(dest.get("subset") or "") or f"({dest.get('host', '?')})"
+        out.append((subset, 100 if len(route) == 1 else int(d.get("weight") or 0)))
+    return out
+
+
+class _Api:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    async def ready(self, _: Request) -> Response:
+        return Response(200, {"ready": True, "revision": self.cp.store.revision})
+
+    async def info(self, _: Request) -> Response:
+        cp = self.cp
+        return Response(200, {
+            "pid": os.getpid(), "xds_address": cp.xds_address, "api_address": cp.api_address,
+            "state_dir": str(cp.options.state_dir), "store": str(cp.store.path), "started_at": cp.started_at,
+            "store_revision": cp.store.revision, "pushed_revision": cp.ads.generation.revision,
+            "debounce": {"after_s": cp.debouncer.quiet, "max_s": cp.debouncer.max_delay,
+                         "pending": cp.debouncer.pending, "flushes": cp.debouncer.flushes},
+            "connections": len(cp.ads.connections()), "ads": cp.ads.stats.to_json(),
+            "registry": {"workloads": len(cp.registry.workloads), "services": len(cp.registry.services)},
+        })
+
+    async def resources(self, request: Request) -> Response:
+        q = request.query
+        kind = q.get("kind") or None
+        if kind is not None and kind_info(kind) is None:
+            raise HttpError(400, f"unknown resource kind {kind!r} (VirtualService/vs, DestinationRule/dr, "
+                                 "PeerAuthentication/pa, AuthorizationPolicy/ap)")
+        namespace, name = q.get("namespace") or None, q.get("name") or None
+        store = self.cp.store
+        await asyncio.to_thread(store.refresh)
+        if name is not None:
+            if kind is None or namespace is None:
+                raise HttpError(400, "a name needs a kind and a namespace")
+            found = store.get(kind, namespace, name)
+            if found is None:
+                info = kind_info(kind)
+                raise HttpError(404, f"{info.kind if info else kind} {namespace}/{name} not found")
+            items = [found]
+        else:
+            items = store.list(kind, namespace)
+        return Response(200, {"revision": store.revision, "items": [dict(r.raw or r.to_dict()) for r in items]})
+
+    async def apply(self, request: Request) -> Response:
+        body = request.json()
+        resources = _files(body)
+        try:
+            result = await asyncio.to_thread(self.cp.store.apply, resources, bool(body.get("dry_run")))
+        except InvalidConfig as e:
+            raise _invalid(e) from None
+        return Response(200, _result(result))
+
+    async def analyze(self, request: Request) -> Response:
+        body = request.json()
+        try:
+            resources = _files(body)
+        except HttpError as e:
+            if e.status != 422:
+                raise
+            return Response(200, {"errors": e.extra.get("problems", []), "warnings": []})
+        report = await asyncio.to_thread(self.cp.store.analyze, resources)
+        return Response(200, {"errors": [str(p) for p in report.errors], "warnings": [str(w) for w in report.warnings],
+                              "documents": len(resources)})
+
+    async def delete(self, request: Request) -> Response:
+        body = request.json()
+        dry_run = bool(body.get("dry_run"))
+        ignore_missing = bool(body.get("ignore_not_found"))
+        if "files" in body:
+            targets = [(r.kind, r.namespace, r.name) for r in _files(body)]
+        else:
+            kind, namespace = _string(body, "kind"), _string(body, "namespace", "default")
+            names = body.get("names")
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+                raise HttpError(400, "names must be a non-empty list of names")
+            targets = [(kind, namespace, n) for n in names]
+        results, missing = [], []
+        for kind, namespace, name in targets:
+            try:
+                results.append(_result(await asyncio.to_thread(self.cp.store.delete, kind, namespace, name,
+                                                               dry_run)))
+            except NotFound as e:
+                missing.append(str(e))
+            except InvalidConfig as e:
+                raise HttpError(422, "refused: nothing more was deleted", problems=[str(p) for p in e.problems],
+                                deleted=results) from None
+        if missing and not ignore_missing:
+            raise HttpError(404, "; ".join(missing), deleted=results)
+        return Response(200, {"results": results, "not_found": missing, "revision": self.cp.store.revision})
+
+    async def set_weight(self, request: Request) -> Response:
+        body = request.json()
+        service = _string(body, "service")
+        namespace = _string(body, "namespace", "default")
+        weights = body.get("weights")
+        if not isinstance(weights, dict) or not weights:
+            raise HttpError(400, "weights must be an object {subset: weight}")
+        cp = self.cp
+        host = resolve_host(service, namespace, cp.registry.domain_suffix)
+        await asyncio.to_thread(cp.store.refresh)
+        vs = next((r for r in cp.store.list("VirtualService", namespace)
+                   if any(resolve_host(str(h), namespace, cp.registry.domain_suffix) == host
+                          for h in r.spec.get("hosts") or ())), None)
+        entry = cp.registry.service(host)
+        before = default_route_weights(vs.spec) if vs is not None else None
+        source = f"VirtualService {namespace}/{vs.name}" if vs is not None else "topology"
+        if before is None and entry is not None:
+            before = [(s.name, s.weight) for s in entry.subsets] or [(f"({host})", 100)]
+        has_rule = any(resolve_host(str(r.spec.get("host", "")), r.namespace, cp.registry.domain_suffix) == host
+                       for r in cp.store.list("DestinationRule"))
+        if not has_rule and entry is not None and entry.subsets:  # the topology's subsets act as the DR
+            known = {s.name for s in entry.subsets}
+            unknown = [s for s in weights if s not in known]
+            if unknown:
+                reason = (f"subset {unknown[0]} not found: {host} has no DestinationRule and the topology's "
+                          f"subsets are {', '.join(sorted(known))}")
+                raise _invalid(InvalidConfig([ValidationProblem(
+                    SET_WEIGHT_ORIGIN, "VirtualService", f"{namespace}/{service.split('.')[0]}",
+                    f"weights[{unknown[0]}]", reason)]))
+        short = service if "." not in service else host
+        try:
+            result = await asyncio.to_thread(cp.store.set_weights, short, namespace, weights,
+                                             bool(body.get("dry_run")))
+        except InvalidConfig as e:
+            raise _invalid(e) from None
+        key = result.changes[0].key if result.changes else None
+        stored = cp.store.get("VirtualService", key.namespace, key.name) if key is not None else None
+        after = [(str(s), int(w)) for s, w in weights.items()]
+        if stored is not None and not result.dry_run:
+            after = default_route_weights(stored.spec) or after
+        return Response(200, {**_result(result), "host": host, "known_service": entry is not None,
+                              "before": before, "before_source": source, "after": after,
+                              "resource": f"VirtualService {key.namespace}/{key.name}" if key else None,
+                              "document": dict(stored.raw or stored.to_dict())
+                              if stored is not None and not result.dry_run else None})
+
+    async def proxy_status(self, _: Request) -> Response:
+        cp = self.cp
+        return Response(200, {"store_revision": cp.store.revision, "pushed_revision": cp.ads.generation.revision,
+                              "debounce_pending": cp.debouncer.pending, "proxies": cp.ads.status()})
+
+    async def proxy_config(self, request: Request) -> Response:
+        name = request.query.get("proxy", "")
+        resources = self.cp.ads.resources_of(name) if name else None
+        if resources is None:
+            connected = [c.name for c in self.cp.ads.connections()]
+            raise HttpError(404, f"no connected proxy named {name!r}", connected=connected)
+        out: dict[str, Any] = {"node_id": resources.node_id, "kind": resources.kind,
+                               "revision": self.cp.ads.generation.revision, "types": {}}
+        for type_url in TYPE_URLS:
+            out["types"][SHORT_NAMES[type_url]] = {
+                "type_url": type_url, "version": resources.type_version(type_url),
+                "resources": [json_format.MessageToDict(m, preserving_proto_field_name=True)
+                              for _, m in sorted(resources.of(type_url).items())],
+            }
+        return Response(200, out)
+
+    async def workloads(self, _: Request) -> Response:
+        reg = self.cp.registry
+        connected = {c.node.id for c in self.cp.ads.connections()}
+        out = []
+        for w in reg.workloads:
+            admin = join_address(w.address, w.admin_port) if w.admin_port is not None else None
+            app = join_address(w.address, w.app_port) if w.app_port is not None else None
+            out.append({"name": w.name, "namespace": w.namespace, "node_id": w.node_id, "address": w.address,
+                        "app_address": app, "admin_address": admin, "labels": dict(w.labels), "spiffe_id": w.spiffe_id,
+                        "connected": w.node_id in connected})
+        return Response(200, {"workloads": out, "services": [
+            {"name": s.name, "namespace": s.namespace, "fqdn": s.fqdn, "port": s.port,
+             "subsets": [{"name": b.name, "weight": b.weight} for b in s.subsets]} for s in reg.services]})

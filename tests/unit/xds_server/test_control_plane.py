@@ -1,0 +1,146 @@
+"""The control plane in one process: store -> debounce -> ADS, and the management API the CLI uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+import pytest
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from mesh_ctl.client import Client, ControlPlaneError, Endpoint
+from mesh_ctl.registry import Registry
+from mesh_ctl.runtime.state import RunDir, read_json
+from mesh_ctl.server import DISCOVERY_FILE, ControlPlane, ServeOptions
+from mesh_ctl.translate import translate_for_proxy
+from mesh_ctl.translate.names import ROUTE_TYPE
+from tests.unit.xds_server.conftest import CLIENT_NODE, Stream, node, run
+
+# Subsets need a DestinationRule: the store does not know the topology's implicit ones (yet).
+DR_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payment}
+spec:
+  host: payment
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+VS_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: payment}
+spec:
+  hosts: [payment]
+  http:
+  - route:
+    - {destination: {host: payment, subset: v1}, weight: 50}
+    - {destination: {host: payment, subset: v2}, weight: 50}
+"""
+
+
+@contextlib.asynccontextmanager
+async def control_plane(registry: Registry, tmp: Path) -> AsyncIterator[tuple[ControlPlane, Client, Stream]]:
+    cp = ControlPlane(ServeOptions(registry=registry, state_dir=tmp / "store", xds_address="127.0.0.1:0",
+                                   api_address="127.0.0.1:0", run_dir=RunDir(tmp)))
+    await cp.start()
+    channel = grpc.aio.insecure_channel(cp.xds_address)
+    try:
+        stream = Stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel), node(CLIENT_NODE))
+        yield cp, Client(Endpoint(cp.api_address, "test")), stream
+    finally:
+        await channel.close(None)
+        await cp.stop()
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking client call, off the event loop that serves it."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def settled(cp: ControlPlane) -> None:
+    """Wait until the store's revision is the one the ADS server translates (the debounce flushed)."""
+    for _ in range(100):
+        if cp.ads.generation.revision == str(cp.store.revision):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"revision {cp.store.revision} not pushed after 5 s")
+
+
+def test_ten_quick_changes_make_one_or_two_pushes(registry: Registry, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with control_plane(registry, tmp_path) as (cp, api, s):
+            await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML}, {"origin": "vs.yaml", "text": VS_YAML}])
+            await settled(cp)
+            await s.send(ROUTE_TYPE, ["virtualOutbound"])
+            first = await s.recv()
+            await s.ack(first, ("virtualOutbound",))
+            await s.silence(0.3)
+            for i in range(10):
+                await call(api.set_weight, "payment", "default", {"v1": 100 - i, "v2": i})
+            pushes = []
+            with contextlib.suppress(AssertionError):
+                while True:
+                    r = await s.recv(timeout=1.5)
+                    pushes.append(r)
+                    await s.ack(r, ("virtualOutbound",))
+            assert 1 <= len(pushes) <= 2, [p.version_info for p in pushes]
+            final = translate_for_proxy(registry, cp.ads.generation.istio, node(CLIENT_NODE))
+            assert pushes[-1].version_info == final.type_version(ROUTE_TYPE, ["virtualOutbound"])
+            assert cp.ads.generation.revision == str(cp.store.revision) == "11"  # 1 apply + 10 set-weights
+            status = await call(api.proxy_status)
+            [proxy] = status["proxies"]
+            assert {t["type"]: t["status"] for t in proxy["types"]}["RDS"] == "SYNCED"
+
+    run(scenario)
+
+
+def test_the_api_refuses_invalid_config_and_changes_nothing(registry: Registry, tmp_path: Path) -> None:
+    bad = VS_YAML.replace("weight: 50}\n", "weight: -1}\n", 1)
+
+    async def scenario() -> None:
+        async with control_plane(registry, tmp_path) as (cp, api, _):
+            with pytest.raises(ControlPlaneError) as info:
+                await call(api.apply, [{"origin": "bad.yaml", "text": bad}])
+            assert info.value.status == 422
+            assert info.value.problems == [
+                "bad.yaml: VirtualService default/payment: spec.http[0].route[0].weight: must be >= 0"]
+            assert cp.store.revision == 0
+            await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML}])
+            with pytest.raises(ControlPlaneError) as info:
+                await call(api.set_weight, "payment", "default", {"v1": 50, "v7": 50})
+            assert info.value.problems == [
+                "<set-weight>: VirtualService default/payment: weights[v7]: subset v7 not found in the "
+                "DestinationRule of host payment (subsets: v1, v2)"]
+            result = await call(api.set_weight, "payment", "default", {"v1": 80, "v2": 20})
+            assert result["before"] == [["v1", 50], ["v2", 50]]
+            assert result["before_source"] == "topology"
+            assert result["after"] == [["v1", 80], ["v2", 20]]
+            docs = await call(api.resources, "vs", "default", "payment")
+            assert docs["items"][0]["metadata"]["resourceVersion"] == "2"
+            with pytest.raises(ControlPlaneError) as info:
+                await call(api.resources, "vs", "default", "nope")
+            assert info.value.status == 404
+            discovered = read_json(tmp_path / DISCOVERY_FILE)
+            assert discovered["api_address"] == cp.api_address and discovered["xds_address"] == cp.xds_address
+        assert not (tmp_path / DISCOVERY_FILE).exists()  # removed on stop
+
+    run(scenario)
+
+
+def test_the_store_survives_a_restart_with_the_same_versions(registry: Registry, tmp_path: Path) -> None:
+    async def versions() -> tuple[str, str]:
+        async with control_plane(registry, tmp_path) as (cp, api, s):
+            if cp.store.revision == 0:
+                await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML}, {"origin": "vs.yaml", "text": VS_YAML}])
+                await settled(cp)
+            await s.send(ROUTE_TYPE, ["virtualOutbound"])
+            return (await s.recv()).version_info, cp.ads.generation.revision
+
+    first, second = run(versions), run(versions)
+    assert first == second and first[1] == "1"
