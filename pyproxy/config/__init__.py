@@ -1,4 +1,4 @@
-"""Configuration: an Envoy v3 bootstrap (later: xDS resources) -> one immutable :class:`~.model.Snapshot`.
+"""Configuration: an Envoy v3 bootstrap and xDS resources -> one immutable :class:`~.model.Snapshot`.
 
 Architecture, in the order data flows:
 
@@ -8,8 +8,10 @@ Architecture, in the order data flows:
   ``@type`` with its field path (enum names case-insensitive, as in Envoy).
 - ``pgv``: the ``protoc-gen-validate`` rules annotated on Envoy's protos (what Envoy checks on load).
 - ``translate/``: pure proto -> model functions per resource family, with an explicit set of supported
-  fields per message (anything else that is set is rejected: nothing is silently ignored), and the
-  cross-resource consistency check.
+  fields per message (anything else that is set is rejected: nothing is silently ignored), the
+  ``dynamic_resources``/ADS config sources, and the cross-resource consistency check.
+- ``xds_resources``: the ADS client's per-resource API (LDS/RDS/CDS/EDS/SDS resource -> model object, the
+  names each one depends on), reusing ``translate/``.
 - ``material``: inline TLS material written to private files; PEM checks.
 - ``model``: the frozen snapshot the proxy runs on (per-snapshot work such as regex compilation and the
   virtual-host domain index is done here, once).

@@ -18,7 +18,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from pyproxy.config import model as m
 from pyproxy.config.errors import join
-from pyproxy.config.material import key_matches_certificate, load_certificates, load_private_key
+from pyproxy.config.material import check_certificates, check_key_pair, load_private_key
 from pyproxy.config.translate.common import (
     Ctx,
     data_source,
@@ -233,20 +233,23 @@ def tls_certificate(ctx: Ctx, tc: Any, path: str) -> m.CertificateSource | None:
         return None
     chain, chain_file = data_source(ctx, tc.certificate_chain, chain_path, "certificate chain")
     key_data, key_file = data_source(ctx, tc.private_key, key_path, "private key")
-    certs = key = None
-    if chain is not None:
-        try:
-            certs = load_certificates(chain)
-        except ValueError as err:
-            ctx.add(chain_path, f"{_origin(chain_file)}{err}")
-    if key_data is not None:
-        try:
-            key = load_private_key(key_data)
-        except ValueError as err:
-            ctx.add(key_path, f"{_origin(key_file)}{err}")
-    if certs is None or key is None or chain is None or key_data is None:
+    if chain is None or key_data is None:  # report what is wrong with the other one too
+        if chain is not None and (problem := check_certificates(chain)) is not None:
+            ctx.add(chain_path, f"{_origin(chain_file)}{problem}")
+        if key_data is not None:
+            try:
+                load_private_key(key_data)
+            except ValueError as err:
+                ctx.add(key_path, f"{_origin(key_file)}{err}")
         return None
-    if not key_matches_certificate(key, certs[0]):
+    chain_problem, key_problem, matches = check_key_pair(chain, key_data)
+    if chain_problem is not None:
+        ctx.add(chain_path, f"{_origin(chain_file)}{chain_problem}")
+    if key_problem is not None:
+        ctx.add(key_path, f"{_origin(key_file)}{key_problem}")
+    if chain_problem is not None or key_problem is not None:
+        return None
+    if not matches:
         ctx.add(
             key_path,
             f"{_origin(key_file)}does not match the public key of the certificate "
@@ -284,10 +287,9 @@ def validation_context(
         ca_path = join(path, "trusted_ca")
         data, filename = data_source(ctx, cvc.trusted_ca, ca_path, "trusted CA")
         if data is not None:
-            try:
-                load_certificates(data)
-            except ValueError as err:
-                ctx.add(ca_path, f"{_origin(filename)}{err}")
+            problem = check_certificates(data)
+            if problem is not None:
+                ctx.add(ca_path, f"{_origin(filename)}{problem}")
             else:
                 ca_file = filename or ctx.material.write(data, "ca")
     sans: list[tuple[Any, m.StringMatcher]] = []
