@@ -301,7 +301,7 @@ class TlsTransport(Transport):
             chunks: list[bytes] = []
             try:
                 while True:
-                    n = ssl_obj.read(RECV_SIZE, _RECV_BUF)
+                    n: int = ssl_obj.read(RECV_SIZE, _RECV_BUF)  # type: ignore[assignment]  # int with a buffer
                     if not n:  # EOF after close_notify: SSLObject.read returns 0 instead of raising
                         return b"".join(chunks)
                     chunks.append(bytes(_RECV_VIEW[:n]))

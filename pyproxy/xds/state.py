@@ -190,13 +190,16 @@ class XdsState:
             known = set(self.static.clusters) | set(self.types[CLUSTER].resources)
             for name, (_, model) in new.items():
                 if isinstance(model, m.RouteConfiguration):
+                    if not model.validate_clusters:
+                        continue  # Envoy's default for RDS: unknown clusters answer 503 at request time
                     refs = xr.referenced_clusters(model)
                     what = f"route_configuration {name!r}"
                 elif isinstance(model, m.Listener):
                     refs = set()
                     for chain in _chains(model):
-                        if chain.hcm.route_config is not None:
-                            refs |= xr.referenced_clusters(chain.hcm.route_config)
+                        rc = chain.hcm.route_config
+                        if rc is not None and rc.validate_clusters:
+                            refs |= xr.referenced_clusters(rc)
                     what = f"listener {name!r}"
                 else:
                     continue
@@ -206,15 +209,17 @@ class XdsState:
 
     def _update_subscriptions(self, send_node: bool) -> list[discovery_pb2.DiscoveryRequest]:
         """RDS/EDS/SDS names follow what listeners and clusters reference; changed sets are requested."""
-        listeners = [model for _, model in self.types[LISTENER].resources.values()]
+        listeners: list[m.Listener] = [model for _, model in self.types[LISTENER].resources.values()
+                                       if isinstance(model, m.Listener)]
         listeners += list(self.static.listeners.values())
-        clusters = [model for _, model in self.types[CLUSTER].resources.values()]
+        clusters: list[m.Cluster] = [model for _, model in self.types[CLUSTER].resources.values()
+                                     if isinstance(model, m.Cluster)]
         clusters += list(self.static.clusters.values())
         wanted = {
             ROUTE: set().union(*(xr.referenced_routes(li) for li in listeners)) if listeners else set(),
-            ENDPOINT: {n for c in clusters if (n := xr.eds_name(c)) is not None},  # type: ignore[arg-type]
-            SECRET: set().union(*(xr.referenced_secrets(x) for x in [*listeners, *clusters]))
-            if listeners or clusters else set(),
+            ENDPOINT: {n for c in clusters if (n := xr.eds_name(c)) is not None},
+            SECRET: (set().union(*(xr.referenced_secrets(li) for li in listeners),
+                                 *(xr.referenced_secrets(c) for c in clusters))),
         }
         out = []
         for type_url, names in wanted.items():
@@ -249,9 +254,10 @@ class XdsState:
             name: model for name, (_, model) in self.types[ROUTE].resources.items()}  # type: ignore[misc]
         secrets = {name: model for name, (_, model) in self.types[SECRET].resources.items()}
         endpoints = {name: model for name, (_, model) in self.types[ENDPOINT].resources.items()}
-        # Clusters: static + CDS, EDS assignments applied, secrets resolved.
-        clusters: dict[str, m.Cluster] = dict(self.static.clusters)
-        for name, (_, model) in self.types[CLUSTER].resources.items():
+        # Clusters: static + CDS, EDS assignments applied, secrets resolved (static ones may use EDS/SDS too).
+        clusters: dict[str, m.Cluster] = {}
+        dynamic_clusters = [(name, model) for name, (_, model) in self.types[CLUSTER].resources.items()]
+        for name, model in [*self.static.clusters.items(), *dynamic_clusters]:
             assert isinstance(model, m.Cluster)
             resolved = _resolve_cluster(model, endpoints, secrets)
             if resolved is None:  # still warming: keep the previous version if there is one
@@ -263,8 +269,9 @@ class XdsState:
                 continue
             clusters[name] = resolved
         # Listeners: static + LDS; a listener waits for its routes and secrets.
-        listeners: dict[str, m.Listener] = dict(self.static.listeners)
-        for name, (_, model) in self.types[LISTENER].resources.items():
+        listeners: dict[str, m.Listener] = {}
+        dynamic_listeners = [(name, model) for name, (_, model) in self.types[LISTENER].resources.items()]
+        for name, model in [*self.static.listeners.items(), *dynamic_listeners]:
             assert isinstance(model, m.Listener)
             needed = xr.referenced_routes(model)
             resolved_listener = _resolve_listener(model, secrets) if needed <= set(routes) else None
@@ -314,21 +321,22 @@ def _resolve_tls(tls: m.TlsContext | None, secrets: dict[str, object]) -> m.TlsC
     for cert in tls.certificates:
         if cert.sds_name is not None and cert.cert_chain_file is None:
             secret = secrets.get(cert.sds_name)
-            if secret is None:
-                return False
-            certs.append(m.CertificateSource(cert_chain_file=secret.cert_chain_file,  # type: ignore[attr-defined]
-                                             private_key_file=secret.private_key_file,  # type: ignore[attr-defined]
-                                             sds_name=cert.sds_name))
+            if not isinstance(secret, m.TlsSecret):
+                return False  # not arrived yet (or a CA bundle where a certificate is expected)
+            certs.append(m.CertificateSource(cert_chain_file=secret.cert_chain_file,
+                                             private_key_file=secret.private_key_file, sds_name=cert.sds_name))
             changed = True
         else:
             certs.append(cert)
     validation = tls.validation
     if validation is not None and validation.sds_name is not None and validation.trusted_ca_file is None:
-        secret = secrets.get(validation.sds_name)
-        if secret is None:
+        ca = secrets.get(validation.sds_name)
+        if not isinstance(ca, m.ValidationSecret):
             return False
-        validation = dataclasses.replace(validation,
-                                         trusted_ca_file=secret.trusted_ca_file)  # type: ignore[attr-defined]
+        # Envoy appends the secret's own SAN matchers to the context's.
+        validation = dataclasses.replace(
+            validation, trusted_ca_file=ca.trusted_ca_file,
+            match_subject_alt_names=validation.match_subject_alt_names + ca.match_subject_alt_names)
         changed = True
     if not changed:
         return tls
