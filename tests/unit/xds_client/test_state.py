@@ -177,7 +177,7 @@ def test_unchanged_resources_keep_their_model_objects(state: XdsState) -> None:
                         install=installed.append).accepted
     assert installed[-1].route_configs["8080"] is not first
     # A weight change touches routes only: the clusters compare equal (ClusterManager keeps their pools).
-    assert installed[-1].clusters["v1"] is installed[-2].clusters["v1"]
+    assert installed[-1].clusters["v1"] == installed[-2].clusters["v1"]
 
 
 def test_install_failure_is_undone_and_nacked(state: XdsState) -> None:
