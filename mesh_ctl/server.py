@@ -85,7 +85,7 @@ class ServeOptions:
     debounce_after: float = DEBOUNCE_AFTER
     debounce_max: float = DEBOUNCE_MAX
     refresh_interval: float = 2.0  # how often to look for store.json changed by another process
-    grace: float = 2.0
+    grace: float = 1.0  # for open ADS streams on shutdown (they never end by themselves)
 
 
 class ControlPlane:
@@ -95,7 +95,8 @@ class ControlPlane:
         self.options = options
         self.registry = options.registry
         suffix = self.registry.domain_suffix
-        self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)])
+        self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)],
+                                 implicit_subsets=self._implicit_subsets)
         snapshot = self.store.snapshot()
         self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)))
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
@@ -106,6 +107,14 @@ class ControlPlane:
         self._http = HttpServer()
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
+
+    def _implicit_subsets(self, host: str) -> tuple[str, ...] | None:
+        """The topology's subsets of ``host`` act as an implicit DestinationRule (the translator does the
+        same), so `set-weight` and VirtualServices work before any DestinationRule is applied."""
+        service = self.registry.service(host)
+        if service is None or not service.subsets:
+            return None
+        return tuple(s.name for s in service.subsets)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 

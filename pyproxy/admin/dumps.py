@@ -25,7 +25,7 @@ _ADMIN_TYPES = "type.googleapis.com/envoy.admin.v3."
 def config_dump(rt: Runtime, resource: str | None = None) -> dict[str, Any]:
     snap = rt.snapshot
     source: dict[str, Any] = dict(snap.source) if isinstance(snap.source, dict) else {}
-    bootstrap = source.get("bootstrap", source)
+    bootstrap = source.get("bootstrap") or {k: v for k, v in source.items() if k != "dynamic"}
     static = bootstrap.get("static_resources", {}) if isinstance(bootstrap, dict) else {}
     dynamic_source = source.get("dynamic")
     if callable(dynamic_source):
@@ -69,7 +69,9 @@ def clusters_json(rt: Runtime) -> dict[str, Any]:
                 "address": {"socket_address": {"address": h.address.host, "port_value": h.address.port}},
                 "hostname": h.hostname,
                 "weight": h.weight,
-                "health_status": {"eds_health_status": h.health.name},
+                # Envoy reports a host whose EDS health is UNKNOWN as HEALTHY.
+                "health_status": {"eds_health_status": "HEALTHY" if h.health.name == "UNKNOWN" else h.health.name,
+                                  **({"failed_outlier_check": True} if h.ejected else {})},
                 "stats": {"rq_active": h.active_requests, "rq_success": h.rq_success, "rq_error": h.rq_error,
                           "cx_active": len(pool.connections) if pool else 0,
                           "cx_connect_fail": h.connect_failures},

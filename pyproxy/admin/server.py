@@ -26,7 +26,7 @@ log = logging.getLogger("pyproxy.admin")
 MAX_REQUEST = 16384
 READ_TIMEOUT = 10.0
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
-            503: "Service Unavailable"}
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 Response = tuple[int, str, bytes]
 
@@ -68,7 +68,11 @@ class AdminServer:
                     await self._send(stream, (400, "text/plain", b"bad request\n"))
                     return
                 method, target, _ = parts
-                response = self.dispatch(method, target, prometheus_only)
+                try:
+                    response = self.dispatch(method, target, prometheus_only)
+                except Exception as e:  # noqa: BLE001 - an admin bug must never take the proxy down
+                    log.exception("admin %s %s failed", method, target)
+                    response = (500, "text/plain", f"internal error: {e}\n".encode())
                 await self._send(stream, response, head_only=method == "HEAD")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

@@ -22,6 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
 from pyproxy.config.model import Snapshot
+from pyproxy.io.transport import TransportClosed
 from pyproxy.upstream.connection import ConnectError, connect
 from pyproxy.xds.grpc import GrpcChannel, GrpcError
 from pyproxy.xds.state import SHORT, XdsState
@@ -76,8 +77,9 @@ class AdsClient:
             accepted_before = self._accepted_count()
             try:
                 await self._session()
-            except (ConnectError, GrpcError, OSError) as e:
-                log.warning("xDS: control plane %s: %s", self._target(), e)
+            except* (ConnectError, GrpcError, OSError, TransportClosed) as group:
+                for e in group.exceptions:
+                    log.warning("xDS: control plane %s: %s", self._target(), e)
             self.connected = False
             if self._accepted_count() > accepted_before:
                 backoff = BACKOFF_BASE  # the stream worked for a while: start the back-off again

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ import pytest
 import yaml
 
 from mesh_ctl.addressing import can_bind
+from mesh_ctl.ca.files import load_or_create_root, write_workload_files
+from mesh_ctl.topology import default_topology
 from mesh_ctl.translate import grpc_xds_bootstrap
 from tests.support.mesh import Mesh
 from tests.support.procs import REPO_ROOT, ManagedProcess, ProcessGroup, free_port, wait_for_port
@@ -107,12 +110,13 @@ class ControlPlane:
     base: str
     proc: ManagedProcess | None = None
     starts: int = 0
+    extra: tuple[str, ...] = ()
 
     def start(self) -> ManagedProcess:
         self.starts += 1
         self.proc = self.procs.python(
             f"serve-{self.starts}", "mesh_ctl", "serve", "--run-dir", str(self.run_dir), "--xds-address", self.xds,
-            "--api-address", self.api, "--base-address", self.base, "--address-mode", "per-workload")
+            "--api-address", self.api, "--base-address", self.base, "--address-mode", "per-workload", *self.extra)
         host, port = self.xds.rsplit(":", 1)
         wait_for_port(host, int(port), proc=self.proc.popen)
         host, port = self.api.rsplit(":", 1)
@@ -220,7 +224,13 @@ def test_cli_against_a_running_control_plane(control_plane: ControlPlane, tmp_pa
     refused = cp.cli("set-weight", "payment", "v1=50", "v3=50", check=1)
     assert "weights[v3]: subset v3 not found" in refused.stderr
 
-    # A DestinationRule still used by the VirtualService cannot go; the VirtualService can.
+    # A DestinationRule whose subset the VirtualService still uses (and the topology does not provide) cannot
+    # go; the VirtualService can.
+    canary_dr = DR.replace("  - {name: v2, labels: {version: v2}}\n",
+                           "  - {name: v2, labels: {version: v2}}\n  - {name: canary, labels: {version: v2}}\n")
+    assert canary_dr != DR
+    cp.cli("apply", "-f", "-", stdin=canary_dr)
+    cp.cli("apply", "-f", "-", stdin=VS.replace("subset: v2}", "subset: canary}"))
     assert "still used by VirtualService default/payment" in cp.cli("delete", "dr", "payment", check=1).stderr
     assert cp.cli("delete", "vs", "payment").stdout == "virtualservice.networking.istio.io/payment deleted\n"
     gone = cp.cli("get", "vs", "payment", check=1)
@@ -228,6 +238,13 @@ def test_cli_against_a_running_control_plane(control_plane: ControlPlane, tmp_pa
     assert cp.cli("delete", "vs", "payment", "--ignore-not-found").returncode == 0
     info = json.loads(cp.cli("get", "dr", "-A", "-o", "json").stdout)
     assert [i["metadata"]["name"] for i in info["items"]] == ["payment"]
+    # With only the topology's subsets in use, the DestinationRule may go (they act as an implicit one).
+    assert cp.cli("delete", "dr", "payment").returncode == 0
+
+    # SIGTERM: a clean exit, and the CLI can no longer find it through the run dir.
+    assert cp.proc is not None and cp.proc.stop() == 0
+    assert "control plane stopped" in cp.proc.output()
+    assert not (cp.run_dir / "control-plane.json").exists()
 
 
 def test_proxyless_client_follows_weights_and_survives_a_restart(control_plane: ControlPlane,
@@ -309,3 +326,72 @@ def test_proxy_config_reads_a_live_sidecar(mesh: Mesh) -> None:
     assert payment[0] == f"127.0.0.1:{server_sidecar.listen_port}" and payment[2] == "OK"  # outlier check
     raw = json.loads(pc("clusters", "payment-client", "--admin", admin, "-o", "json"))
     assert any(c["name"] == "outbound|50051||payment.default.svc.cluster.local" for c in raw)
+
+
+def ads_bootstrap(node_id: str, address: str, xds: str) -> dict[str, Any]:
+    """An Istio-shaped sidecar bootstrap: admin on the workload's address, everything else over ADS."""
+    xds_host, xds_port = xds.rsplit(":", 1)
+    return {
+        "node": {"id": node_id, "cluster": node_id.split("~")[2]},
+        "admin": {"address": {"socket_address": {"address": address, "port_value": 15000}}},
+        "dynamic_resources": {
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": xds_host, "port_value": int(xds_port)}}}}]}]},
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+        }]},
+    }
+
+
+def admin_ready(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:15000/ready", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def test_sidecars_keep_serving_while_the_control_plane_restarts(procs: ProcessGroup, tmp_path: Path) -> None:
+    topology = default_topology()
+    ca, _ = load_or_create_root(tmp_path / "certs" / "ca", topology.trust_domain)
+    for w in topology.workloads:
+        write_workload_files(tmp_path / "certs" / w.name, ca, topology.spiffe_id(w))
+    cp = ControlPlane(procs, tmp_path / "run", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", free_block())
+    cp.extra = ("--certs", str(tmp_path / "certs"))
+    cp.start()
+    start_payment_servers(cp)
+    base = cp.base.rsplit(".", 1)[0]
+    for last, name in ((10, "payment-v1"), (11, "payment-v2"), (12, "client")):
+        address = f"{base}.{last}"
+        path = tmp_path / f"{name}-bootstrap.yaml"
+        path.write_text(yaml.safe_dump(ads_bootstrap(f"sidecar~{address}~{name}.default~default.svc.cluster.local",
+                                                     address, cp.xds)))
+        procs.python(f"{name}-sidecar", "pyproxy", "-c", str(path), "-l", "info")
+        wait_until(f"{name}'s sidecar ready", lambda address=address: admin_ready(address))  # type: ignore[misc]
+    (tmp_path / "dr.yaml").write_text(DR)
+    cp.cli("apply", "-f", str(tmp_path / "dr.yaml"))
+    cp.cli("set-weight", "payment", "v1=100", "v2=0")
+    load = procs.python("load", "payment_service.client", "--target", f"{base}.12:15001", "--authority",
+                        "payment:8080", "--rps", "50", "--duration", "14", "--json", "--interval", "1")
+    wait_until("load running", lambda: '"interval"' in load.output())
+
+    assert cp.proc is not None
+    cp.proc.kill(signal.SIGKILL)
+    cp.proc.popen.wait(timeout=10)
+    time.sleep(2.0)
+    cp.start()
+    wait_until("every sidecar reconnected", lambda: len(cp.json("proxy-status")["proxies"]) == 3, timeout=30)
+    cp.cli("set-weight", "payment", "v1=0", "v2=100")
+    load.popen.wait(timeout=30)
+    reports = [json.loads(line) for line in load.output().splitlines() if line.startswith("{")]
+    final = reports[-1]
+    assert final["type"] == "final" and final["by_status"] == {"OK": final["requests"]}, final
+    assert reports[-2]["by_version"] == {"v2": reports[-2]["requests"]}  # the push after the restart arrived
