@@ -134,14 +134,14 @@ def validate_bootstrap(doc: Json) -> None:
     Envoy's protos come from ``xds-protos``; they are imported here only, so the benchmark runs without them.
     Importing the extension modules registers their ``typed_config`` @types with the descriptor pool.
     """
-    from envoy.config.bootstrap.v3 import bootstrap_pb2  # noqa: PLC0415
-    from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401, PLC0415
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: PLC0415
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
         http_connection_manager_pb2,  # noqa: F401
     )
-    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401, PLC0415
-    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401, PLC0415
-    from google.protobuf import json_format  # noqa: PLC0415
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+    from google.protobuf import json_format
 
     json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())
 

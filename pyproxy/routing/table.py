@@ -18,7 +18,6 @@ from pyproxy.config.model import (
     DomainIndex,
     HeaderMatcher,
     HeaderMutation,
-    HeaderMutation,
     Route,
     RouteAction,
     RouteConfiguration,

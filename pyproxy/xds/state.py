@@ -142,7 +142,7 @@ class XdsState:
             except ConfigError as e:
                 problems.extend(str(e).splitlines())
                 continue
-            except Exception as e:  # noqa: BLE001 - a malformed resource must become a NACK, never a crash
+            except Exception as e:
                 problems.append(f"resources[{i}]: {e}")
                 continue
             if name in new:
@@ -171,7 +171,7 @@ class XdsState:
             try:
                 snapshot = self.build_snapshot()
                 install(snapshot)
-            except Exception as e:  # noqa: BLE001 - any failure to apply becomes the NACK's reason
+            except Exception as e:
                 for t, (res, names, version, received) in saved.items():
                     s = self.types[t]
                     s.resources, s.names, s.version, s.received = res, names, version, received
@@ -297,9 +297,8 @@ class XdsState:
         frozen = {t: dict(ts.resources) for t, ts in self.types.items()}
         versions = {SHORT[t]: ts.version for t, ts in self.types.items()}
         source["dynamic"] = lambda: _dump_source(frozen, versions)  # rendered only when /config_dump asks
-        snapshot = dataclasses.replace(self.static, version=f"xds-{version}", listeners=listeners,
-                                       clusters=clusters, route_configs=routes, source=source)
-        return snapshot
+        return dataclasses.replace(self.static, version=f"xds-{version}", listeners=listeners,
+                                   clusters=clusters, route_configs=routes, source=source)
 
     def status(self) -> dict[str, dict[str, object]]:
         return {SHORT[t]: {"version": ts.version, "resources": sorted(ts.resources), "names": sorted(ts.names),
@@ -312,7 +311,7 @@ def _chains(listener: m.Listener) -> Iterable[m.FilterChain]:
         yield listener.default_filter_chain
 
 
-def _resolve_tls(tls: m.TlsContext | None, secrets: dict[str, object]) -> m.TlsContext | None | bool:
+def _resolve_tls(tls: m.TlsContext | None, secrets: dict[str, object]) -> m.TlsContext | bool | None:
     """Replace SDS names with the secrets' files; False when a secret has not arrived yet."""
     if tls is None:
         return None
@@ -369,9 +368,10 @@ def _resolve_listener(listener: m.Listener, secrets: dict[str, object]) -> m.Lis
         if tls is False:
             return None
         if tls is not chain.tls:
-            chain = dataclasses.replace(chain, tls=tls)  # type: ignore[arg-type]
+            chains.append(dataclasses.replace(chain, tls=tls))  # type: ignore[arg-type]
             changed = True
-        chains.append(chain)
+        else:
+            chains.append(chain)
     default = listener.default_filter_chain
     if default is not None:
         tls = _resolve_tls(default.tls, secrets)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from pyproxy.config.model import OutlierDetection, RetryPolicy, SocketAddress
@@ -59,7 +60,7 @@ async def test_consecutive_5xx_ejects_then_uneject_after_base_time(autojump_cloc
     changes: list[int] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         det = OutlierDetector(OutlierDetection(consecutive_5xx=5, interval=10.0, base_ejection_time=30.0,
                                                max_ejection_percent=10), lambda: hosts, timers,
                               random.Random(0), lambda: changes.append(1))

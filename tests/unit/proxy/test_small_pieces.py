@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import trio
+import trio.lowlevel
 import trio.testing
 
 from pyproxy.io.sniff import looks_like_tls, parse_client_hello
@@ -76,7 +77,7 @@ async def test_timers_fire_in_order_and_cancel(autojump_clock: trio.testing.Mock
     timers = Timers()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         timers.call_later(2.0, lambda: fired.append("b"))
         handle = timers.call_later(1.5, lambda: fired.append("cancelled"))
         timers.call_later(1.0, lambda: fired.append("a"))
