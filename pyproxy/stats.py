@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from trio import current_time
 
-from pyproxy.config.model import NodeInfo
+from pyproxy.config.model import NodeInfo, RbacConfig
+from pyproxy.filters.rbac import RbacCounters
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
@@ -133,6 +134,11 @@ class ProxyStats:
         self.downstream_tls_failures = 0
         self.downstream_rq_total = 0
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self.rbac: dict[str, RbacCounters] = {}
+
+    def rbac_counters(self, config: RbacConfig) -> RbacCounters:
+        """Counters shared by every snapshot's copy of the same RBAC filter (keyed by its stat prefix)."""
+        return self.rbac.setdefault(config.stat_prefix, RbacCounters())
 
     def recorder(self, node: NodeInfo) -> Callable[[ChainContext, ProxyStream], None]:
         me = Workload.from_node(node)

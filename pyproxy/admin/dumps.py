@@ -158,6 +158,11 @@ def prometheus(rt: Runtime) -> str:
         kind = "gauge" if metric.endswith("_active") else "counter"
         lines.append(f"# TYPE {metric} {kind}")
         lines.extend(samples)
+    for field in ("allowed", "denied", "shadow_allowed", "shadow_denied"):
+        lines.append(f"# TYPE envoy_http_rbac_{field} counter")
+        for prefix, counters in sorted(rt.stats.rbac.items()):
+            esc = prefix.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'envoy_http_rbac_{field}{{rules_stat_prefix="{esc}"}} {getattr(counters, field)}')
     lines.append("# TYPE envoy_http_downstream_rq_total counter")
     lines.append(f"envoy_http_downstream_rq_total {rt.stats.downstream_rq_total}")
     lines.append("# TYPE envoy_http_downstream_cx_active gauge")

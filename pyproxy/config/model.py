@@ -346,6 +346,54 @@ class Http2Options:
     hpack_table_size: int = 4096
 
 
+# --------------------------------------------------------------------------------------------- RBAC
+
+
+@dataclass(frozen=True, slots=True)
+class RbacMatcher:
+    """One node of an ``envoy.config.rbac.v3`` Permission or Principal tree.
+
+    ``kind``: ``any``, ``and``/``or`` (``children``), ``not`` (``children[0]``), ``header`` (``header``),
+    ``url_path`` (``string``: the path without query), ``destination_port`` / ``destination_port_range``
+    (``ports``: [start, end)), ``authenticated`` (``string``: principal_name; None = any authenticated peer),
+    ``source_ip`` / ``direct_remote_ip`` / ``remote_ip`` (``cidrs``).
+    """
+
+    kind: Literal["any", "and", "or", "not", "header", "url_path", "destination_port", "destination_port_range",
+                  "authenticated", "source_ip", "direct_remote_ip", "remote_ip"]
+    children: tuple[RbacMatcher, ...] = ()
+    header: HeaderMatcher | None = None
+    string: StringMatcher | None = None
+    ports: tuple[int, int] = (0, 0)
+    cidrs: tuple[str, ...] = ()  # "10.0.0.0/8" (parsed once by the filter)
+
+
+@dataclass(frozen=True, slots=True)
+class RbacPolicy:
+    """A policy matches when any permission and any principal match."""
+
+    name: str
+    permissions: tuple[RbacMatcher, ...]
+    principals: tuple[RbacMatcher, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RbacRules:
+    action: Literal["ALLOW", "DENY", "LOG"]
+    policies: tuple[RbacPolicy, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RbacConfig:
+    """``envoy.extensions.filters.http.rbac.v3.RBAC``: enforced ``rules`` (None = allow everything) and
+    ``shadow_rules`` (evaluated for stats and logs only)."""
+
+    rules: RbacRules | None
+    shadow_rules: RbacRules | None = None
+    stat_prefix: str = ""
+    shadow_stat_prefix: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpFilter:
     """One entry of ``HttpConnectionManager.http_filters``; ``config`` is the filter's own frozen config."""

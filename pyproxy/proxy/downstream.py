@@ -55,8 +55,8 @@ class DownstreamConnection:
     transport: Transport
     peer: PeerIdentity
     peer_address: tuple[str, int]
-    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "peer", "peer_address", "runtime", "streams",
-                 "transport")
+    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "local_port", "peer", "peer_address", "runtime",
+                 "streams", "transport")
 
     def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity) -> None:
         self.ctx = ctx
@@ -65,6 +65,7 @@ class DownstreamConnection:
         transport.set_buffer_limit(ctx.buffer_limit)
         self.peer = peer
         self.peer_address = transport.peer_address
+        self.local_port = transport.local_address[1]
         self.engine = H2Connection(client_side=False, settings=ctx.h2_settings)
         self.streams: dict[int, ProxyStream] = {}
         self.dirty = False

@@ -197,6 +197,17 @@ class RequestHeadersTooLarge(ProxyError):
         super().__init__("request headers too large")
 
 
+class RbacDenied(ProxyError):
+    """The RBAC filter denied the request: Envoy's 403 "RBAC: access denied" (gRPC: 7 PERMISSION_DENIED)."""
+
+    http_status = 403
+    flag = "-"
+
+    def __init__(self, policy: str) -> None:
+        super().__init__("RBAC: access denied")
+        self.details = f"rbac_access_denied_matched_policy[{policy or 'none'}]"
+
+
 class DirectResponseReply(ProxyError):
     flag = "-"
     details = "direct_response"

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from pyproxy.config.model import DirectResponse, RetryPolicy, RouteAction
+from pyproxy.filters.rbac import RequestFacts
 from pyproxy.http2.connection import StreamStateError
 from pyproxy.http2.events import DataReceived, HeadersReceived
 from pyproxy.http2.frames import ErrorCode
@@ -186,6 +187,8 @@ class ProxyStream:
             headers.append((b"x-forwarded-proto", ctx.forwarded_proto))
         if ctx.use_remote_address:
             _append_xff(headers, self.down.peer_address[0].encode())
+        if ctx.rbac_filters and not self._authorized(headers):
+            return
         if ctx.request_timeout and not self.req_end_received:
             self.request_timer = runtime.timers.call_at(self.start_time + ctx.request_timeout,
                                                         self._on_request_timeout)
@@ -259,6 +262,22 @@ class ProxyStream:
         if action.mirrors:
             self._start_shadows(action, up_headers)
         self._start_attempt()
+
+    def _authorized(self, headers: list[Header]) -> bool:
+        """The RBAC filters, in order (Istio: DENY policies first, then ALLOW); False once one denies."""
+        down = self.down
+        peer = down.peer
+        path = self.path.decode("latin-1")
+        q = path.find("?")
+        facts = RequestFacts(headers=headers, path=path if q < 0 else path[:q], destination_port=down.local_port,
+                             peer_ip=down.peer_address[0], uri_sans=peer.uri_sans, dns_sans=peer.dns_sans,
+                             subject=peer.subject, authenticated=peer.presented)
+        for rbac in self.ctx.rbac_filters:
+            decision = rbac.evaluate(facts)
+            if not decision.allowed:
+                self.fail(errors.RbacDenied(decision.policy))
+                return False
+        return True
 
     def _rewrite(self, headers: list[Header], croute: CompiledRoute, action: RouteAction) -> None:
         for i, (name, value) in enumerate(headers):

@@ -37,6 +37,7 @@ class PeerIdentity:
     uri_sans: tuple[str, ...] = ()
     dns_sans: tuple[str, ...] = ()
     subject: str = ""
+    presented: bool = False  # the peer presented a (verified) certificate
 
     @property
     def principal(self) -> str:
@@ -58,7 +59,7 @@ def identity_from_cert(cert: dict[str, object] | None) -> PeerIdentity:
         elif kind == "DNS":
             dns.append(value)
     subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)  # type: ignore[attr-defined]
-    return PeerIdentity(tuple(uris), tuple(dns), subject)
+    return PeerIdentity(tuple(uris), tuple(dns), subject, presented=True)
 
 
 def san_matches(validation: ValidationContext | None, identity: PeerIdentity) -> bool:

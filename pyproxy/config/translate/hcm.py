@@ -14,6 +14,7 @@ from typing import Any
 
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 
 from pyproxy.config import model as m
@@ -29,6 +30,7 @@ from pyproxy.config.translate.common import (
     wrapped,
 )
 from pyproxy.config.translate.dynamic import ADS_SOURCE, config_source
+from pyproxy.config.translate.rbac import RBAC, RBAC_TYPE, rbac_filter
 from pyproxy.config.translate.routes import route_configuration
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -232,12 +234,19 @@ def _http_filters(ctx: Ctx, filters: Any, path: str) -> tuple[m.HttpFilter, ...]
         )
         type_name = typed_name(f.typed_config) if f.HasField("typed_config") else ""
         is_router = type_name == ROUTER_TYPE or (not type_name and f.name in _ROUTER_NAMES)
+        if type_name == RBAC_TYPE:
+            tpath = join(fpath, "typed_config")
+            rbac = rbac_filter(ctx, unpack(f.typed_config, rbac_http_pb2.RBAC), tpath)
+            if i == len(filters) - 1:
+                ctx.add(fpath, f"the last http filter must be {ROUTER}")
+            out.append(m.HttpFilter(name=f.name or RBAC, type_url=f"type.googleapis.com/{RBAC_TYPE}", config=rbac))
+            continue
         if not is_router:
             what = f"http filter {f.name!r}" + (f" ({type_name})" if type_name else "")
             if f.is_optional:
                 ctx.warnings.append(f"{fpath}: optional {what} is not supported by pyproxy: skipped")
                 continue
-            ctx.add(fpath, f"{what} is not supported by pyproxy (supported: {ROUTER})")
+            ctx.add(fpath, f"{what} is not supported by pyproxy (supported: {RBAC}, {ROUTER})")
             continue
         config = m.RouterConfig()
         if type_name:
