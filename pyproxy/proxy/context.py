@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyproxy.accesslog import AccessLogger
-from pyproxy.filters.rbac import RbacFilter
 from pyproxy.config.model import (
     FilterChain,
     HttpConnectionManager,
@@ -24,6 +23,7 @@ from pyproxy.config.model import (
     RouterConfig,
     TrafficDirection,
 )
+from pyproxy.filters.rbac import RbacFilter
 from pyproxy.http2.connection import H2Settings
 from pyproxy.http2.hpack import Header
 from pyproxy.routing.table import RouteTable
