@@ -8,6 +8,7 @@ finish, then its connections close).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import socket
@@ -210,6 +211,16 @@ class ClusterState:
         if hosts or not self.hosts:
             self.set_hosts(hosts)
 
+    def reconfigure(self, config: Cluster) -> None:
+        """Take ``config`` which differs from the current one only in endpoints and/or TLS material."""
+        tls_changed = config.tls != self.config.tls
+        self.config = config
+        if tls_changed:
+            self.ssl_context = self.runtime.ssl_context(config.tls) if config.tls else None
+            self.local_principal = local_principal(config.tls)
+        if not self.needs_dns:
+            self.set_hosts(self._static_hosts())
+
     def drain(self) -> None:
         if self.outlier is not None:
             self.outlier.close()
@@ -218,6 +229,10 @@ class ClusterState:
         for h in self.hosts:
             if h.pool is not None:
                 h.pool.drain()
+
+
+def _only_endpoints_or_tls_changed(old: Cluster, new: Cluster) -> bool:
+    return dataclasses.replace(old, load_assignment=new.load_assignment, tls=new.tls) == new
 
 
 class ClusterManager:
@@ -233,6 +248,12 @@ class ClusterManager:
         for name, cfg in configs.items():
             old = self.clusters.get(name)
             if old is not None and old.config == cfg:
+                new[name] = old
+                continue
+            if old is not None and _only_endpoints_or_tls_changed(old.config, cfg):
+                # EDS updates and certificate rotation (SDS) change a cluster in place, as in Envoy: hosts that
+                # stay keep their connections; new connections use the new certificate; nothing is reset.
+                old.reconfigure(cfg)
                 new[name] = old
                 continue
             state = ClusterState(self.runtime, cfg)
