@@ -187,7 +187,7 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
             (
                 f"{HCM}.http_filters[0]",
                 f"http filter 'envoy.filters.http.fault' ({FAULT}) is not supported by pyproxy "
-                "(supported: envoy.filters.http.router)",
+                "(supported: envoy.filters.http.rbac, envoy.filters.http.router)",
             )
         ],
     ),
