@@ -1,6 +1,15 @@
-"""Topology + placement + certificate files -> one Envoy v3 bootstrap per sidecar (pure functions).
+"""Topology + placement -> one Envoy v3 bootstrap per sidecar (pure functions), in two shapes.
 
-Each sidecar gets what Istio would push to it, named the way Istio names it, but as a static bootstrap:
+**ADS (the default, :func:`build_ads_bootstraps`)**, the shape of Istio's sidecar bootstrap: the node (id,
+cluster and metadata with Istio's keys), admin on <address>:15000, and everything else from the control
+plane over one ADS stream: ``dynamic_resources`` with ``lds_config`` / ``cds_config`` ``{ads: {}}`` (no
+initial fetch timeout, like Istio: a sidecar is ready once it has its configuration) and ``ads_config`` (gRPC,
+xDS v3, node sent on the first message only) through the STATIC cluster ``xds-grpc`` (HTTP/2) at the control
+plane's xDS address. The node id is the registry's (:func:`mesh_ctl.registry.sidecar_node_id`), Istio's
+``sidecar~<ip>~<pod>.<ns>~<ns>.svc.<suffix>``, so the control plane knows which workload is asking.
+
+**Static (`mesh_ctl up --static`, :func:`build_bootstraps`)**: what the control plane would push, named the
+way Istio names it, written into the bootstrap instead (no control plane needed, nothing can change it):
 
 - client sidecar (the workload ``calls`` a service): listener ``virtualOutbound`` on <address>:15001
   (OUTBOUND, plain h2c: the local app dials it), one virtual host per called service with Istio's domains
@@ -38,6 +47,7 @@ from google.protobuf import json_format
 
 from mesh_ctl.addressing import Placement, WorkloadAddresses
 from mesh_ctl.ca.files import CertFiles
+from mesh_ctl.registry import sidecar_node_id
 from mesh_ctl.topology import CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL, Service, Topology, Workload
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -51,6 +61,8 @@ HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HTTP_OPTIONS_TYPE = f"type.googleapis.com/{HTTP_OPTIONS}"
 
 CONNECT_TIMEOUT = "10s"  # Istio's connectionPool.tcp.connectTimeout default
+XDS_CLUSTER = "xds-grpc"  # Istio's name for the static cluster of the control plane
+XDS_CONNECT_TIMEOUT = "1s"  # Istio's xds-grpc connect_timeout
 OUTBOUND_LB = "LEAST_REQUEST"  # Istio's default load balancer
 ALPN = ["h2"]
 
@@ -116,13 +128,57 @@ def build_bootstrap(topology: Topology, placement: Placement, workload: str, cer
     }
 
 
+def build_ads_bootstraps(topology: Topology, placement: Placement, xds_address: str) -> dict[str, Json]:
+    """One ADS bootstrap per workload (every workload has a sidecar), keyed by workload name."""
+    return {w.name: build_ads_bootstrap(topology, placement, w.name, xds_address) for w in topology.workloads}
+
+
+def build_ads_bootstrap(topology: Topology, placement: Placement, workload: str, xds_address: str) -> Json:
+    """A sidecar that gets its listeners, routes, clusters and endpoints from the control plane at
+    ``xds_address`` (``host:port`` of its plain-gRPC ADS port, istiod's 15010)."""
+    w = topology.workload(workload)
+    here = placement.of(workload)
+    host, sep, port = xds_address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise BootstrapError(f"xDS address must be HOST:PORT, got {xds_address!r}")
+    xds_cluster = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": XDS_CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _address(host.strip("[]"), int(port))}}]}]},
+        "typed_extension_protocol_options": _http2_options(),  # gRPC
+    }
+    return {
+        "node": _node(topology, w, here),
+        "admin": {"address": _address(here.address, here.admin)},
+        "dynamic_resources": {
+            "lds_config": _ads_config_source(),
+            "cds_config": _ads_config_source(),
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+        },
+        "static_resources": {"clusters": [xds_cluster]},
+    }
+
+
+def _ads_config_source() -> Json:
+    # A new dict each time: YAML would write a shared one as an anchor and an alias.
+    return {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+
+
 def _node(topology: Topology, w: Workload, here: WorkloadAddresses) -> Json:
     labels = dict(w.labels)
     labels.setdefault(CANONICAL_NAME_LABEL, w.canonical_service)
     labels.setdefault(CANONICAL_REVISION_LABEL, w.canonical_revision)
     return {
         # Istio's sidecar node id: sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<suffix>
-        "id": f"sidecar~{here.address}~{w.name}.{w.namespace}~{w.namespace}.svc.{topology.domain_suffix}",
+        "id": sidecar_node_id(here.address, w.name, w.namespace, topology.domain_suffix),
         "cluster": f"{w.canonical_service}.{w.namespace}",
         "metadata": {
             "NAME": w.name,

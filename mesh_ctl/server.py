@@ -8,7 +8,10 @@ Pieces, wired here and nowhere else::
         | flush: snapshot -> Generation(registry, normalized resources, revision)
     AdsServer (xds/ads.py)            re-translates connected proxies, pushes only what changed
     gRPC server                       ADS on --xds-address (plain h2c, loopback: istiod's 15010)
+    CA (mesh_ctl.ca.control)          IstioCertificateService/CreateCertificate on the same gRPC server;
+        | subscribe: trust bundle changed  (root rotation) -> _on_trust_bundle
     management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls
+                   (ca/api.py)        + /v1/ca/*: status, root, rotate-root, tokens
 
 The registry is built once from the topology (and its placement, the same options as `mesh_ctl up`) and the
 run's certificate directory. Restart-safety: the store is loaded before the ADS port opens, translation is
@@ -28,13 +31,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from mesh_ctl.ca.api import install_routes as install_ca_routes
+from mesh_ctl.ca.control import ControlPlaneCA
+from mesh_ctl.ca.material import CaConfigError
+from mesh_ctl.ca.options import CaOptions
+from mesh_ctl.ca.service import add_to_server as add_ca_service
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
@@ -86,6 +94,7 @@ class ServeOptions:
     debounce_max: float = DEBOUNCE_MAX
     refresh_interval: float = 2.0  # how often to look for store.json changed by another process
     grace: float = 1.0  # for open ADS streams on shutdown (they never end by themselves)
+    ca: CaOptions = field(default_factory=CaOptions.from_env)  # directories resolved from run_dir / state_dir
 
 
 class ControlPlane:
@@ -100,6 +109,8 @@ class ControlPlane:
         snapshot = self.store.snapshot()
         self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)))
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
+        run_root = options.run_dir.root if options.run_dir is not None else None
+        self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain)
         self.started_at = time.time()
         self.xds_address = ""
         self.api_address = ""
@@ -127,9 +138,12 @@ class ControlPlane:
         self._unsubscribe.append(self.store.subscribe(on_commit))
         self._tasks.append(asyncio.create_task(self.debouncer.run(), name="debouncer"))
         self._tasks.append(asyncio.create_task(self._watch_store_file(), name="store-refresh"))
+        self._unsubscribe.append(self.ca.subscribe(self._on_trust_bundle))
+        self._tasks.append(asyncio.create_task(self.ca.run(), name="ca-rotation"))
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        add_ca_service(self.ca.servicer, server)
         host, port = split_address(self.options.xds_address)
         bound = server.add_insecure_port(join_address(host, port))
         if bound == 0:
@@ -139,10 +153,11 @@ class ControlPlane:
         self.xds_address = join_address(host, bound)
 
         install_routes(self._http, self)
+        install_ca_routes(self._http, self.ca)
         api_host, api_port = await self._http.start(*split_address(self.options.api_address))
         self.api_address = join_address(api_host, api_port)
         self._write_discovery()
-        log.info("control plane up: xDS (ADS, plain gRPC) on %s, management API on http://%s, store %s at "
+        log.info("control plane up: xDS (ADS + CA, plain gRPC) on %s, management API on http://%s, store %s at "
                  "revision %s, %d workloads, %d services", self.xds_address, self.api_address,
                  self.store.path, self.store.revision, len(self.registry.workloads), len(self.registry.services))
 
@@ -170,6 +185,11 @@ class ControlPlane:
             await self.stop()
 
     # ------------------------------------------------------------------------------------------ pushes
+
+    def _on_trust_bundle(self, bundle: list[str]) -> None:
+        """The CA's trust bundle changed (a root rotation published or retired a root): every proxy must get
+        it as its SDS ``ROOTCA`` secret. ``self.ca.trust_bundle()`` is the current bundle at any time."""
+        log.info("trust bundle changed: %d root(s)", len(bundle))
 
     async def _flush(self, reasons: list[str]) -> None:
         snapshot = await asyncio.to_thread(self.store.snapshot)
@@ -226,7 +246,7 @@ def serve(options: ServeOptions) -> int:
 
     try:
         asyncio.run(main())
-    except (OSError, StoreCorrupt) as e:
+    except (OSError, StoreCorrupt, CaConfigError) as e:
         log.error("cannot start: %s", e)
         return 1
     return 0

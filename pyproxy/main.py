@@ -4,6 +4,10 @@
 SIGTERM/SIGINT or ``POST /quitquitquit``: stop accepting, send GOAWAY on every downstream connection, let
 streams in flight finish for up to ``--drain-time-s`` seconds, then exit 0. A configuration that cannot be
 used is reported with its field paths and the process exits 1 before binding anything.
+
+Identity agent (istio-agent's role, :mod:`pyproxy.agent`): with ``--ca-address`` the proxy makes its own key,
+gets its certificate from the mesh's CA with the bootstrap token (``--token-path``) and publishes it as the
+SDS secrets ``default`` and ``ROOTCA``; ``/ready`` then also waits for the first certificate.
 """
 
 from __future__ import annotations
@@ -43,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="graceful shutdown: how long streams in flight may take (default 5)")
     p.add_argument("--log-path", help="write logs to this file instead of stderr")
     p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
+    agent = p.add_argument_group("identity agent", "make a key, get its certificate from the mesh's CA and "
+                                 "serve it as the SDS secrets 'default' and 'ROOTCA' (istio-agent's job)")
+    agent.add_argument("--ca-address", metavar="HOST:PORT",
+                       help="the CA (istio.v1.auth.IstioCertificateService), e.g. the control plane's 15010")
+    agent.add_argument("--ca-root", metavar="FILE",
+                       help="verify the CA over TLS with this root bundle (default: plaintext gRPC, loopback)")
+    agent.add_argument("--token-path", metavar="FILE",
+                       help="the workload's bootstrap token (JWT), read again for every request")
+    agent.add_argument("--cert-ttl", metavar="DURATION", default="24h",
+                       help="requested certificate lifetime (Istio SECRET_TTL; e.g. 24h, 90m, 5s; default 24h)")
+    agent.add_argument("--key-algorithm", choices=["rsa", "ecdsa"], default="rsa",
+                       help="rsa (2048, default) or ecdsa (P-256; Istio ECC_SIGNATURE_ALGORITHM=ECDSA)")
+    agent.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain (default cluster.local)")
+    agent.add_argument("--namespace", help="overrides the bootstrap's node.metadata NAMESPACE")
+    agent.add_argument("--service-account", help="overrides the bootstrap's node.metadata SERVICE_ACCOUNT")
+    agent.add_argument("--secret-dir", metavar="DIR",
+                       help="where the private key directory is made (default /dev/shm, else the temp dir)")
     # Envoy flags accepted for compatibility with existing launch scripts; they have no effect here.
     for flag, takes_value in (("--base-id", True), ("--concurrency", True), ("--restart-epoch", True),
                               ("--parent-shutdown-time-s", True), ("--log-format", True),
@@ -90,6 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for warning in snapshot.warnings:
         log.warning("configuration: %s", warning)
+    agent_options = None
+    if args.ca_address or args.token_path or args.ca_root:
+        from pyproxy.agent.options import AgentConfigError, AgentOptions
+
+        try:
+            if not args.ca_address:
+                raise AgentConfigError("--token-path/--ca-root need --ca-address")
+            if snapshot.dynamic is None:
+                raise AgentConfigError("--ca-address needs a bootstrap with dynamic_resources.ads_config: the "
+                                       "certificate is served to TLS contexts as the SDS secrets default/ROOTCA")
+            agent_options = AgentOptions.build(
+                ca_address=args.ca_address, token_path=args.token_path, node=snapshot.node, ca_root=args.ca_root,
+                ttl=args.cert_ttl, key_algorithm=args.key_algorithm, trust_domain=args.trust_domain,
+                namespace=args.namespace, service_account=args.service_account, secret_dir=args.secret_dir)
+        except AgentConfigError as e:
+            print(f"pyproxy: identity agent: {e}", file=sys.stderr)
+            return 1
     if args.mode == "validate":
         print(f"configuration '{args.config_path}' OK")
         return 0
@@ -98,12 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  args.concurrency)
     stats_addresses = [_parse_address(a) for a in args.stats_address]
     try:
-        return trio.run(serve, snapshot, stats_addresses, args.drain_time_s)
+        return trio.run(serve, snapshot, stats_addresses, args.drain_time_s, agent_options)
     except KeyboardInterrupt:
         return 0
 
 
-async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float) -> int:
+async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
+                agent_options: object = None) -> int:
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
@@ -126,7 +165,14 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
         if snapshot.dynamic is not None:
             from pyproxy.xds.client import AdsClient
 
-            nursery.start_soon(AdsClient(runtime, snapshot).run)
+            if agent_options is not None:
+                from pyproxy.agent.pki import WORKLOAD_SECRET
+
+                ads = AdsClient(runtime, snapshot, local_only=(WORKLOAD_SECRET,))
+                start_agent(nursery, runtime, ads, agent_options)
+            else:
+                ads = AdsClient(runtime, snapshot)
+            nursery.start_soon(ads.run)
             log.info("pyproxy %s started; waiting for xDS from cluster %s", __version__,
                      snapshot.dynamic.ads_cluster)
         else:
@@ -147,6 +193,20 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
             await runtime.wait_idle()
         nursery.cancel_scope.cancel()
     return 0
+
+
+def start_agent(nursery: trio.Nursery, runtime: object, ads: object, options: object) -> None:
+    """The identity agent publishes into the ADS client's state; files it removes are those the installed
+    snapshot no longer names."""
+    from pyproxy.agent.manager import SecretManager
+    from pyproxy.agent.options import AgentOptions
+    from pyproxy.agent.store import files_in_use
+    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.xds.client import AdsClient
+
+    assert isinstance(runtime, Runtime) and isinstance(ads, AdsClient) and isinstance(options, AgentOptions)
+    manager = SecretManager(options, ads.publish_local_secrets, files_in_use=lambda: files_in_use(runtime.snapshot))
+    nursery.start_soon(manager.run)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,40 @@
-"""The mesh's certificate authority: a self-signed root and SPIFFE workload certificates.
+"""The mesh's certificate authority: SPIFFE workload certificates for workloads that prove who they are.
 
-Istio's defaults (``REFERENCE.md`` section 4): RSA 2048 keys, a self-signed root valid 10 years (subject
-``O=<trust domain>``), workload certificates valid 24 h whose only identity is the URI SAN
-``spiffe://<trust domain>/ns/<namespace>/sa/<service account>`` (empty subject, so the SAN is critical),
-usable as both TLS server and client, backdated 2 minutes for clock skew.
+Istio's defaults and shapes (``REFERENCE.md`` section 4): RSA 2048 roots valid 10 years (subject
+``O=<trust domain>``), workload certificates valid 24 h (at most 90 d) whose only identity is the critical URI
+SAN ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>`` (empty subject), usable as TLS server and
+client, backdated 2 minutes for clock skew. The flow::
 
-    authority.py   pure crypto: create_root_ca(), sign_workload_cert(ca, csr_or_public_key, spiffe_id, ttl),
-                   issue_workload_cert() (new key + sign). No files, no clock unless none is passed.
-    files.py       PEM on disk: keys 0600, certificates 0644; load-or-create the root in a directory;
-                   write a workload's cert-chain.pem / key.pem / root-cert.pem (Istio's file names).
+    mesh_ctl ca mint-token / ControlPlaneCA.mint_token   -> a bootstrap JWT naming ns/sa (tokens.py)
+    sidecar: key + CSR, CreateCertificate(csr, ttl) with `authorization: Bearer <jwt>` on the xDS port
+      service.py   token valid? -> TTL allowed? -> CSR well-formed (csr.py)? -> SAN == token identity?
+      signer.py    sign with the current signing CA (roots.py) -> [leaf, intermediates..., root]
+    trust bundle (ControlPlaneCA.trust_bundle + subscribe) -> every proxy's SDS ROOTCA (pushed by the ADS side)
 
-Signing stays a pure function so the later CA service (CSR signing over gRPC, tokens, rotation) only adds
-authentication and transport around it.
+Modules, pure unless marked I/O::
+
+    authority.py   certificate builders: roots, intermediates, workload leaves (no files, no clock)
+    tokens.py      bootstrap tokens: ES256 JWT mint/verify; the key file (I/O: load_or_create_key)
+    csr.py         what a CSR asks for, and the refusals (one SPIFFE URI SAN, our trust domain, no CA bits)
+    signer.py      TtlPolicy, SigningAuthority (who signs + chain), issue() -> the chain
+    rotation.py    root rotation with overlap as a state machine (stable -> publishing -> switched -> stable)
+    roots.py       I/O: self-signed roots on disk + rotation.json; or plug-in cacerts (material.py, I/O)
+    service.py     CertificateService (token-authenticated signing, logs, refusals) + the grpc.aio servicer
+    control.py     ControlPlaneCA: everything above as the control plane runs it (bundle listeners, clock)
+    api.py         /v1/ca/* routes of the management API;  options.py  the `serve` settings
+    files.py       PEM files: keys 0600, atomic replace; the per-workload files `mesh_ctl up` writes today
+    proto/         istio.v1.auth.IstioCertificateService, generated from protos/istio_ca.proto
 """
 
 from mesh_ctl.ca.authority import (
     CertificateAuthority,
+    create_intermediate_ca,
     create_root_ca,
+    fingerprint,
     issue_workload_cert,
     sign_workload_cert,
     spiffe_id,
 )
 
-__all__ = ["CertificateAuthority", "create_root_ca", "issue_workload_cert", "sign_workload_cert", "spiffe_id"]
+__all__ = ["CertificateAuthority", "create_intermediate_ca", "create_root_ca", "fingerprint", "issue_workload_cert",
+           "sign_workload_cert", "spiffe_id"]

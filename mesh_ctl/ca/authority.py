@@ -77,6 +77,44 @@ def create_root_ca(
     return CertificateAuthority(key=key, cert=cert)
 
 
+def create_intermediate_ca(
+    parent: CertificateAuthority,
+    trust_domain: str = "cluster.local",
+    *,
+    common_name: str = "Intermediate CA",
+    path_length: int | None = 0,
+    key: PrivateKey | None = None,
+    ttl: timedelta = timedelta(days=365),
+    now: datetime | None = None,
+) -> CertificateAuthority:
+    """An intermediate CA signed by ``parent`` (what Istio's plug-in ``cacerts`` usually hold as ca-cert)."""
+    key = key or new_private_key()
+    now = now or datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    parent_ski = x509.SubjectKeyIdentifier.from_public_key(parent.cert.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(parent.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - CLOCK_SKEW_GRACE)
+        .not_valid_after(min(now + ttl, parent.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(parent_ski), critical=False)
+        .sign(parent.key, hashes.SHA256())
+    )
+    return CertificateAuthority(key=key, cert=cert)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex (what `mesh_ctl ca status` shows)."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def sign_workload_cert(
     ca: CertificateAuthority,
     csr_or_public_key: x509.CertificateSigningRequest | PublicKey,
@@ -84,12 +122,14 @@ def sign_workload_cert(
     ttl: timedelta = WORKLOAD_TTL,
     *,
     now: datetime | None = None,
+    max_ttl: timedelta = MAX_WORKLOAD_TTL,
 ) -> x509.Certificate:
     """Sign a workload certificate whose only identity is the URI SAN ``spiffe_id``.
 
-    Pure: the caller decides *whether* ``spiffe_id`` may be issued (the later CA service checks a token);
-    whatever names a CSR asks for are ignored, only its key is used, and only if its signature verifies.
-    The certificate is valid from ``now - 2 min`` to ``now + ttl``, capped at the CA's own expiry.
+    Pure: the caller decides *whether* ``spiffe_id`` may be issued (:mod:`mesh_ctl.ca.service` checks the
+    token and the CSR); whatever names a CSR asks for are ignored here, only its key is used, and only if its
+    signature verifies. The certificate is valid from ``now - 2 min`` to ``now + ttl``, capped at the CA's
+    own expiry. ``ca`` may be a root or an intermediate.
     """
     if isinstance(csr_or_public_key, x509.CertificateSigningRequest):
         if not csr_or_public_key.is_signature_valid:
@@ -101,11 +141,14 @@ def sign_workload_cert(
         raise ValueError(f"unsupported key type {type(public_key).__name__} (RSA or ECDSA only)")
     if not _SPIFFE_ID.match(spiffe_id):
         raise ValueError(f"not a valid Istio SPIFFE ID: {spiffe_id!r}")
-    if not timedelta(0) < ttl <= MAX_WORKLOAD_TTL:
-        raise ValueError(f"workload certificate TTL must be in (0, {MAX_WORKLOAD_TTL}] (got {ttl})")
+    if not timedelta(0) < ttl <= max_ttl:
+        raise ValueError(f"workload certificate TTL must be in (0, {max_ttl}] (got {ttl})")
     now = now or datetime.now(UTC)
     not_after = min(now + ttl, ca.cert.not_valid_after_utc)
-    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    try:
+        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:  # a plugged-in CA certificate without one: derive it from the key
+        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca.cert.public_key())
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))  # Istio: no subject, the identity is the SAN alone

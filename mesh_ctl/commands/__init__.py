@@ -19,7 +19,9 @@ COMMANDS: dict[str, str] = {
     "get": "show stored Istio resources (-o yaml|json)",
     "delete": "delete Istio resources (by kind and name, or -f FILE)",
     "set-weight": "split a service's traffic between subsets (set-weight payment v1=90 v2=10)",
+    "mtls": "set the mutual TLS mode: mtls strict|permissive|disable [-n NS] [--workload W] (a PeerAuthentication)",
     "analyze": "validate Istio resources without applying them (-f FILE)",
     "proxy-status": "xDS sync state of every connected proxy (SYNCED / STALE / NOT SENT / NACKED)",
     "proxy-config": "a proxy's live listeners, routes, clusters or endpoints",
+    "ca": "the mesh's CA: status, trust bundle, rotate-root, mint-token",
 }

@@ -1,9 +1,18 @@
-"""Start the local mesh: payment v1 and v2 and a load client, each with its sidecar, on loopback.
+"""Start the local mesh: the control plane, payment v1 and v2 and a load client, each with its sidecar, on
+loopback.
+
+The control plane (`mesh_ctl serve`, istiod's role) starts first, on 127.0.0.1:15010 (xDS, plain gRPC) and
+:15014 (the API the other commands use); every sidecar gets its listeners, routes, clusters and endpoints from
+it over ADS, so `mesh_ctl apply -f vs.yaml` or `mesh_ctl set-weight payment v1=90 v2=10` changes the live
+traffic. Its Istio resources are kept in <run dir>/store across runs. If it dies, the supervisor starts it
+again (the sidecars keep serving meanwhile). `--static` runs without a control plane instead: each sidecar's
+bootstrap holds its whole configuration (for learning and debugging; nothing can change it).
 
 Each workload gets its own 127.0.0.x address (127.0.0.10, .11, .12 ...) or, where only 127.0.0.1 works,
 its own block of ports; sidecars use Istio's ports (15001 outbound, 15006 inbound, 15000 admin, 15090
 Prometheus) and talk mTLS with certificates generated for the run. The client's calls are split between
-v1 and v2 (50/50 by default). Ctrl-C (or `mesh_ctl down`) stops everything; --detach runs in the background.
+v1 and v2 (50/50 by default, until a VirtualService says otherwise). Ctrl-C (or `mesh_ctl down`) stops
+everything, the control plane last; --detach runs in the background.
 
 Environment: MINIMESH_HOME (run dir), MINIMESH_BASE_ADDRESS, MINIMESH_PORT_OFFSET, MINIMESH_ADDRESS_MODE
 provide defaults for --run-dir, --base-address, --port-offset, --address-mode.
@@ -21,6 +30,7 @@ from mesh_ctl.commands._common import add_run_dir, positive_float, positive_int
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime.local import Supervisor, UpOptions
 from mesh_ctl.runtime.prepare import StartupError, preflight
+from mesh_ctl.runtime.specs import DEFAULT_CONTROL_PLANE_HOST, ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, StateError, new_run_id, resolve_run_dir
 from mesh_ctl.topology import default_topology, load_topology
 
@@ -44,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=os.environ.get("MINIMESH_ADDRESS_MODE", "auto"),
                    help="per-workload: one 127.0.0.x each; shared: one address, a port block each; "
                         "auto: per-workload if 127.0.0.x can be bound (default)")
+    p.add_argument("--control-plane-address", metavar="ADDR", default=DEFAULT_CONTROL_PLANE_HOST,
+                   help="loopback address of the control plane; it listens on ports 15010 (xDS) and 15014 "
+                        "(API) plus the port offset (default: 127.0.0.1)")
+    p.add_argument("--static", action="store_true",
+                   help="no control plane: static sidecar bootstraps holding the whole configuration")
     p.add_argument("--proxy-log-level", choices=PROXY_LOG_LEVELS, default="info", help="sidecar log level")
     p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
                    help="how long each start-up step may take (default: 30)")
@@ -58,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
         topology = topology.with_load(args.rps, args.concurrency)
         placement = plan(topology, base_address=args.base_address, port_offset=args.port_offset,
                          mode=args.address_mode)
+        control_plane = (None if args.static
+                         else ControlPlaneAddresses.for_offset(args.control_plane_address, args.port_offset))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_id = args.run_id or new_run_id()
     if args.detach and not args.supervise:
         try:
-            preflight(run_dir, placement, sys.stdout, holding_lock=False)
+            preflight(run_dir, placement, sys.stdout, holding_lock=False, control_plane=control_plane)
         except (control.MeshRunningError, StartupError, StateError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -74,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir=run_dir, topology=topology, placement=placement, run_id=run_id,
         proxy_log_level=args.proxy_log_level, ready_timeout=args.ready_timeout,
         live_summary=not (args.no_summary or args.supervise), foreground=not args.supervise,
+        control_plane=control_plane, port_offset=args.port_offset,
     )
     return Supervisor(options).run()
 
@@ -82,7 +100,9 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
     """The options of this `up --detach` for the background `up --supervise`, with absolute paths."""
     out = ["--run-dir", str(run_dir), "--port-offset", str(args.port_offset),
            "--address-mode", args.address_mode, "--proxy-log-level", args.proxy_log_level,
-           "--ready-timeout", str(args.ready_timeout)]
+           "--ready-timeout", str(args.ready_timeout), "--control-plane-address", args.control_plane_address]
+    if args.static:
+        out.append("--static")
     if args.topology:
         out += ["--topology", str(Path(args.topology).absolute())]
     if args.rps is not None:

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from mesh_ctl.addressing import can_bind
 from mesh_ctl.runtime import procs
-from mesh_ctl.runtime.render import hints, where_table
+from mesh_ctl.runtime.render import control_plane_line, control_plane_lines, control_plane_record, hints, where_table
 from mesh_ctl.runtime.state import (
     ProcessRecord,
     RunDir,
@@ -183,10 +183,45 @@ def status(run_dir: RunDir) -> dict[str, Any]:
         "supervisor": {"pid": state.supervisor_pid, "alive": alive},
         "started_at": state.started_at,
         "address_mode": state.address_mode,
+        "control_plane": control_plane_status(run_dir, state),
         "workloads": workloads,
         "traffic": state.traffic,
         "summary": [s.to_json() for s in _summaries(run_dir, state.run_id)],
     }
+
+
+def control_plane_status(run_dir: RunDir, state: State) -> dict[str, Any] | None:
+    """The control plane of this mesh: what it says about itself (``control-plane.json``, written once it
+    serves) and the supervisor's record of it; None for `up --static` (no control plane)."""
+    from mesh_ctl.client import discovery  # not at import time: `status` stays light
+
+    record = control_plane_record(state)
+    if record is None:
+        return None
+    live = discovery(run_dir)
+    alive = procs.is_ours(record.pid, record.argv, record.start_time)
+    serving = live is not None and live.get("pid") == record.pid
+    return {
+        "pid": record.pid,
+        "alive": alive,
+        "serving": serving,  # alive and its discovery file is written: its ports are open
+        "xds_address": str(live["xds_address"]) if serving and live else record.addresses.get("xds"),
+        "api_address": str(live["api_address"]) if serving and live else record.addresses.get("api"),
+        "restarts": record.restarts,
+        "log": record.log,
+    }
+
+
+def control_plane_status_line(cp: dict[str, Any], supervised: bool = True) -> str:
+    if cp["serving"]:
+        note = ""
+    elif cp["alive"]:
+        note = " (starting)"
+    else:
+        note = " (not running: the supervisor restarts it)" if supervised else " (not running)"
+    if cp["restarts"]:
+        note += f" (restarted {cp['restarts']}x)"
+    return control_plane_line(cp["xds_address"], cp["api_address"], cp["pid"], note)
 
 
 def status_text(run_dir: RunDir) -> list[str]:
@@ -195,7 +230,10 @@ def status_text(run_dir: RunDir) -> list[str]:
     if "run_id" in st and state is not None:
         head = (f"run {st['run_id']} from {st['run_dir']}: {st['status']} (supervisor pid "
                 f"{st['supervisor']['pid']}{'' if st['running'] else ', dead'}), started {st['started_at']}")
-        lines = [head, "", *where_table(state, alive=lambda pid: _alive_in(state, pid)), ""]
+        lines = [head, ""]
+        if st["control_plane"] is not None:
+            lines += [control_plane_status_line(st["control_plane"], supervised=st["running"]), ""]
+        lines += [*where_table(state, alive=lambda pid: _alive_in(state, pid)), ""]
         lines += [summary_line(Summary.from_json(s)) for s in st["summary"]] or ["(no load reports yet)"]
         return lines
     lines = [f"no mesh is running from {st['run_dir']}"]
@@ -247,7 +285,8 @@ def launch_detached(run_dir: RunDir, run_id: str, up_args: Sequence[str], out: T
         return 130
     print(f"minimesh is up in the background: run {run_id}, supervisor pid {popen.pid}, "
           f"{state.address_mode} addresses\n", file=out)
-    for line in [*where_table(state), "", *state.traffic, "", *hints(state, state.run_dir)]:
+    for line in [*control_plane_lines(state), *where_table(state), "", *state.traffic, "",
+                 *hints(state, state.run_dir)]:
         print(line, file=out)
     print(f"  supervisor log: {log}", file=out)
     return 0

@@ -3,10 +3,19 @@
 Lifecycle (:meth:`Supervisor.run`)::
 
     lock the run dir -> clean up a dead run's leftovers -> check every address:port is free
-    -> certificates + bootstraps (validated as Envoy Bootstraps) -> start apps, wait until they listen
-    -> start sidecars, wait for /ready -> start the load clients, wait for their first report
+    -> certificates + bootstraps (validated as Envoy Bootstraps) -> start the control plane, wait for its
+    API's /ready -> start apps, wait until they listen -> start sidecars, wait for /ready (they have their
+    configuration from the control plane) -> start the load clients, wait for their first report
     -> state.json "ready", print what runs where -> every second: summary.json + live summary
-    -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps (SIGTERM, grace, SIGKILL), print totals
+    -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps, control plane (SIGTERM, grace, SIGKILL),
+    print totals
+
+The control plane is restarted when it dies (as Kubernetes restarts istiod): at once the first time, then
+after a back-off that doubles up to :data:`RESTART_BACKOFF_MAX` while it keeps dying within
+:data:`RESTART_STABLE_AFTER` seconds of its start. The new process replaces the old one's record in
+state.json (same place, so the stop order holds) with ``restarts`` counted. Sidecars keep serving their
+last configuration meanwhile and reconnect by themselves; the store on disk makes the restarted control
+plane serve the same configuration.
 
 Resource handling: children are spawned from this (main) thread with PDEATHSIG, so they die if the
 supervisor is killed outright; ``finally`` stops whatever was started however :meth:`run` ends; the state
@@ -36,8 +45,8 @@ from typing import Any, TextIO
 from mesh_ctl.addressing import Placement, listening
 from mesh_ctl.runtime import control, procs
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
-from mesh_ctl.runtime.render import hints, traffic_lines, where_table
-from mesh_ctl.runtime.specs import ProcessSpec, build_specs
+from mesh_ctl.runtime.render import control_plane_lines, hints, stored_config_lines, traffic_lines, where_table
+from mesh_ctl.runtime.specs import ControlPlaneAddresses, ProcessSpec, build_specs
 from mesh_ctl.runtime.state import (
     ProcessRecord,
     RunDir,
@@ -51,9 +60,23 @@ from mesh_ctl.runtime.state import (
 from mesh_ctl.runtime.summary import Summary, parse_client_line, summary_line, summary_lines
 from mesh_ctl.topology import Topology
 
+RESTART_BACKOFF_FIRST = 0.0  # the first restart after a stable run is immediate
+RESTART_BACKOFF_BASE = 1.0  # then 1, 2, 4 ... s while it keeps dying young
+RESTART_BACKOFF_MAX = 30.0
+RESTART_STABLE_AFTER = 30.0  # a process that ran this long resets the back-off
+RESTART_POLL = 0.25  # how often the supervisor looks for a restartable process that exited
+
 
 class StartupInterruptedError(Exception):
     pass
+
+
+def restart_delay(quick_crashes: int) -> float:
+    """Seconds before restarting a process that died after ``quick_crashes`` consecutive short runs
+    (1 = it died once: restart at once)."""
+    if quick_crashes <= 1:
+        return RESTART_BACKOFF_FIRST
+    return min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_BASE * 2.0 ** (quick_crashes - 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,8 @@ class UpOptions:
     live_summary: bool = True
     foreground: bool = True  # False for the background supervisor of `up --detach`
     python: str = sys.executable
+    control_plane: ControlPlaneAddresses | None = None  # None: `up --static`, no control plane
+    port_offset: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -80,6 +105,9 @@ class Running:
     buffer: bytearray = field(default_factory=bytearray)
     eof: bool = False
     exit_reported: bool = False
+    started: float = field(default_factory=time.monotonic)
+    quick_crashes: int = 0  # consecutive exits soon after a start (restartable processes)
+    restart_at: float | None = None  # when a restartable process that exited is started again
 
 
 class Supervisor:
@@ -95,6 +123,7 @@ class Supervisor:
         self._wake: tuple[int, int] | None = None
         self._old_handlers: dict[int, Any] = {}
         self._drawn = 0
+        self._env: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------- run
 
@@ -109,8 +138,9 @@ class Supervisor:
             return 1
         self._install_signals()
         try:
-            preflight(self.o.run_dir, self.o.placement, self.out, holding_lock=True)
-            bootstraps = prepare(self.o.run_dir, self.o.topology, self.o.placement)
+            preflight(self.o.run_dir, self.o.placement, self.out, holding_lock=True,
+                      control_plane=self.o.control_plane)
+            bootstraps = prepare(self.o.run_dir, self.o.topology, self.o.placement, self.o.control_plane)
             self._start(bootstraps)
             self._announce()
             self._loop()
@@ -136,11 +166,13 @@ class Supervisor:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"), address_mode=o.placement.mode,
             workloads=_workload_records(o.topology, o.placement),
             traffic=traffic_lines(o.topology, o.placement),
+            services={s.name: [b.name for b in s.subsets] for s in o.topology.services},
         )
         write_state(o.run_dir, self.state)
         specs = build_specs(o.topology, o.placement, bootstraps, python=o.python,
-                            proxy_log_level=o.proxy_log_level)
-        env = procs.child_env()
+                            proxy_log_level=o.proxy_log_level, control_plane=o.control_plane, run_dir=o.run_dir,
+                            port_offset=o.port_offset)
+        env = self._env = procs.child_env()
         for group_specs in specs:
             group: list[Running] = []
             self.groups.append(group)
@@ -149,6 +181,8 @@ class Supervisor:
                 self.state.processes.append(group[-1].record)
                 write_state(o.run_dir, self.state)
             self._wait_ready(group)
+            if o.control_plane is not None and group[0].spec.role == "control-plane":
+                self.state.traffic += stored_config_lines(_stored_resources(o.control_plane.api))
         self.state.status = "ready"
         write_state(o.run_dir, self.state)
 
@@ -191,7 +225,7 @@ class Supervisor:
         self._say(f"minimesh is up: run {self.o.run_id}, supervisor pid {os.getpid()}, "
                   f"{self.o.placement.mode} addresses\n")
         st = self.state
-        for line in [*where_table(st), "", *st.traffic, "", *hints(st, st.run_dir)]:
+        for line in [*control_plane_lines(st), *where_table(st), "", *st.traffic, "", *hints(st, st.run_dir)]:
             self._say(line)
         if self.o.foreground:
             self._say("\nCtrl-C stops the mesh.\n")
@@ -205,18 +239,51 @@ class Supervisor:
             if now >= next_tick:
                 self._tick()
                 next_tick = now + 1.0
-            self._pump(max(0.0, next_tick - time.monotonic()))
+            self._restart_exited()
+            self._pump(max(0.0, min(next_tick, now + RESTART_POLL) - time.monotonic()))
 
     def _tick(self) -> None:
         for r in self._all():
             code = r.popen.poll()
-            if code is not None and not r.exit_reported:
+            if code is not None and not r.exit_reported and not r.spec.restart:
                 r.exit_reported = True
                 self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code}; log: {r.log}",
                           err=True)
         self._write_summary()
         if self.o.live_summary:
             self._draw()
+
+    def _restart_exited(self) -> None:
+        """Start again each restartable process that exited, once its back-off is over."""
+        for group in self.groups:
+            for i, r in enumerate(group):
+                if not r.spec.restart:
+                    continue
+                code = r.popen.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                if r.restart_at is None:
+                    lived = now - r.started
+                    r.quick_crashes = r.quick_crashes + 1 if lived < RESTART_STABLE_AFTER else 1
+                    delay = restart_delay(r.quick_crashes)
+                    r.restart_at = now + delay
+                    self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code} after "
+                              f"{lived:.1f} s; restarting it{f' in {delay:g} s' if delay else ''}; log: {r.log}",
+                              err=True)
+                if now < r.restart_at:
+                    continue
+                group[i] = self._respawn(r)
+
+    def _respawn(self, old: Running) -> Running:
+        assert self.state is not None
+        new = self._spawn(old.spec, self._env)
+        new.quick_crashes = old.quick_crashes
+        new.record.restarts = old.record.restarts + 1
+        self.state.processes = [new.record if p is old.record else p for p in self.state.processes]
+        write_state(self.o.run_dir, self.state)
+        self._say(f"{old.spec.name} restarted (pid {new.popen.pid}, restart {new.record.restarts})", err=True)
+        return new
 
     def _pump(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for client output or a signal; parse whatever arrived."""
@@ -384,6 +451,17 @@ def _workload_records(topology: Topology, placement: Placement) -> list[Workload
                    "prometheus": at.prometheus},
         ))
     return out
+
+
+def _stored_resources(api: str) -> list[dict[str, Any]]:
+    """The Istio resources in the control plane's store (empty if it cannot tell: this is only a note)."""
+    from mesh_ctl.client import Client, ControlPlaneError, Endpoint
+
+    try:
+        items = Client(Endpoint(api, "mesh_ctl up"), timeout=5.0).resources().get("items", [])
+    except ControlPlaneError:
+        return []
+    return [i for i in items if isinstance(i, dict)]
 
 
 def _target(spec: ProcessSpec) -> str:

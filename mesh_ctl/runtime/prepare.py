@@ -12,10 +12,11 @@ from typing import TextIO
 
 import yaml
 
-from mesh_ctl.addressing import Placement, busy_sockets
-from mesh_ctl.bootstrap import build_bootstraps, to_yaml, validate_bootstrap
+from mesh_ctl.addressing import Placement, busy_sockets, can_bind
+from mesh_ctl.bootstrap import build_ads_bootstraps, build_bootstraps, to_yaml, validate_bootstrap
 from mesh_ctl.ca.files import load_or_create_root, write_workload_files
 from mesh_ctl.runtime import control
+from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir
 from mesh_ctl.topology import Topology, topology_to_dict
 
@@ -24,8 +25,11 @@ class StartupError(RuntimeError):
     pass
 
 
-def prepare(run_dir: RunDir, topology: Topology, placement: Placement) -> dict[str, Path]:
-    """Write topology.yaml, the certificates and one validated bootstrap per sidecar; return their paths."""
+def prepare(run_dir: RunDir, topology: Topology, placement: Placement,
+            control_plane: ControlPlaneAddresses | None = None) -> dict[str, Path]:
+    """Write topology.yaml, the certificates and one validated bootstrap per sidecar; return their paths.
+
+    With ``control_plane`` the bootstraps point at its xDS address (ADS); without, they are static."""
     rd = run_dir
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.topology.write_text(yaml.safe_dump(topology_to_dict(topology), sort_keys=False))
@@ -33,7 +37,9 @@ def prepare(run_dir: RunDir, topology: Topology, placement: Placement) -> dict[s
     certs = {w.name: write_workload_files(rd.certs / w.name, ca, topology.spiffe_id(w))
              for w in topology.workloads}
     paths: dict[str, Path] = {}
-    for name, bootstrap in build_bootstraps(topology, placement, certs).items():
+    bootstraps = (build_bootstraps(topology, placement, certs) if control_plane is None
+                  else build_ads_bootstraps(topology, placement, control_plane.xds))
+    for name, bootstrap in bootstraps.items():
         validate_bootstrap(bootstrap)
         path = rd.bootstraps / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +48,10 @@ def prepare(run_dir: RunDir, topology: Topology, placement: Placement) -> dict[s
     return paths
 
 
-def preflight(run_dir: RunDir, placement: Placement, out: TextIO, *, holding_lock: bool) -> None:
-    """Refuse to start over a running mesh or on busy addresses; clean up after a dead supervisor."""
+def preflight(run_dir: RunDir, placement: Placement, out: TextIO, *, holding_lock: bool,
+              control_plane: ControlPlaneAddresses | None = None) -> None:
+    """Refuse to start over a running mesh or on busy addresses (the control plane's too); clean up after a
+    dead supervisor."""
     if not holding_lock:
         control.ensure_not_running(run_dir)
     running = control.running_supervisor(run_dir)
@@ -54,7 +62,10 @@ def preflight(run_dir: RunDir, placement: Placement, out: TextIO, *, holding_loc
     for line in control.clean_stale(run_dir):
         print(line, file=out)
     busy = busy_sockets(placement)
+    if control_plane is not None:
+        busy += [s for s in control_plane.sockets() if not can_bind(s[2], s[3])]
     if busy:
         listed = "\n".join(f"  {host}:{port}  ({workload} {role})" for workload, role, host, port in busy)
         raise StartupError(f"these addresses are in use (another mesh? see `mesh_ctl status`):\n{listed}\n"
-                           "Choose others with --base-address / --port-offset.")
+                           "Choose others with --base-address / --port-offset (--control-plane-address for the "
+                           "control plane).")

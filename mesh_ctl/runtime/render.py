@@ -1,11 +1,14 @@
-"""Text for people: what runs where (a table), the traffic paths, and hints (pure string builders)."""
+"""Text for people: the control plane, what runs where (a table), the traffic paths, hints (pure string
+builders)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from mesh_ctl.addressing import Placement
-from mesh_ctl.runtime.state import State
+from mesh_ctl.runtime.specs import CONTROL_PLANE
+from mesh_ctl.runtime.state import ProcessRecord, State
 from mesh_ctl.topology import Topology
 
 PORT_COLUMNS = (("app", "APP"), ("outbound", "OUTBOUND"), ("inbound", "INBOUND"), ("admin", "ADMIN"),
@@ -60,6 +63,34 @@ def traffic_lines(topology: Topology, placement: Placement) -> list[str]:
     return lines
 
 
+def control_plane_record(state: State) -> ProcessRecord | None:
+    return next((p for p in state.processes if p.role == CONTROL_PLANE), None)
+
+
+def control_plane_line(xds: str, api: str, pid: int | str, note: str = "") -> str:
+    """``control plane: xDS 127.0.0.1:15010 (plain gRPC), API http://127.0.0.1:15014, pid N``."""
+    return f"control plane: xDS {xds} (plain gRPC), API http://{api}, pid {pid}{note}"
+
+
+def control_plane_lines(state: State) -> list[str]:
+    """The control plane's line (from the state file's record) and a blank line; none with `up --static`."""
+    cp = control_plane_record(state)
+    if cp is None:
+        return []
+    restarts = f" (restarted {cp.restarts}x)" if cp.restarts else ""
+    return [control_plane_line(cp.addresses.get("xds", "?"), cp.addresses.get("api", "?"), cp.pid, restarts), ""]
+
+
+def stored_config_lines(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the control plane's store already holds (it survives `down`): it overrides the split above."""
+    if not items:
+        return []
+    names = [f"{i.get('kind', '?')} {i.get('metadata', {}).get('namespace', '?')}/"
+             f"{i.get('metadata', {}).get('name', '?')}" for i in items]
+    return [f"the config store (kept across runs) holds {len(items)} Istio resource{'s' if len(items) > 1 else ''}: "
+            f"{', '.join(names)}; they take precedence over the split above (`mesh_ctl get vs`)"]
+
+
 def hints(state: State, run_dir: str) -> list[str]:
     admin = next((p.addresses["admin"] for p in state.processes if "admin" in p.addresses), None)
     prom = next((p.addresses["prometheus"] for p in state.processes if "prometheus" in p.addresses), None)
@@ -67,5 +98,14 @@ def hints(state: State, run_dir: str) -> list[str]:
     out = [f"  state, logs, certificates, bootstraps: {run_dir}"]
     if admin and prom:
         out.append(f"  curl http://{admin}/config_dump    curl http://{prom}/stats/prometheus")
+    if control_plane_record(state) is not None:
+        service, subsets = next(iter(state.services.items()), ("payment", ["v1", "v2"]))
+        if len(subsets) >= 2:
+            weights = " ".join(f"{s}={w}" for s, w in zip(subsets, (90, 10, *([0] * len(subsets))), strict=False))
+            out.append(f"  mesh_ctl set-weight {service} {weights}{rd}")
+        out.append(f"  mesh_ctl apply -f examples/vs-50-50.yaml{rd}    mesh_ctl get vs{rd}")
+        client = next((w.name for w in state.workloads if w.ports.get("outbound")), None)
+        routes = f"    mesh_ctl proxy-config routes {client}{rd}" if client else ""
+        out.append(f"  mesh_ctl proxy-status{rd}{routes}")
     out.append(f"  mesh_ctl status{rd}    mesh_ctl down{rd}")
     return out

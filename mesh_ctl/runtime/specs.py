@@ -1,25 +1,78 @@
 """What to run for each workload, in which order, and how to tell it is ready (pure).
 
-Start order, in three groups (each group starts together, the next one waits until it is ready):
+Start order, in groups (each group starts together, the next one waits until it is ready):
 
+0. the control plane     ``python -m mesh_ctl serve ...``       ready: its API's ``GET /ready`` answers 200
 1. the serving apps      ``python -m payment_service.server``   ready: accepts TCP on its app port
 2. every sidecar         ``python -m pyproxy -c <bootstrap>``    ready: admin ``GET /ready`` answers 200
+                                                                (with ADS: once it has its configuration)
 3. the load clients      ``python -m payment_service.client``    ready: printed its first JSON report
 
-Stopping runs the groups in reverse.
+Stopping runs the groups in reverse, so the control plane stops last. With ``up --static`` there is no
+group 0 (the sidecars' bootstraps hold their whole configuration).
+
+The control plane is the one process the supervisor restarts when it dies (``restart=True``), the way
+Kubernetes restarts istiod: the sidecars keep serving their last configuration meanwhile and resync when it
+is back. Its addresses: ``<control-plane address>:15010+N`` (xDS, plain gRPC) and ``:15014+N`` (the
+management API), N the port offset, 127.0.0.1 by default.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mesh_ctl.addressing import Placement
-from mesh_ctl.runtime.state import Role
+from mesh_ctl.addressing import AddressingError, Placement
+from mesh_ctl.runtime.state import Role, RunDir
 from mesh_ctl.topology import Topology, Workload
 
 ReadyKind = Literal["tcp", "http-ready", "first-report"]
+
+XDS_PORT = 15010  # istiod's plain-text xDS port
+API_PORT = 15014  # istiod's monitoring/debug port; here the management API the CLI calls
+DEFAULT_CONTROL_PLANE_HOST = "127.0.0.1"
+CONTROL_PLANE = "control-plane"  # its process name, workload and role in state.json
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneAddresses:
+    """Where `mesh_ctl up` runs the control plane: ``host:15010+N`` (xDS) and ``host:15014+N`` (API)."""
+
+    host: str
+    xds_port: int
+    api_port: int
+
+    @classmethod
+    def for_offset(cls, host: str | None, port_offset: int) -> ControlPlaneAddresses:
+        host = host or DEFAULT_CONTROL_PLANE_HOST
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise AddressingError(f"control plane address {host!r} is not an IP address") from None
+        if not ip.is_loopback:
+            raise AddressingError(f"control plane address {host} is not a loopback address: its xDS port is "
+                                  "plain, unauthenticated gRPC (like istiod's 15010)")
+        ports = (XDS_PORT + port_offset, API_PORT + port_offset)
+        if not all(1 <= p <= 65535 for p in ports):
+            raise AddressingError(f"control plane ports {ports} are out of range: choose a smaller port offset")
+        return cls(str(ip), *ports)
+
+    def _join(self, port: int) -> str:
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+
+    @property
+    def xds(self) -> str:
+        return self._join(self.xds_port)
+
+    @property
+    def api(self) -> str:
+        return self._join(self.api_port)
+
+    def sockets(self) -> list[tuple[str, str, str, int]]:
+        """(owner, role, host, port) like :meth:`mesh_ctl.addressing.Placement.sockets`."""
+        return [(CONTROL_PLANE, "xds", self.host, self.xds_port), (CONTROL_PLANE, "api", self.host, self.api_port)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +85,7 @@ class ProcessSpec:
     ready: ReadyKind
     ready_at: str | None  # host:port to probe for "tcp" / "http-ready"
     reports: bool = False  # stdout carries the client's JSON reports
+    restart: bool = False  # the supervisor starts it again when it exits (the control plane)
 
 
 def sidecar_name(workload: str) -> str:
@@ -45,13 +99,37 @@ def build_specs(
     *,
     python: str,
     proxy_log_level: str = "info",
+    control_plane: ControlPlaneAddresses | None = None,
+    run_dir: RunDir | None = None,
+    port_offset: int = 0,
 ) -> list[list[ProcessSpec]]:
-    """The three start groups (apps, sidecars, clients) for ``topology`` placed by ``placement``."""
+    """The start groups for ``topology`` placed by ``placement``: [control plane], apps, sidecars, clients.
+
+    With ``control_plane`` (then ``run_dir`` is needed too) the first group runs `mesh_ctl serve` there."""
     ws = topology.workloads
     apps = [_app(placement, w, python) for w in ws if w.app == "payment-server"]
     sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level) for w in ws]
     clients = [_client(topology, placement, w, python) for w in ws if w.app == "payment-client"]
-    return [apps, sidecars, clients]
+    if control_plane is None:
+        return [apps, sidecars, clients]
+    if run_dir is None:
+        raise ValueError("the control plane needs the run dir")
+    return [[_control_plane(placement, control_plane, run_dir, port_offset, python)], apps, sidecars, clients]
+
+
+def _control_plane(placement: Placement, cp: ControlPlaneAddresses, run_dir: RunDir, port_offset: int,
+                   python: str) -> ProcessSpec:
+    """`mesh_ctl serve` with the registry of this mesh: the topology `up` wrote, placed exactly as `up` placed
+    it (first workload address, resolved mode, offset), and the run's certificates."""
+    first = placement.workloads[0].address if placement.workloads else DEFAULT_CONTROL_PLANE_HOST
+    return ProcessSpec(
+        name=CONTROL_PLANE, workload=CONTROL_PLANE, role="control-plane",
+        argv=(python, "-m", "mesh_ctl", "serve", "--run-dir", str(run_dir.root), "--topology",
+              str(run_dir.topology), "--certs", str(run_dir.certs), "--base-address", first,
+              "--address-mode", placement.mode, "--port-offset", str(port_offset), "--xds-address", cp.xds,
+              "--api-address", cp.api),
+        addresses={"xds": cp.xds, "api": cp.api}, ready="http-ready", ready_at=cp.api, restart=True,
+    )
 
 
 def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:

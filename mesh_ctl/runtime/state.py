@@ -3,12 +3,14 @@
 Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
 
     state.json        while a mesh runs: run id, supervisor, every process (pid, argv, start time, addresses)
+    control-plane.json  written by the control plane (`mesh_ctl serve`): its pid and addresses, for the CLI
+    store/            the control plane's config store (Istio resources): kept across runs
     summary.json      the load client's latest totals (kept after the mesh stops: the last run's totals)
     supervisor.lock   flock'ed by the running supervisor: at most one mesh per run dir
     topology.yaml     the topology the mesh was started from
     certs/            ca/root-cert.pem + root-key.pem, <workload>/{cert-chain,key,root-cert}.pem
     bootstrap/        <workload>.yaml, one Envoy bootstrap per sidecar
-    logs/             <workload>.log (app), <workload>-sidecar.log, supervisor.log (--detach)
+    logs/             <workload>.log (app), <workload>-sidecar.log, control-plane.log, supervisor.log (--detach)
 
 Files are replaced atomically (write a temporary file, then rename), so a reader never sees half a file.
 """
@@ -28,7 +30,7 @@ from typing import Any, Literal
 STATE_VERSION = 1
 ENV_HOME = "MINIMESH_HOME"
 
-Role = Literal["app", "sidecar"]
+Role = Literal["app", "sidecar", "control-plane"]
 Status = Literal["starting", "ready", "stopping"]
 
 
@@ -89,8 +91,9 @@ class ProcessRecord:
     pid: int
     argv: list[str]
     start_time: int | None  # /proc/<pid>/stat starttime (clock ticks since boot); None off Linux
-    addresses: dict[str, str]  # "app" / "outbound" / "inbound" / "admin" / "prometheus" -> host:port
+    addresses: dict[str, str]  # "app" / "outbound" / "inbound" / "admin" / "prometheus" / "xds" / "api"
     log: str
+    restarts: int = 0  # how many times the supervisor started it again (the control plane)
 
 
 @dataclass(slots=True)
@@ -119,6 +122,7 @@ class State:
     status: Status = "starting"
     workloads: list[WorkloadRecord] = field(default_factory=list)
     traffic: list[str] = field(default_factory=list)  # the call paths, as `mesh_ctl up` prints them
+    services: dict[str, list[str]] = field(default_factory=dict)  # service name -> subset names (for hints)
     processes: list[ProcessRecord] = field(default_factory=list)
     version: int = STATE_VERSION
 

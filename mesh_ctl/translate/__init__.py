@@ -2,13 +2,18 @@
 
 Data flow, one module per step::
 
-    Istio dicts --istio.index_resources--> IstioConfig (VS/DR by host, exportTo, namespaces)
+    Istio dicts --istio.index_resources--> IstioConfig (VS/DR by host, exportTo, namespaces; PA, AP)
     Registry (mesh_ctl.registry) + IstioConfig + node --proxy.translate_for_proxy--> ProxyResources
-        routes.py     VirtualService http[] -> Envoy routes (matches, weights, timeouts, mirrors, headers)
-        retry.py      retries -> RetryPolicy (Istio's defaults when absent)
-        policy.py     DestinationRule trafficPolicy -> LB, circuit breakers, outlier detection, TLS mode
-        clusters.py   services -> CDS clusters + EDS ClusterLoadAssignments
-        listeners.py  LDS listeners + RDS route configurations
+        routes.py      VirtualService http[] -> Envoy routes (matches, weights, timeouts, mirrors, headers)
+        retry.py       retries -> RetryPolicy (Istio's defaults when absent)
+        policy.py      DestinationRule trafficPolicy -> LB, circuit breakers, outlier detection, TLS mode
+        peer_authn.py  PeerAuthentication -> a workload's mTLS mode per port (scope, precedence, UNSET)
+        tls.py         TLS contexts (SDS `default`/`ROOTCA` or files), inbound chains per mode, auto-mTLS
+        authz.py       AuthorizationPolicy -> RBAC HTTP filters (AUDIT/LOG, DENY, ALLOW; dry-run shadow)
+        rbac.py        one policy rule -> one RBAC Policy (principals, namespaces, paths, methods, when ...)
+        clusters.py    services -> CDS clusters + EDS ClusterLoadAssignments
+        listeners.py   LDS listeners + RDS route configurations
+    secrets.with_root_ca(resources, bundle)   + the SDS secret ROOTCA (the CA's trust bundle) for a sidecar
     check.check_resource(resource)   the same code on one resource: TranslationError(path, reason) if
                                      minimesh cannot do something it uses (for the store to refuse it)
     static.static_bootstrap(...)     a sidecar's resources as one resolved Envoy bootstrap
@@ -18,8 +23,15 @@ of the deterministic serialization, per resource), so the ADS server can push on
 
 A mesh with no Istio resources gets what ``mesh_ctl up``'s static bootstraps configure (same Istio names,
 endpoints, weights and mTLS), plus what Istio adds: the default retry policy, unlimited circuit breakers,
-``x-envoy-attempt-count``. The topology's subsets and weights act as an implicit DestinationRule and
-VirtualService until real ones are applied for that host.
+``x-envoy-attempt-count``, PERMISSIVE inbound listeners (mTLS and plaintext on one port) and Istio's ALPN.
+The topology's subsets and weights act as an implicit DestinationRule and VirtualService until real ones
+are applied for that host.
+
+Security (issue 4): sidecar TLS contexts refer to SDS secrets (``default``: the key and chain the sidecar's
+agent makes; ``ROOTCA``: the trust bundle the control plane pushes) unless ``tls="files"`` is asked for
+(static bootstraps); PeerAuthentication decides each inbound listener's chains and each client's choice of
+mTLS or plaintext; AuthorizationPolicy becomes RBAC filters on the inbound HTTP connection manager. The root
+namespace (mesh-wide policies) is ``istio-system`` unless ``index_resources(..., root_namespace=...)``.
 
 Proxyless gRPC
 --------------
@@ -49,17 +61,28 @@ from mesh_ctl.translate.bootstrap import grpc_xds_bootstrap
 from mesh_ctl.translate.check import check_resource
 from mesh_ctl.translate.errors import TranslationError, UnknownProxyError
 from mesh_ctl.translate.istio import IstioConfig, index_resources
-from mesh_ctl.translate.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, TYPE_URLS
+from mesh_ctl.translate.names import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    TYPE_URLS,
+)
 from mesh_ctl.translate.proxy import ProxyResources, identify, resource_version, translate_for_proxy
+from mesh_ctl.translate.secrets import root_ca_secret, with_root_ca
+from mesh_ctl.translate.tls import TlsMaterial
 
 __all__ = [
     "CLUSTER_TYPE",
     "ENDPOINT_TYPE",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
+    "SECRET_TYPE",
     "TYPE_URLS",
     "IstioConfig",
     "ProxyResources",
+    "TlsMaterial",
     "TranslationError",
     "UnknownProxyError",
     "check_resource",
@@ -67,5 +90,7 @@ __all__ = [
     "identify",
     "index_resources",
     "resource_version",
+    "root_ca_secret",
     "translate_for_proxy",
+    "with_root_ca",
 ]

@@ -5,6 +5,12 @@ alone, with every route match and every port-level policy taken (nothing selecte
 field minimesh cannot do is reported as ``TranslationError(path, reason)``. Cross-resource facts (does the
 subset exist? does the host name a service?) are not errors: translation reports them as warnings and the
 affected calls fail at run time, as in Istio.
+
+PeerAuthentication: modes and ``portLevelMtls`` are read as translation reads them. AuthorizationPolicy:
+every rule is turned into its RBAC policy (ports left as ``destination_port``); refused are action CUSTOM
+("CUSTOM authorization (ext_authz providers) is not supported"), ``targetRef(s)``, and conditions pyproxy's
+RBAC filter cannot evaluate (path templates, ``destination.ip``, ``connection.sni``, Envoy metadata), so a
+policy is never stored and then silently not enforced.
 """
 
 from __future__ import annotations
@@ -12,8 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mesh_ctl.translate.authz import check_authorization_policy
 from mesh_ctl.translate.errors import TranslationError
-from mesh_ctl.translate.istio import VIRTUAL_SERVICE, index_config, parse_config
+from mesh_ctl.translate.istio import (
+    AUTHORIZATION_POLICY,
+    DESTINATION_RULE,
+    VIRTUAL_SERVICE,
+    index_config,
+    parse_config,
+)
 from mesh_ctl.translate.policy import check_policy
 from mesh_ctl.translate.routes import RouteScope, virtual_service_routes
 from mesh_ctl.translate.values import ANY_KEY, array, join, obj, string
@@ -39,7 +52,9 @@ def check_resource(resource: Mapping[str, Any], domain_suffix: str = "cluster.lo
                                    proxy_labels={}, proxyless=proxyless, service_port=lambda _: None,
                                    everything=True)
                 virtual_service_routes(config, scope)
-        else:
+        elif config.kind == AUTHORIZATION_POLICY:
+            check_authorization_policy(config)
+        elif config.kind == DESTINATION_RULE:
             spec = obj(config.spec, "spec", _DR_FIELDS)
             if "trafficPolicy" in spec:
                 check_policy(spec["trafficPolicy"], "spec.trafficPolicy")

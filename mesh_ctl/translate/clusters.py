@@ -6,8 +6,9 @@ Per service a proxy can reach: ``outbound|<port>||<fqdn>`` (every endpoint) and 
 mesh with no Istio resources is configured like ``mesh_ctl up``'s bootstraps).
 
 Sidecar clusters (Istio's ``cluster_builder.go``): type EDS over ADS, HTTP/2 upstream, the traffic policy of
-:mod:`.policy`, mTLS with this sidecar's certificate files, the mesh root and a SAN match on the SPIFFE IDs
-of the service's workloads, Istio's SNI ``outbound_.<port>_.<subset>_.<fqdn>`` and cluster metadata.
+:mod:`.policy`, Istio mTLS (certificates by SDS or files, a SAN match on the SPIFFE IDs of the service's
+workloads, Istio's SNI ``outbound_.<port>_.<subset>_.<fqdn>``) unless auto-mTLS or the DestinationRule says
+plaintext (:mod:`.tls`), and cluster metadata.
 Endpoints are the workloads' sidecar inbound listeners (``<address>:15006``: local mode has no iptables
 redirect).
 
@@ -21,15 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mesh_ctl.ca.files import CertFiles
 from mesh_ctl.registry import Labels, Registry, ServiceEntry, WorkloadEntry
 from mesh_ctl.translate.errors import TranslationError
 from mesh_ctl.translate.istio import DestinationRuleEntry, IstioConfig
 from mesh_ctl.translate.names import (
     HTTP_OPTIONS,
     HTTP_OPTIONS_TYPE,
-    TLS,
-    UPSTREAM_TLS_TYPE,
     inbound_cluster,
     outbound_sni,
     service_cluster,
@@ -44,20 +42,19 @@ from mesh_ctl.translate.policy import (
     port_policy,
     tls_mode,
 )
+from mesh_ctl.translate.tls import TlsSource, client_tls_mode, upstream_tls
 from mesh_ctl.translate.values import ANY_KEY, Json, array, join, obj, proto_duration, string
-
-ALPN = ["h2"]
 
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """The proxy clusters are built for: its namespace and labels (DestinationRule selection), whether it
-    is proxyless, and (for a sidecar) the certificate files it presents."""
+    is proxyless, and (for a sidecar) where its TLS material comes from."""
 
     namespace: str
     labels: Labels
     proxyless: bool
-    certs: CertFiles | None = None
+    tls: TlsSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +103,10 @@ def plan_service(istio: IstioConfig, service: ServiceEntry, viewer: Viewer) -> S
 # --------------------------------------------------------------------------------------------- clusters
 
 
-def outbound_clusters(plan: ServicePlan, registry: Registry, viewer: Viewer, warnings: list[str]) -> list[Json]:
-    out = [_cluster(plan, "", plan.policy, registry, viewer, warnings)]
-    out.extend(_cluster(plan, s.name, s.policy, registry, viewer, warnings) for s in plan.subsets)
+def outbound_clusters(plan: ServicePlan, registry: Registry, istio: IstioConfig, viewer: Viewer,
+                      warnings: list[str]) -> list[Json]:
+    out = [_cluster(plan, None, plan.policy, registry, istio, viewer, warnings)]
+    out.extend(_cluster(plan, s, s.policy, registry, istio, viewer, warnings) for s in plan.subsets)
     return out
 
 
@@ -119,9 +117,10 @@ def _eds(name: str, *, initial_fetch_timeout: bool) -> Json:
     return {"service_name": name, "eds_config": source}
 
 
-def _cluster(plan: ServicePlan, subset: str, policy: TrafficPolicy, registry: Registry, viewer: Viewer,
-             warnings: list[str]) -> Json:
+def _cluster(plan: ServicePlan, sub: Subset | None, policy: TrafficPolicy, registry: Registry, istio: IstioConfig,
+             viewer: Viewer, warnings: list[str]) -> Json:
     service = plan.service
+    subset = sub.name if sub is not None else ""
     name = service_cluster(service, subset)
     label = plan.rule.config.label if plan.rule else ""
     try:
@@ -138,8 +137,8 @@ def _cluster(plan: ServicePlan, subset: str, policy: TrafficPolicy, registry: Re
         if outlier is not None or policy.connection_pool is not None:
             warnings.append(f"{name}: connectionPool/outlierDetection of {label} do not apply to proxyless "
                             "gRPC clients")
-        if mode == "ISTIO_MUTUAL" and policy.tls is not None:
-            warnings.append(f"{name}: proxyless gRPC clients are plaintext until issue 4 ({label} asks for "
+        if mode == "ISTIO_MUTUAL":
+            warnings.append(f"{name}: proxyless gRPC clients call the apps in plaintext ({label} asks for "
                             "ISTIO_MUTUAL)")
         return {"name": name, "type": "EDS", "eds_cluster_config": _eds(name, initial_fetch_timeout=False),
                 "lb_policy": "ROUND_ROBIN"}
@@ -157,13 +156,18 @@ def _cluster(plan: ServicePlan, subset: str, policy: TrafficPolicy, registry: Re
     if outlier is not None:
         cluster["outlier_detection"], panic = outlier
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": panic}}
-    if mode == "ISTIO_MUTUAL":
-        certs = _require_certs(viewer)
-        cluster["transport_socket"] = {"name": TLS, "typed_config": {
-            "@type": UPSTREAM_TLS_TYPE,
-            "common_tls_context": common_tls(certs, list(registry.service_accounts(service))),
-            "sni": outbound_sni(service, subset),
-        }}
+    endpoints = registry.endpoints(service, sub.labels if sub is not None else None)
+    endpoint_modes = [istio.mtls(w.namespace, w.labels).for_port(service.port) for w in endpoints]
+    client, mixed = client_tls_mode(mode, endpoint_modes, istio.mtls(service.namespace, {}).mode)
+    if mixed:
+        off = sorted(f"{w.namespace}/{w.name}" for w, m in zip(endpoints, endpoint_modes, strict=True)
+                     if m == "DISABLE")
+        warnings.append(f"{name}: PeerAuthentication disables mTLS on {', '.join(off)} but not on the other "
+                        "endpoints; this cluster originates mTLS, so calls to those endpoints fail (pyproxy has "
+                        "no per-endpoint transport_socket_matches)")
+    if client == "ISTIO_MUTUAL":
+        cluster["transport_socket"] = upstream_tls(_require_tls(viewer), registry.service_accounts(service),
+                                                   outbound_sni(service, subset))
     return cluster
 
 
@@ -215,24 +219,10 @@ def http_protocol_options(pool: ConnectionPool) -> Json:
     return {HTTP_OPTIONS: options}
 
 
-def common_tls(certs: CertFiles, peer_sans: list[str] | None) -> Json:
-    validation: Json = {"trusted_ca": {"filename": str(certs.root_cert)}}
-    if peer_sans:
-        validation["match_typed_subject_alt_names"] = [
-            {"san_type": "URI", "matcher": {"exact": san}} for san in peer_sans]
-    return {
-        "tls_certificates": [{"certificate_chain": {"filename": str(certs.cert_chain)},
-                              "private_key": {"filename": str(certs.private_key)}}],
-        "validation_context": validation,
-        "alpn_protocols": list(ALPN),
-    }
-
-
-def _require_certs(viewer: Viewer) -> CertFiles:
-    if viewer.certs is None:
-        raise TranslationError("registry", "this sidecar has no certificate files, which mTLS needs "
-                               "(build the Registry with certs)")
-    return viewer.certs
+def _require_tls(viewer: Viewer) -> TlsSource:
+    if viewer.tls is None:
+        raise TranslationError("registry", "this proxy has no TLS settings, which mTLS needs")
+    return viewer.tls
 
 
 def _service_meta(service: ServiceEntry) -> Json:

@@ -13,38 +13,51 @@ Lookup rules (Istio's, simplified where noted):
 - DestinationRule for a service: searched in the proxy's namespace, then the service's, then the root
   namespace ``istio-system`` (Istio's lookup path); an exact host beats a wildcard; a ``workloadSelector``
   must match the proxy's labels. Istio also merges several DRs for one host; minimesh takes the first.
+- PeerAuthentication and AuthorizationPolicy for a workload: see :mod:`.peer_authn` and :mod:`.authz`
+  (workload selector > namespace > root namespace, which is ``istio-system`` unless configured).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mesh_ctl.registry import Labels, matches
+from mesh_ctl.translate.authz import AuthzEntry, applies_to, parse_authorization_policy
 from mesh_ctl.translate.errors import TranslationError
+from mesh_ctl.translate.peer_authn import MtlsPolicy, PeerAuthnEntry, compose, parse_peer_authentication
 from mesh_ctl.translate.values import ANY_KEY, array, join, obj, string
 
 ROOT_NAMESPACE = "istio-system"
 MESH_GATEWAY = "mesh"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
-_FUTURE_KINDS = {
-    "PeerAuthentication": "PeerAuthentication is not supported yet (issue 4: mTLS modes)",
-    "AuthorizationPolicy": "AuthorizationPolicy is not supported yet (authorization arrives in a later issue)",
+PEER_AUTHENTICATION = "PeerAuthentication"
+AUTHORIZATION_POLICY = "AuthorizationPolicy"
+KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, PEER_AUTHENTICATION, AUTHORIZATION_POLICY)
+_CONFIG_PATHS = {
+    VIRTUAL_SERVICE: ("networking.istio.io", "virtual-service"),
+    DESTINATION_RULE: ("networking.istio.io", "destination-rule"),
+    PEER_AUTHENTICATION: ("security.istio.io", "peer-authentication"),
+    AUTHORIZATION_POLICY: ("security.istio.io", "authorization-policy"),
 }
 _API_GROUPS = ("networking.istio.io/", "security.istio.io/")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """One Istio resource: kind, name, namespace, its spec, and its position in the input (for ties)."""
+    """One Istio resource: kind, name, namespace, its spec, and its position in the input (for ties), plus
+    the metadata translation reads: annotations (``istio.io/dry-run``) and ``creationTimestamp`` (the
+    oldest PeerAuthentication of a scope wins)."""
 
     kind: str
     name: str
     namespace: str
     spec: Mapping[str, Any]
     order: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
 
     @property
     def label(self) -> str:
@@ -53,8 +66,8 @@ class Config:
     @property
     def config_path(self) -> str:
         """Istio's ``istio.config`` metadata value for resources generated from this one."""
-        kind = "virtual-service" if self.kind == VIRTUAL_SERVICE else "destination-rule"
-        return f"/apis/networking.istio.io/v1/namespaces/{self.namespace}/{kind}/{self.name}"
+        group, kind = _CONFIG_PATHS.get(self.kind, ("networking.istio.io", self.kind.lower()))
+        return f"/apis/{group}/v1/namespaces/{self.namespace}/{kind}/{self.name}"
 
 
 def resolve_host(host: str, namespace: str, domain_suffix: str) -> str:
@@ -108,6 +121,18 @@ class IstioConfig:
 
     virtual_services: tuple[VirtualServiceEntry, ...] = ()
     destination_rules: tuple[DestinationRuleEntry, ...] = ()
+    peer_authentications: tuple[PeerAuthnEntry, ...] = ()
+    authorization_policies: tuple[AuthzEntry, ...] = ()
+    root_namespace: str = ROOT_NAMESPACE
+
+    def mtls(self, namespace: str, labels: Labels) -> MtlsPolicy:
+        """The effective PeerAuthentication settings of a workload (:func:`.peer_authn.compose`)."""
+        return compose(self.peer_authentications, namespace, labels, self.root_namespace)
+
+    def authorization(self, namespace: str, labels: Labels) -> tuple[AuthzEntry, ...]:
+        """The AuthorizationPolicies that apply to a workload (:func:`.authz.applies_to`)."""
+        return tuple(e for e in self.authorization_policies
+                     if applies_to(e, namespace, labels, self.root_namespace))
 
     def virtual_service(self, fqdn: str, viewer_namespace: str) -> VirtualServiceEntry | None:
         best: tuple[int, int] | None = None
@@ -124,7 +149,7 @@ class IstioConfig:
 
     def destination_rule(self, fqdn: str, service_namespace: str, viewer_namespace: str,
                          viewer_labels: Labels) -> DestinationRuleEntry | None:
-        for namespace in dict.fromkeys((viewer_namespace, service_namespace, ROOT_NAMESPACE)):
+        for namespace in dict.fromkeys((viewer_namespace, service_namespace, self.root_namespace)):
             best: tuple[int, int] | None = None
             found = None
             for dr in self.destination_rules:
@@ -155,26 +180,36 @@ def parse_config(resource: Mapping[str, Any], order: int = 0) -> Config:
     label = f"{kind} {namespace}/{name}"
     if isinstance(api_version, str) and api_version and not api_version.startswith(_API_GROUPS):
         raise TranslationError("apiVersion", f"{api_version!r} is not an Istio API group", label)
-    if kind in _FUTURE_KINDS:
-        raise TranslationError("kind", _FUTURE_KINDS[kind], label)
-    if kind not in (VIRTUAL_SERVICE, DESTINATION_RULE):
-        raise TranslationError("kind", f"{kind!r} is not supported (supported: {VIRTUAL_SERVICE}, "
-                               f"{DESTINATION_RULE})", label)
+    if kind not in KINDS:
+        raise TranslationError("kind", f"{kind!r} is not supported (supported: {', '.join(KINDS)})", label)
     spec = resource.get("spec")
+    if spec is None and kind == AUTHORIZATION_POLICY:
+        spec = {}  # `spec: {}` is often written as no spec at all: the allow-nothing policy
     if not isinstance(spec, Mapping):
         raise TranslationError("spec", "is required", label)
-    return Config(str(kind), str(name), str(namespace), spec, order)
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    created = meta.get("creationTimestamp") if isinstance(meta, Mapping) else None
+    return Config(str(kind), str(name), str(namespace), spec, order,
+                  {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, Mapping) else {},
+                  str(created or ""))
 
 
 def _string_list(value: object, path: str) -> tuple[str, ...]:
     return tuple(string(v, join(path, i)) for i, v in enumerate(array(value, path)))
 
 
-def index_config(config: Config, domain_suffix: str) -> VirtualServiceEntry | DestinationRuleEntry:
+Entry = VirtualServiceEntry | DestinationRuleEntry | PeerAuthnEntry | AuthzEntry
+
+
+def index_config(config: Config, domain_suffix: str) -> Entry:
     """Index one resource (its top-level fields only; :func:`mesh_ctl.translate.check_resource` checks the
     rest)."""
     spec = config.spec
     try:
+        if config.kind == PEER_AUTHENTICATION:
+            return parse_peer_authentication(config)
+        if config.kind == AUTHORIZATION_POLICY:
+            return parse_authorization_policy(config)
         if config.kind == VIRTUAL_SERVICE:
             hosts = _string_list(spec.get("hosts"), "spec.hosts")
             gateways = _string_list(spec.get("gateways"), "spec.gateways")
@@ -200,13 +235,19 @@ def index_config(config: Config, domain_suffix: str) -> VirtualServiceEntry | De
 
 
 def index_resources(resources: Iterable[Mapping[str, Any]], domain_suffix: str = "cluster.local",
-                    ) -> IstioConfig:
+                    root_namespace: str = ROOT_NAMESPACE) -> IstioConfig:
     vss: list[VirtualServiceEntry] = []
     drs: list[DestinationRuleEntry] = []
+    pas: list[PeerAuthnEntry] = []
+    aps: list[AuthzEntry] = []
     for i, resource in enumerate(resources):
         entry = index_config(parse_config(resource, i), domain_suffix)
         if isinstance(entry, VirtualServiceEntry):
             vss.append(entry)
-        else:
+        elif isinstance(entry, DestinationRuleEntry):
             drs.append(entry)
-    return IstioConfig(tuple(vss), tuple(drs))
+        elif isinstance(entry, PeerAuthnEntry):
+            pas.append(entry)
+        else:
+            aps.append(entry)
+    return IstioConfig(tuple(vss), tuple(drs), tuple(pas), tuple(aps), root_namespace)

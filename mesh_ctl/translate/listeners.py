@@ -9,10 +9,12 @@ Sidecar:
   ``payment.default`` ... ``payment.default.svc.cluster.local:8080``), ``validate_clusters: false`` (a
   route to a missing subset answers 503, as in Istio, instead of NACKing everything) and
   ``include_request_attempt_count`` (Istio's ``x-envoy-attempt-count``).
-- ``virtualInbound`` on ``<workload ip>:15006`` (INBOUND) when a service selects the workload: mTLS with a
-  client certificate required (the workload's files as ``mesh_ctl up`` writes them; issue 4 moves this to
-  SDS) and an inline route to ``inbound|<port>||`` (Istio's inbound default route: no timeout, grpc-timeout
-  honoured, retry ``reset-before-request``).
+- ``virtualInbound`` on ``<workload ip>:15006`` (INBOUND) when a service selects the workload: the filter
+  chains of the workload's PeerAuthentication mode for the service port (STRICT: mTLS only; PERMISSIVE:
+  ``tls_inspector`` + an mTLS chain and a plaintext chain; DISABLE: plaintext; see :mod:`.tls`), each with
+  the same HTTP connection manager: the RBAC filters of the AuthorizationPolicies that select the workload
+  (:mod:`.authz`), then the router, and an inline route to ``inbound|<port>||`` (Istio's inbound default
+  route: no timeout, grpc-timeout honoured, retry ``reset-before-request``).
 
 Proxyless gRPC client (Istio's ``grpcgen/lds.go``): one API listener per name the client may dial,
 ``<host>:<port>`` for every host variant, each an HTTP connection manager with ``rds`` naming the route
@@ -23,23 +25,23 @@ configuration has the service's virtual host (domains with ports, as grpcio matc
 from __future__ import annotations
 
 from mesh_ctl.registry import ServiceEntry, WorkloadEntry
-from mesh_ctl.translate.clusters import common_tls, socket_address
+from mesh_ctl.translate.clusters import socket_address
 from mesh_ctl.translate.names import (
     DEFAULT_ROUTE,
-    DOWNSTREAM_TLS_TYPE,
     HCM,
     HCM_TYPE,
     INBOUND_LISTENER,
     OUTBOUND_LISTENER,
     ROUTER,
     ROUTER_TYPE,
-    TLS,
     inbound_cluster,
     service_cluster,
     service_hosts,
     vhost_name,
 )
+from mesh_ctl.translate.peer_authn import MtlsMode
 from mesh_ctl.translate.retry import inbound_policy
+from mesh_ctl.translate.tls import TlsSource, inbound_chains
 from mesh_ctl.translate.values import Json
 
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024  # Istio's limit (Envoy's default is 4 KiB)
@@ -53,10 +55,10 @@ def _rds(route_config_name: str) -> Json:
     return {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": route_config_name}
 
 
-def _hcm(stat_prefix: str, routes: Json) -> Json:
-    """``routes`` is either ``{"rds": ...}`` or ``{"route_config": ...}``."""
+def _hcm(stat_prefix: str, routes: Json, filters: list[Json] | None = None) -> Json:
+    """``routes`` is either ``{"rds": ...}`` or ``{"route_config": ...}``; ``filters`` go before the router."""
     return {"name": HCM, "typed_config": {"@type": HCM_TYPE, "stat_prefix": stat_prefix, **routes,
-                                          "http_filters": [_router()]}}
+                                          "http_filters": [*(filters or ()), _router()]}}
 
 
 # --------------------------------------------------------------------------------------------- sidecar
@@ -99,8 +101,9 @@ def virtual_host(service: ServiceEntry, caller_namespace: str, routes: list[Json
     return vh
 
 
-def inbound_listener(workload: WorkloadEntry, service: ServiceEntry) -> Json:
-    assert workload.inbound_port is not None and workload.certs is not None
+def inbound_listener(workload: WorkloadEntry, service: ServiceEntry, mode: MtlsMode, source: TlsSource,
+                     trust_domain: str, http_filters: list[Json]) -> Json:
+    assert workload.inbound_port is not None
     cluster = inbound_cluster(service.port)
     route_config = {
         "name": cluster,
@@ -115,20 +118,17 @@ def inbound_listener(workload: WorkloadEntry, service: ServiceEntry) -> Json:
             }, "decorator": {"operation": f"{service.fqdn}:{service.port}/*"}}],
         }],
     }
-    return {
+    hcm = _hcm(f"inbound_{workload.address}_{workload.app_port}", {"route_config": route_config}, http_filters)
+    chains, listener_filters = inbound_chains(mode, cluster, [hcm], source, trust_domain)
+    listener: Json = {
         "name": INBOUND_LISTENER,
         "address": socket_address(workload.address, workload.inbound_port),
         "traffic_direction": "INBOUND",
-        "filter_chains": [{
-            "name": cluster,
-            "filters": [_hcm(f"inbound_{workload.address}_{workload.app_port}", {"route_config": route_config})],
-            "transport_socket": {"name": TLS, "typed_config": {
-                "@type": DOWNSTREAM_TLS_TYPE,
-                "common_tls_context": common_tls(workload.certs, None),
-                "require_client_certificate": True,
-            }},
-        }],
+        "filter_chains": chains,
     }
+    if listener_filters:
+        listener["listener_filters"] = listener_filters
+    return listener
 
 
 # --------------------------------------------------------------------------------------------- proxyless

@@ -9,10 +9,14 @@ LISTENER_TYPE = f"{_TYPE}envoy.config.listener.v3.Listener"
 ROUTE_TYPE = f"{_TYPE}envoy.config.route.v3.RouteConfiguration"
 CLUSTER_TYPE = f"{_TYPE}envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = f"{_TYPE}envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET_TYPE = f"{_TYPE}envoy.extensions.transport_sockets.tls.v3.Secret"  # issue 4
+SECRET_TYPE = f"{_TYPE}envoy.extensions.transport_sockets.tls.v3.Secret"
 # The order Envoy asks for them over ADS (CDS, then EDS for those clusters, then LDS, then RDS).
 TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 SHORT_NAMES = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}
+# Istio's SDS resource names: the workload's key and certificate chain (the sidecar's agent makes and keeps
+# them: the control plane never serves it) and the trust bundle (served by the control plane).
+SDS_DEFAULT = "default"
+SDS_ROOT = "ROOTCA"
 
 HCM_TYPE = f"{_TYPE}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER_TYPE = f"{_TYPE}envoy.extensions.filters.http.router.v3.Router"
@@ -22,9 +26,13 @@ HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HTTP_OPTIONS_TYPE = f"{_TYPE}{HTTP_OPTIONS}"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_HOSTS_TYPE = f"{_TYPE}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+RBAC_TYPE = f"{_TYPE}envoy.extensions.filters.http.rbac.v3.RBAC"
+TLS_INSPECTOR_TYPE = f"{_TYPE}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 HCM = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
+RBAC = "envoy.filters.http.rbac"
 TLS = "envoy.transport_sockets.tls"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 
 OUTBOUND_LISTENER = "virtualOutbound"  # the sidecar listener the app dials (Istio's name for :15001)
 INBOUND_LISTENER = "virtualInbound"  # the sidecar listener other sidecars dial (Istio's name for :15006)

@@ -21,8 +21,9 @@ What each part becomes:
   ``enforcing_success_rate: 0``, ``interval``, ``baseEjectionTime``, ``maxEjectionPercent``,
   ``splitExternalLocalOriginErrors`` + ``consecutiveLocalOriginFailures``, and ``healthy_panic_threshold``
   = ``minHealthPercent`` (default 0).
-- ``tls.mode``: unset or ``ISTIO_MUTUAL`` -> the mesh mTLS; ``DISABLE`` -> plaintext; ``SIMPLE``/``MUTUAL``
-  (user certificates) are refused for now.
+- ``tls.mode``: ``ISTIO_MUTUAL`` -> the mesh mTLS; ``DISABLE`` -> plaintext; unset -> auto-mTLS (decided
+  from the destination's PeerAuthentication, :mod:`.tls`); ``SIMPLE``/``MUTUAL`` (user certificates) are
+  refused for now.
 """
 
 from __future__ import annotations
@@ -282,14 +283,14 @@ def outlier_detection(tp: TrafficPolicy) -> tuple[Json, float] | None:
     return out, float(panic)
 
 
-def tls_mode(tp: TrafficPolicy) -> str:
-    """``ISTIO_MUTUAL`` (also for an unset mode: Istio's auto-mTLS, every endpoint has a sidecar) or
-    ``DISABLE``."""
+def tls_mode(tp: TrafficPolicy) -> str | None:
+    """``ISTIO_MUTUAL``, ``DISABLE``, or None when the policy has no ``tls`` (Istio's auto-mTLS decides)."""
     if tp.tls is None:
-        return "ISTIO_MUTUAL"
+        return None
     path = tp.tls.path
     tls = obj(tp.tls.value, path, {"mode"}, dict.fromkeys(_TLS_FIELDS, "client TLS settings other than mode "
-                                                          "are not supported yet (issue 4)"))
+                                                          "are not supported (minimesh originates Istio mTLS "
+                                                          "only: ISTIO_MUTUAL or DISABLE)"))
     mode = tls.get("mode", "DISABLE")
     if isinstance(mode, int) and not isinstance(mode, bool):
         mode = _TLS_MODES.get(mode, str(mode))

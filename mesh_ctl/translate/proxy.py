@@ -9,6 +9,12 @@ What a sidecar sees: the services its app calls (its ``calls``; the registry's i
 scope), plus the services their routes send or mirror to (clusters only). A proxyless client sees every
 service (grpcio subscribes to the names it dials; the ADS server answers only those).
 
+What a sidecar gets for security (issue 4): TLS material by SDS (``default`` from its agent, ``ROOTCA``
+from the control plane; ``tls="files"`` names the workload's certificate files instead), client-side
+auto-mTLS decided per cluster from PeerAuthentication and DestinationRule (:mod:`.tls`), the inbound
+listener's filter chains from the workload's effective PeerAuthentication mode, and RBAC filters from the
+AuthorizationPolicies that select it (:mod:`.authz`).
+
 Output: :class:`ProxyResources`, per type URL ``{name: proto}``, each resource with a version that is the
 hash of its deterministic serialization, so a change shows up exactly where it is and the ADS server can
 push only the types (and names) whose versions moved.
@@ -28,15 +34,18 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 # typed_config messages must be registered before ParseDict can resolve their @type.
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from mesh_ctl.registry import Labels, ProxylessClient, Registry, ServiceEntry, WorkloadEntry, parse_node_id
+from mesh_ctl.translate.authz import rbac_filters
 from mesh_ctl.translate.clusters import (
     ServicePlan,
     Viewer,
@@ -63,9 +72,11 @@ from mesh_ctl.translate.names import (
     LISTENER_TYPE,
     OUTBOUND_ROUTE,
     ROUTE_TYPE,
+    SECRET_TYPE,
     TYPE_URLS,
 )
 from mesh_ctl.translate.routes import RouteScope, default_route, referenced_clusters, virtual_service_routes
+from mesh_ctl.translate.tls import MATERIALS, TlsMaterial, TlsSource
 from mesh_ctl.translate.values import Json
 
 ProxyKind = Literal["sidecar", "proxyless"]
@@ -75,6 +86,7 @@ _MESSAGES: dict[str, type[Message]] = {
     ROUTE_TYPE: route_pb2.RouteConfiguration,
     CLUSTER_TYPE: cluster_pb2.Cluster,
     ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
+    SECRET_TYPE: secret_pb2.Secret,
 }
 # envoy.config.core.v3.Node, its id, or a mapping {"id": ..., "metadata": {...}} (protos are Any to mypy).
 NodeLike: TypeAlias = Any
@@ -106,11 +118,19 @@ class ProxyResources:
             h.update(f"{name}\0{versions[name]}\n".encode())
         return h.hexdigest()[:16]
 
+    def with_type(self, type_url: str, resources: Mapping[str, Message]) -> ProxyResources:
+        """A copy whose resources of ``type_url`` are ``resources`` (versioned here), e.g. the SDS secrets
+        the control plane adds to a sidecar's translated resources."""
+        all_resources = {**self.resources, type_url: dict(resources)}
+        versions = {**self.versions, type_url: {name: resource_version(m) for name, m in resources.items()}}
+        return ProxyResources(self.node_id, self.kind, all_resources, versions, self.warnings, self.services)
+
     def changed(self, previous: ProxyResources | None) -> dict[str, set[str]]:
         """Per type URL, the names added, removed or whose version changed since ``previous`` (only types
         with a change are present)."""
         out: dict[str, set[str]] = {}
-        for type_url in TYPE_URLS:
+        types = dict.fromkeys((*TYPE_URLS, SECRET_TYPE, *self.versions, *(previous.versions if previous else ())))
+        for type_url in types:
             new = self.versions.get(type_url, {})
             old = previous.versions.get(type_url, {}) if previous is not None else {}
             diff = {n for n in new.keys() | old.keys() if new.get(n) != old.get(n)}
@@ -175,15 +195,19 @@ def identify(registry: Registry, node: NodeLike) -> Proxy:
 
 
 def translate_for_proxy(registry: Registry, resources: Sequence[Mapping[str, Any]] | IstioConfig,
-                        node: NodeLike) -> ProxyResources:
+                        node: NodeLike, *, tls: TlsMaterial = "sds") -> ProxyResources:
     """The xDS resources of ``node`` (see the module docstring). ``resources`` are Istio resource dicts (or
-    an :class:`IstioConfig` indexed once with :func:`index_resources` and shared by many calls)."""
+    an :class:`IstioConfig` indexed once with :func:`index_resources` and shared by many calls). ``tls``:
+    where a sidecar's TLS contexts take certificates from, ``sds`` (Istio's ``default``/``ROOTCA``) or
+    ``files`` (the workload's certificate files in the registry; for static bootstraps)."""
+    if tls not in MATERIALS:
+        raise ValueError(f"tls must be one of {MATERIALS}, got {tls!r}")
     istio = resources if isinstance(resources, IstioConfig) else index_resources(resources,
                                                                                  registry.domain_suffix)
     proxy = identify(registry, node)
     if proxy.kind == "proxyless":
         return _proxyless(registry, istio, proxy)
-    return _sidecar(registry, istio, proxy)
+    return _sidecar(registry, istio, proxy, tls)
 
 
 class _Builder:
@@ -191,7 +215,7 @@ class _Builder:
     and @type, so a typo here fails loudly in tests) and versions them."""
 
     def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Json]] = {t: {} for t in TYPE_URLS}
+        self.docs: dict[str, dict[str, Json]] = {t: {} for t in (*TYPE_URLS, SECRET_TYPE)}
         self.warnings: list[str] = []
         self.services: set[str] = set()
 
@@ -231,9 +255,9 @@ def _routes(registry: Registry, istio: IstioConfig, plan: ServicePlan, proxy: Pr
     return [default_route(plan.service, scope, subset_weights(plan))]
 
 
-def _add_service(b: _Builder, registry: Registry, plan: ServicePlan, viewer: Viewer) -> None:
+def _add_service(b: _Builder, registry: Registry, istio: IstioConfig, plan: ServicePlan, viewer: Viewer) -> None:
     b.services.add(plan.service.fqdn)
-    for c in outbound_clusters(plan, registry, viewer, b.warnings):
+    for c in outbound_clusters(plan, registry, istio, viewer, b.warnings):
         b.add(CLUSTER_TYPE, c)
     for cla in load_assignments(plan, registry, viewer):
         b.add(ENDPOINT_TYPE, cla)
@@ -260,14 +284,15 @@ def _check_references(b: _Builder, routes: Iterable[Json], where: str) -> None:
                                   "which does not exist (no such service or subset): those calls fail with 503")
 
 
-def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy) -> ProxyResources:
+def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy, material: TlsMaterial) -> ProxyResources:
     w = proxy.workload
     assert w is not None
-    if w.certs is None:
+    if material == "files" and w.certs is None:
         raise TranslationError("registry", f"workload {w.namespace}/{w.name} has no certificate files (its "
-                               "sidecar needs them for mTLS)")
+                               "sidecar needs them for mTLS with tls=files)")
     b = _Builder()
-    viewer = Viewer(proxy.namespace, proxy.labels, proxyless=False, certs=w.certs)
+    source = TlsSource(material, w.certs)
+    viewer = Viewer(proxy.namespace, proxy.labels, proxyless=False, tls=source)
     if w.outbound_port is not None:
         called = [s for s in (registry.service(fqdn) for fqdn in w.calls) if s is not None]
         seen = {s.fqdn for s in called}
@@ -277,7 +302,7 @@ def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy) -> ProxyResou
         while pending:
             service = pending.pop(0)
             plan = plan_service(istio, service, viewer)
-            _add_service(b, registry, plan, viewer)
+            _add_service(b, registry, istio, plan, viewer)
             if service in called:
                 routes = _routes(registry, istio, plan, proxy)
                 vhosts.append(virtual_host(service, proxy.namespace, routes, with_ports_only=False))
@@ -290,7 +315,9 @@ def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy) -> ProxyResou
     if served and w.inbound_port is not None and w.app_port is not None:
         service = served[0]
         rule = istio.destination_rule(service.fqdn, service.namespace, service.namespace, w.labels)
-        b.add(LISTENER_TYPE, inbound_listener(w, service))
+        mode = istio.mtls(w.namespace, w.labels).for_port(service.port)
+        filters = rbac_filters(istio.authorization(w.namespace, w.labels), service.port)
+        b.add(LISTENER_TYPE, inbound_listener(w, service, mode, source, registry.trust_domain, filters))
         b.add(CLUSTER_TYPE, inbound_cluster_for(service, w, rule))
         b.services.add(service.fqdn)
     return b.build(proxy)
@@ -302,7 +329,7 @@ def _proxyless(registry: Registry, istio: IstioConfig, proxy: Proxy) -> ProxyRes
     all_routes: list[tuple[str, list[Json]]] = []
     for service in registry.services:
         plan = plan_service(istio, service, viewer)
-        _add_service(b, registry, plan, viewer)
+        _add_service(b, registry, istio, plan, viewer)
         routes = _routes(registry, istio, plan, proxy)
         vhost = virtual_host(service, proxy.namespace, routes, with_ports_only=True)
         rc = proxyless_route_configuration(service, vhost)

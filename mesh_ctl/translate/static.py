@@ -3,7 +3,8 @@
 ``rds`` references become inline ``route_config``s and EDS clusters become STATIC clusters holding their
 ClusterLoadAssignment. The result is what the sidecar would run after a complete ADS exchange, so it can be
 checked by pyproxy's bootstrap translator (and compared with ``mesh_ctl up``'s bootstraps), and it lets a
-pyproxy without an ADS client run Istio-configured routing from a file.
+pyproxy without an ADS client run Istio-configured routing from a file. A static bootstrap has no SDS, so
+the resources must come from ``translate_for_proxy(..., tls="files")``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from mesh_ctl.registry import Registry
 from mesh_ctl.topology import CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL
@@ -58,11 +60,34 @@ def resolve_cluster(cluster: cluster_pb2.Cluster, resources: ProxyResources) -> 
     return out
 
 
+def _sds_socket(ts: Any) -> bool:
+    """Whether a ``TransportSocket`` takes certificates from SDS over ADS."""
+    for context in (tls_pb2.UpstreamTlsContext(), tls_pb2.DownstreamTlsContext()):
+        if ts.typed_config.Unpack(context):
+            common = context.common_tls_context
+            return bool(len(common.tls_certificate_sds_secret_configs)
+                        or common.HasField("combined_validation_context")
+                        or common.HasField("validation_context_sds_secret_config"))
+    return False
+
+
+def _check_no_sds(resources: ProxyResources) -> None:
+    sockets = [(f"cluster {c.name}", c.transport_socket) for c in resources.of(CLUSTER_TYPE).values()
+               if c.HasField("transport_socket")]
+    sockets += [(f"listener {lst.name}", fc.transport_socket) for lst in resources.of(LISTENER_TYPE).values()
+                for fc in lst.filter_chains if fc.HasField("transport_socket")]
+    for where, ts in sockets:
+        if _sds_socket(ts):
+            raise TranslationError(where, "its TLS certificates come from SDS, which a static bootstrap cannot "
+                                          "fetch: translate with tls=\"files\"")
+
+
 def static_bootstrap(resources: ProxyResources, registry: Registry) -> bootstrap_pb2.Bootstrap:
     """The sidecar's whole configuration as one static bootstrap (node and admin as ``mesh_ctl up`` sets
     them)."""
     if resources.kind != "sidecar":
         raise TranslationError("node", "only a sidecar's resources make an Envoy bootstrap")
+    _check_no_sds(resources)
     w = registry.workload_by_node_id(resources.node_id)
     b = bootstrap_pb2.Bootstrap()
     if w is not None:

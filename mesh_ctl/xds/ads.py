@@ -14,6 +14,12 @@ still awaiting the ACK of its previous response is not pushed again until that a
 flow control), and neither is any type after it in that order, so the order holds across round trips.
 Responses to a first request or to a subscription change go out at once.
 
+SDS: the server answers ``envoy.extensions.transport_sockets.tls.v3.Secret`` requests with ``ROOTCA`` only,
+the CA's trust bundle (:meth:`AdsServer.set_trust_bundle`, called again on every root rotation: the new
+bundle is pushed to every sidecar that subscribed to it). ``default`` (the workload's key and certificate) is
+never served: the key is made in the sidecar and never leaves it, its agent provides ``default`` locally.
+A request naming ``default`` gets a response without it (the state of the world of what this server has).
+
 Resource handling: each stream has one reader task feeding a queue; the handler is the only writer, so the
 per-type state needs no lock. Translation runs in a worker thread (:func:`asyncio.to_thread`) so a large
 recompute never stalls the streams. Error handling: an unknown node or a node whose translation fails ends
@@ -41,9 +47,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from mesh_ctl.registry import Registry
 from mesh_ctl.translate.errors import TranslationError, UnknownProxyError
-from mesh_ctl.translate.istio import IstioConfig, index_resources
+from mesh_ctl.translate.istio import ROOT_NAMESPACE, IstioConfig, index_resources
 from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
 from mesh_ctl.translate.proxy import Proxy, ProxyResources, identify, translate_for_proxy
+from mesh_ctl.translate.secrets import check_trust_bundle, with_root_ca
+from mesh_ctl.translate.tls import TlsMaterial
 from mesh_ctl.xds.protocol import Received, TypeState, receive
 from mesh_ctl.xds.status import type_status
 
@@ -51,7 +59,7 @@ log = logging.getLogger("mesh_ctl.xds")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]"
 
-# The types served, in push order; SDS is accepted (answered with no resources) until issue 4 fills it.
+# The types served, in push order (SDS last: only ROOTCA, see the module docstring).
 PUSH_ORDER = (*TYPE_URLS, SECRET_TYPE)
 SHORT = {**SHORT_NAMES, SECRET_TYPE: "SDS"}
 
@@ -70,9 +78,11 @@ class Generation:
     resources: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def build(cls, registry: Registry, resources: Sequence[Mapping[str, Any]], revision: str) -> Generation:
+    def build(cls, registry: Registry, resources: Sequence[Mapping[str, Any]], revision: str,
+              root_namespace: str = ROOT_NAMESPACE) -> Generation:
+        """``root_namespace``: where mesh-wide PeerAuthentication / AuthorizationPolicy live."""
         docs = tuple(resources)
-        return cls(revision, registry, index_resources(docs, registry.domain_suffix), docs)
+        return cls(revision, registry, index_resources(docs, registry.domain_suffix, root_namespace), docs)
 
 
 class _Closed:
@@ -156,10 +166,21 @@ class UpdateReport:
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """The servicer. Use :meth:`update` to install a new generation (after the debounce)."""
+    """The servicer. Use :meth:`update` to install a new generation (after the debounce) and
+    :meth:`set_trust_bundle` for the CA's trust bundle (at start and after every rotation).
+
+    ``tls``: where sidecar TLS contexts take their certificates from, ``sds`` (Istio's, the default) or
+    ``files`` (the registry's certificate files, for sidecars without an agent). ``trust_bundle``: the CA's
+    current roots (PEM), served as the SDS secret ``ROOTCA``; None: no ``ROOTCA`` is served (the sidecar's
+    agent provides one)."""
 
     def __init__(self, generation: Generation, *, identifier: str | None = None,
-                 on_push: Callable[[Connection, str, str], None] | None = None) -> None:
+                 on_push: Callable[[Connection, str, str], None] | None = None, tls: TlsMaterial = "sds",
+                 trust_bundle: bytes | None = None) -> None:
+        if trust_bundle is not None:
+            check_trust_bundle(trust_bundle)
+        self._trust_bundle = trust_bundle
+        self._tls: TlsMaterial = tls
         self._generation = generation
         self._connections: dict[str, Connection] = {}
         self._cache: dict[str, ProxyResources] = {}  # node id -> resources for the current generation
@@ -188,7 +209,31 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 return c.resources
         return None
 
+    @property
+    def trust_bundle(self) -> bytes | None:
+        return self._trust_bundle
+
     # ------------------------------------------------------------------------------------------ updates
+
+    def set_trust_bundle(self, trust_bundle: bytes | None, reason: str = "trust bundle changed") -> int:
+        """Serve ``trust_bundle`` (PEM roots; during a rotation ``[old, new]``) as ``ROOTCA`` from now on and
+        push it to every connected sidecar that subscribed to it; returns how many connections were woken.
+        Raises ValueError (and changes nothing) if it is not PEM certificates. Call it on the event loop
+        (from another thread: ``loop.call_soon_threadsafe``)."""
+        if trust_bundle is not None:
+            count = check_trust_bundle(trust_bundle)
+            log.info("trust bundle: %d certificate%s (%s)", count, "s" if count != 1 else "", reason)
+        self._trust_bundle = trust_bundle
+        self._cache = {node_id: with_root_ca(r, trust_bundle) for node_id, r in self._cache.items()}
+        woken = 0
+        for c in self._connections.values():
+            new = with_root_ca(c.resources, trust_bundle)
+            changed = new.changed(c.resources)
+            c.resources = new
+            if changed:
+                woken += 1
+                c.wake(f"{reason} (SDS changed)")
+        return woken
 
     async def update(self, generation: Generation, reason: str) -> UpdateReport:
         """Install ``generation``: re-translate every connected proxy, wake those whose resources changed."""
@@ -197,7 +242,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._cache = {}
         conns = list(self._connections.values())
         nodes = {c.node.id: c.node for c in conns}
-        results = await asyncio.to_thread(_translate_many, generation, nodes)
+        results = await asyncio.to_thread(_translate_many, generation, nodes, self._tls)
+        # The trust bundle is added here, on the loop: one set meanwhile is not lost.
+        results = {n: with_root_ca(r, self._trust_bundle) if isinstance(r, ProxyResources) else r
+                   for n, r in results.items()}
         woken = failed = 0
         if self._generation is generation:  # not superseded meanwhile
             for node_id, result in results.items():
@@ -235,7 +283,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         if cached is not None:
             return cached
         generation = self._generation
-        resources = await asyncio.to_thread(translate_for_proxy, generation.registry, generation.istio, node)
+        translated = await asyncio.to_thread(translate_for_proxy, generation.registry, generation.istio, node,
+                                             tls=self._tls)
+        resources = with_root_ca(translated, self._trust_bundle)
         if self._generation is generation:
             self._cache[node.id] = resources
         return resources
@@ -363,12 +413,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         await context.write(response)
 
 
-def _translate_many(generation: Generation, nodes: Mapping[str, base_pb2.Node],
+def _translate_many(generation: Generation, nodes: Mapping[str, base_pb2.Node], tls: TlsMaterial,
                     ) -> dict[str, ProxyResources | Exception]:
     out: dict[str, ProxyResources | Exception] = {}
     for node_id, node in nodes.items():
         try:
-            out[node_id] = translate_for_proxy(generation.registry, generation.istio, node)
+            out[node_id] = translate_for_proxy(generation.registry, generation.istio, node, tls=tls)
         except (TranslationError, UnknownProxyError) as e:
             out[node_id] = e
         except Exception as e:  # a translator bug must not take every stream down: log it, keep serving

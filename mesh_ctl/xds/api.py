@@ -8,7 +8,8 @@
     POST /v1/delete                  {"kind", "namespace", "names": [...]} or {"files": [...]}, "dry_run"
     POST /v1/set-weight              {"service", "namespace", "weights": {"v1": 90}, "dry_run"}
     GET  /v1/proxy-status            per connected proxy and type: SYNCED / STALE / NOT SENT / NACKED
-    GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy
+    GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy (CDS, EDS,
+                                     LDS, RDS, and SDS: the ROOTCA secret served to it)
     GET  /v1/workloads               the registry: node ids, addresses, admin addresses
 
 Errors: ``{"error": message}`` with 400 (bad request), 404 (not found), 422 (invalid config: ``problems``
@@ -28,7 +29,7 @@ from google.protobuf import json_format
 from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info, load_documents
 from mesh_ctl.resources.names import resolve_host
 from mesh_ctl.store import ApplyResult, NotFound
-from mesh_ctl.translate.names import SHORT_NAMES, TYPE_URLS
+from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
 from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
 
 if TYPE_CHECKING:
@@ -257,8 +258,8 @@ class _Api:
             raise HttpError(404, f"no connected proxy named {name!r}", connected=connected)
         out: dict[str, Any] = {"node_id": resources.node_id, "kind": resources.kind,
                                "revision": self.cp.ads.generation.revision, "types": {}}
-        for type_url in TYPE_URLS:
-            out["types"][SHORT_NAMES[type_url]] = {
+        for type_url in (*TYPE_URLS, SECRET_TYPE):
+            out["types"][SHORT_NAMES.get(type_url, "SDS")] = {
                 "type_url": type_url, "version": resources.type_version(type_url),
                 "resources": [json_format.MessageToDict(m, preserving_proto_field_name=True)
                               for _, m in sorted(resources.of(type_url).items())],

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 if TYPE_CHECKING:
     from pyproxy.proxy.runtime import Runtime
@@ -16,6 +21,7 @@ HELP = """pyproxy admin commands:
   /listeners           listeners and their addresses (?format=json)
   /stats               counters (?format=json|prometheus)
   /stats/prometheus    Istio standard metrics and proxy counters in Prometheus text format
+  /certs               certificates in use (Envoy's shape; + root_fingerprints_sha256, secret_names)
   /quitquitquit        POST: shut down gracefully
 """
 
@@ -183,3 +189,84 @@ def server_info(rt: Runtime, uptime: float) -> dict[str, Any]:
         "node": {"id": node.id, "cluster": node.cluster, "metadata": dict(node.metadata)},
         "config_version": rt.snapshot.version,
     }
+
+
+# --------------------------------------------------------------------------------------------- /certs
+
+
+def certs(rt: Runtime) -> dict[str, Any]:
+    """Envoy's ``/certs`` (``envoy.admin.v3.Certificates``): per TLS context in use, its CA bundle
+    (``ca_cert``) and certificate chain (``cert_chain``) as ``CertificateDetails``. Contexts naming the same
+    files are listed once (every outbound cluster shares the sidecar's certificate). Extensions:
+    ``root_fingerprints_sha256`` (SHA-256 of each certificate in the CA bundle: two during a root rotation)
+    and ``secret_names`` (the SDS names the files came from, e.g. ``default``/``ROOTCA``)."""
+    snap = rt.snapshot
+    contexts: list[Any] = [c.tls for _, c in sorted(snap.clusters.items())]
+    for _, listener in sorted(snap.listeners.items()):
+        contexts.extend(chain.tls for chain in listener.filter_chains)
+        if listener.default_filter_chain is not None:
+            contexts.append(listener.default_filter_chain.tls)
+    now = time.time()
+    seen: dict[tuple[tuple[str, ...], str | None], dict[str, Any]] = {}
+    for tls in contexts:
+        if tls is None:
+            continue
+        chain_files = tuple(c.cert_chain_file for c in tls.certificates if c.cert_chain_file)
+        ca_file = tls.validation.trusted_ca_file if tls.validation is not None else None
+        names = {c.sds_name for c in tls.certificates if c.sds_name}
+        if tls.validation is not None and tls.validation.sds_name:
+            names.add(tls.validation.sds_name)
+        key = (chain_files, ca_file)
+        if key == ((), None):
+            continue
+        entry = seen.get(key)
+        if entry is None:
+            ca_certs = _pem_certs(ca_file)
+            entry = seen[key] = {
+                "ca_cert": [_details(c, ca_file or "", now) for c in ca_certs],
+                "cert_chain": [_details(c, path, now) for path in chain_files for c in _pem_certs(path)],
+                "root_fingerprints_sha256": [c.fingerprint(hashes.SHA256()).hex() for c in ca_certs],
+                "secret_names": [],
+            }
+        entry["secret_names"] = sorted(set(entry["secret_names"]) | names)
+    return {"certificates": list(seen.values())}
+
+
+def _pem_certs(path: str | None) -> list[x509.Certificate]:
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            return x509.load_pem_x509_certificates(f.read())
+    except (OSError, ValueError):
+        return []  # e.g. replaced between the snapshot and this request: show nothing rather than fail
+
+
+def _details(cert: x509.Certificate, path: str, now: float) -> dict[str, Any]:
+    """``envoy.admin.v3.CertificateDetails`` as Envoy's admin prints it (uint64 as a string, RFC 3339 times)."""
+    sans: list[dict[str, str]] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        ext = None
+    for name in ext or ():
+        if isinstance(name, x509.UniformResourceIdentifier):
+            sans.append({"uri": name.value})
+        elif isinstance(name, x509.DNSName):
+            sans.append({"dns": name.value})
+        elif isinstance(name, x509.IPAddress):
+            sans.append({"ip_address": str(name.value)})
+    serial = format(cert.serial_number, "x")
+    expires = cert.not_valid_after_utc.timestamp()
+    return {
+        "path": path,
+        "serial_number": serial if len(serial) % 2 == 0 else "0" + serial,
+        "subject_alt_names": sans,
+        "days_until_expiration": str(max(0, int((expires - now) // 86400))),
+        "valid_from": _rfc3339(cert.not_valid_before_utc.timestamp()),
+        "expiration_time": _rfc3339(expires),
+    }
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

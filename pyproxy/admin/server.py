@@ -1,5 +1,5 @@
 """The admin API (HTTP/1.1, like Envoy's): /ready, /server_info, /config_dump, /clusters, /listeners,
-/stats, /stats/prometheus, /quitquitquit.
+/stats, /stats/prometheus, /certs, /quitquitquit.
 
 Small on purpose: one task per admin connection, requests read with a size limit and a timeout, responses
 with ``connection: close``. Never on the request path of proxied traffic.
@@ -117,6 +117,8 @@ class AdminServer:
             if query.get("format") == ["json"]:
                 return 200, "application/json", json.dumps(dumps.listeners_json(rt), indent=2).encode()
             return 200, "text/plain", dumps.listeners_text(rt).encode()
+        if path == "/certs":
+            return 200, "application/json", json.dumps(dumps.certs(rt), indent=2).encode()
         if path == "/server_info":
             info = dumps.server_info(rt, time.time() - self.started_at)
             return 200, "application/json", json.dumps(info, indent=2).encode()

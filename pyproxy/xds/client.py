@@ -8,12 +8,17 @@ reconnects with Envoy's back-off (jittered, 500 ms doubling up to 30 s); on reco
 subscriptions with the versions it already has, so the control plane can tell what it must push.
 
 Readiness: the runtime is marked ready once the initial fetch completed (CDS and LDS answered, every
-referenced RDS/EDS/SDS resource received) or after ``initial_fetch_timeout`` (Envoy's default 15 s).
+referenced RDS/EDS/SDS resource received) or after ``initial_fetch_timeout`` (Envoy's default 15 s), and
+once every ``local_only`` secret is there (no timeout for those: a sidecar without its certificate is not ready).
+
+Local secrets: :meth:`AdsClient.publish_local_secrets` is how the identity agent hands over ``default`` and
+``ROOTCA``; names in ``local_only`` are never subscribed to over ADS.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -21,7 +26,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from pyproxy.config.model import Snapshot
+from pyproxy.config.model import Snapshot, TlsSecret, ValidationSecret
 from pyproxy.io.transport import TransportClosed
 from pyproxy.upstream.connection import ConnectError, connect
 from pyproxy.xds.grpc import GrpcChannel, GrpcError
@@ -59,13 +64,14 @@ def node_proto(static: Snapshot) -> Any:
 
 
 class AdsClient:
-    def __init__(self, runtime: Runtime, static: Snapshot) -> None:
+    def __init__(self, runtime: Runtime, static: Snapshot, *, local_only: Collection[str] = ()) -> None:
         assert static.dynamic is not None
         self.runtime = runtime
         self.dynamic = static.dynamic
-        self.state = XdsState(static, node_proto(static))
+        self.state = XdsState(static, node_proto(static), local_only=frozenset(local_only))
         self.connected = False
         self.sessions = 0
+        self._fetched = False  # initial fetch complete, or its timeout passed
 
     async def run(self) -> None:
         """Forever: connect, stream, reconnect with back-off."""
@@ -141,13 +147,29 @@ class AdsClient:
         self.runtime.install(snapshot)
         self.runtime.flush()
 
+    def publish_local_secrets(self, *secrets: TlsSecret | ValidationSecret) -> None:
+        """Install a snapshot with these proxy-made secrets (raises, changing nothing, if it cannot be)."""
+        self.state.install_local_secrets(secrets, self._install)
+        if self.state.initial_fetch_done():  # e.g. ROOTCA was subscribed but the control plane sent none
+            self._ready()
+        self._maybe_ready()
+
     def _ready(self) -> None:
-        if not self.runtime.ready.is_set():
+        if not self._fetched:
+            self._fetched = True
             log.info("xDS: initial configuration complete")
-            self.runtime.ready.set()
+        self._maybe_ready()
 
     def _initial_fetch_timed_out(self) -> None:
-        if not self.runtime.ready.is_set():
+        if not self._fetched:
+            self._fetched = True
             log.warning("xDS: initial fetch not complete after %.0fs; serving what has arrived",
                         self.dynamic.initial_fetch_timeout or 0)
-            self.runtime.ready.set()
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if not self._fetched or self.runtime.ready.is_set():
+            return
+        if not self.state.local_only <= set(self.state.local_secrets):
+            return  # e.g. the identity agent has no certificate yet
+        self.runtime.ready.set()

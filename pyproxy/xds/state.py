@@ -19,6 +19,9 @@ Rules (Envoy's, state of the world):
   plane pushes types never breaks a request).
 - Unchanged resources (same serialized bytes) are not translated again, and keep their model object, which
   lets the runtime reuse what it compiled from them.
+- Local secrets (the identity agent's ``default`` and ``ROOTCA``, :meth:`XdsState.install_local_secrets`)
+  resolve SDS names like pushed ones. Names in ``local_only`` are never asked of the control plane; for other
+  names a Secret pushed over SDS wins (the control plane's trust bundle during a root rotation).
 """
 
 from __future__ import annotations
@@ -68,12 +71,14 @@ class Outcome:
 
 
 class XdsState:
-    def __init__(self, static: m.Snapshot, node: Any) -> None:
+    def __init__(self, static: m.Snapshot, node: Any, local_only: frozenset[str] = frozenset()) -> None:
         self.static = static
         self.node = node  # envoy.config.core.v3.Node proto
         self.types: dict[str, TypeState] = {t: TypeState(t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)}
         self.installed: m.Snapshot = static
         self.generation = 0
+        self.local_secrets: dict[str, m.TlsSecret | m.ValidationSecret] = {}
+        self.local_only = local_only  # SDS names only the proxy itself provides (not subscribed over ADS)
 
     # ------------------------------------------------------------------------------------- requests
 
@@ -219,7 +224,7 @@ class XdsState:
             ROUTE: set().union(*(xr.referenced_routes(li) for li in listeners)) if listeners else set(),
             ENDPOINT: {n for c in clusters if (n := xr.eds_name(c)) is not None},
             SECRET: (set().union(*(xr.referenced_secrets(li) for li in listeners),
-                                 *(xr.referenced_secrets(c) for c in clusters))),
+                                 *(xr.referenced_secrets(c) for c in clusters)) - self.local_only),
         }
         out = []
         for type_url, names in wanted.items():
@@ -243,16 +248,35 @@ class XdsState:
                 return False
         for type_url in (ENDPOINT, ROUTE, SECRET):
             ts = self.types[type_url]
-            if ts.names and not ts.names <= set(ts.resources):
+            have = set(ts.resources) | set(self.local_secrets) if type_url == SECRET else set(ts.resources)
+            if ts.names and not ts.names <= have:
                 return False
         return True
+
+    def install_local_secrets(self, secrets: Iterable[m.TlsSecret | m.ValidationSecret],
+                              install: Callable[[m.Snapshot], None]) -> m.Snapshot:
+        """Add or replace secrets made in the proxy and install the snapshot they give; if ``install`` raises,
+        nothing changes and the error propagates."""
+        saved = dict(self.local_secrets)
+        self.local_secrets.update((s.name, s) for s in secrets)
+        try:
+            snapshot = self.build_snapshot()
+            install(snapshot)
+        except BaseException:
+            self.local_secrets = saved
+            raise
+        self.installed = snapshot
+        return snapshot
 
     def build_snapshot(self) -> m.Snapshot:
         """The most complete consistent snapshot from what was accepted (see the module docstring)."""
         installed = self.installed
         routes: dict[str, m.RouteConfiguration] = {
             name: model for name, (_, model) in self.types[ROUTE].resources.items()}  # type: ignore[misc]
-        secrets = {name: model for name, (_, model) in self.types[SECRET].resources.items()}
+        # Local secrets first; pushed ones replace them except for names only the proxy provides.
+        secrets: dict[str, object] = dict(self.local_secrets)
+        secrets.update((name, model) for name, (_, model) in self.types[SECRET].resources.items()
+                       if name not in self.local_only)
         endpoints = {name: model for name, (_, model) in self.types[ENDPOINT].resources.items()}
         # Clusters: static + CDS, EDS assignments applied, secrets resolved (static ones may use EDS/SDS too).
         clusters: dict[str, m.Cluster] = {}
@@ -290,9 +314,10 @@ class XdsState:
                 if cname not in clusters and cname in installed.clusters:
                     clusters[cname] = installed.clusters[cname]
         self.generation += 1
-        version = hashlib.sha256("|".join(
-            f"{t}:{self.types[t].version}" for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-        ).encode()).hexdigest()[:12]
+        parts = [f"{t}:{self.types[t].version}" for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)]
+        if self.local_secrets:  # a renewed certificate is a new configuration version
+            parts.append(f"local:{sorted(self.local_secrets.items())!r}")
+        version = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
         source = dict(self.static.source) if isinstance(self.static.source, dict) else {}
         frozen = {t: dict(ts.resources) for t, ts in self.types.items()}
         versions = {SHORT[t]: ts.version for t, ts in self.types.items()}

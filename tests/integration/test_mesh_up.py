@@ -36,6 +36,7 @@ from mesh_ctl.addressing import busy_sockets, can_bind, plan
 from mesh_ctl.bootstrap import validate_bootstrap
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime import procs as rprocs
+from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, read_state
 from mesh_ctl.topology import default_topology
 from tests.support.procs import REPO_ROOT, ProcessGroup
@@ -46,14 +47,27 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def free_base_address() -> str:
-    """A 127.x.y.10 where every socket of the default mesh can be bound right now."""
+    """A 127.x.y.10 where every socket of the default mesh can be bound right now, and so can the control
+    plane's on 127.x.y.9 (:func:`control_plane_address`)."""
     rng = random.Random()
     for _ in range(50):
         base = f"127.{rng.randint(64, 250)}.{rng.randint(1, 250)}.10"
         placement = plan(default_topology(), base_address=base, mode="per-workload")
-        if not busy_sockets(placement):
+        cp = ControlPlaneAddresses.for_offset(control_plane_address(base), 0)
+        if not busy_sockets(placement) and all(can_bind(h, p) for _, _, h, p in cp.sockets()):
             return base
     raise RuntimeError("no free loopback addresses found")
+
+
+def control_plane_address(base: str) -> str:
+    """Where the tests put a mesh's control plane: the address just below its first workload."""
+    return base.rsplit(".", 1)[0] + ".9"
+
+
+def up_args(run_dir: Path, base: str, *extra: object) -> list[object]:
+    """`up --detach` on the mesh's own addresses (workloads from ``base``, control plane just below)."""
+    return ["up", "--detach", "--run-dir", run_dir, "--base-address", base, "--control-plane-address",
+            control_plane_address(base), *extra]
 
 
 def cli(
@@ -149,20 +163,38 @@ def assert_gone(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ real mesh
 
 
-def test_mesh_up_splits_traffic_50_50_over_mtls(tmp_path: Path, meshes: Meshes) -> None:
+def test_mesh_up_runs_the_sidecars_from_the_control_plane_and_splits_50_50_over_mtls(
+    tmp_path: Path, meshes: Meshes
+) -> None:
     run_dir = tmp_path / "run"
     meshes.run_dirs.append(run_dir)
     base = free_base_address()
-    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, "--ready-timeout", 30)
+    cp = control_plane_address(base)
+    r = cli(*up_args(run_dir, base, "--ready-timeout", 30))
     assert r.returncode == 0, output(r, run_dir)
+    assert f"control plane: xDS {cp}:15010 (plain gRPC), API http://{cp}:15014, pid " in r.stdout, r.stdout
     state = meshes.record(run_dir)
+    assert state["processes"][0]["name"] == "control-plane"
 
     st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
     assert st["running"] and st["status"] == "ready"
+    assert st["control_plane"]["serving"] and st["control_plane"]["xds_address"] == f"{cp}:15010"
+    assert st["control_plane"]["api_address"] == f"{cp}:15014"
     assert [w["name"] for w in st["workloads"]] == ["payment-v1", "payment-v2", "client"]
     for w in st["workloads"]:
         assert w["sidecar"]["alive"], w
         assert w["app"]["alive"], w
+    # Nothing but the ADS cluster in the bootstraps: every listener, route and cluster comes over xDS, and
+    # every sidecar ACKed what it got.
+    for name in ("payment-v1", "payment-v2", "client"):
+        b = yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text())
+        assert [c["name"] for c in b["static_resources"]["clusters"]] == ["xds-grpc"]
+        assert "listeners" not in b["static_resources"]
+    ps = json.loads(cli("proxy-status", "-o", "json", "--run-dir", run_dir).stdout)["proxies"]
+    sent = {p["name"]: {t["type"]: t["status"] for t in p["types"] if t["status"] != "NOT SENT"} for p in ps}
+    assert sorted(sent) == ["client.default", "payment-v1.default", "payment-v2.default"], ps
+    assert sent["client.default"] == dict.fromkeys(("CDS", "EDS", "LDS", "RDS"), "SYNCED"), ps
+    assert all(set(types.values()) == {"SYNCED"} and {"CDS", "LDS"} <= set(types) for types in sent.values()), ps
 
     # >= 300 calls: for a fair split each version's share has a standard deviation of at most 2.9
     # points, so 35-65% fails a fair split with probability ~2e-7, while 75/25 or all-to-one never pass.
@@ -197,8 +229,10 @@ def test_mesh_up_splits_traffic_50_50_over_mtls(tmp_path: Path, meshes: Meshes) 
     assert "final totals" in r.stdout
     assert_gone(state)
     assert not (run_dir / "state.json").exists()
-    # Cleanly: every process left on SIGTERM, none had to be killed.
+    # Cleanly: every process left on SIGTERM, none had to be killed; the control plane's store stays.
     assert "warning: killing" not in (run_dir / "logs" / "supervisor.log").read_text(), output(r, run_dir)
+    assert "control plane stopped" in (run_dir / "logs" / "control-plane.log").read_text()
+    assert not (run_dir / "control-plane.json").exists() and (run_dir / "store").is_dir()
 
 
 # ------------------------------------------------------------------------------------------------ stand-ins
@@ -206,7 +240,11 @@ def test_mesh_up_splits_traffic_50_50_over_mtls(tmp_path: Path, meshes: Meshes) 
 STANDINS = {
     "pyproxy/__init__.py": "",
     "pyproxy/__main__.py": '''
-"""Stand-in sidecar: binds every address of its bootstrap, answers any GET with 200, stops on SIGTERM."""
+"""Stand-in sidecar: binds every address of its configuration, answers any GET with 200, stops on SIGTERM.
+
+With an ADS bootstrap it asks the control plane for its listeners (one real xDS v3 LDS request, by node id)
+as the real sidecar would, so it only starts listening once the control plane knows it.
+"""
 import argparse, http.server, os, signal, sys, threading
 import yaml
 
@@ -235,7 +273,40 @@ def sa(d):
     return d["socket_address"]["address"], d["socket_address"]["port_value"]
 
 
-addresses = [sa(b["admin"]["address"])] + [sa(l["address"]) for l in b["static_resources"]["listeners"]]
+def ads_listeners(b):
+    import grpc
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    [xds] = [c for c in b["static_resources"]["clusters"] if c["name"] == "xds-grpc"]
+    host, port = sa(xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"])
+    request = discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/envoy.config.listener.v3.Listener")
+    request.node.id = b["node"]["id"]
+    done = threading.Event()
+
+    def requests():
+        yield request
+        done.wait(10)  # keep the stream open until the answer is in
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+            requests(), timeout=10)
+        response = next(stream)
+        done.set()
+        stream.cancel()
+    out = []
+    for resource in response.resources:
+        listener = listener_pb2.Listener()
+        resource.Unpack(listener)
+        out.append((listener.address.socket_address.address, listener.address.socket_address.port_value))
+    return out
+
+
+if "dynamic_resources" in b:
+    listeners = ads_listeners(b)
+else:
+    listeners = [sa(l["address"]) for l in b["static_resources"]["listeners"]]
+addresses = [sa(b["admin"]["address"])] + listeners
 if a.stats_address:
     host, _, port = a.stats_address.rpartition(":")
     addresses.append((host, int(port)))
@@ -317,12 +388,13 @@ def test_lifecycle_detach_status_refuse_down(
     meshes.run_dirs.append(run_dir)
     base = free_base_address()
     prefix = base.rsplit(".", 1)[0]
-    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, "--rps", 40, env=standin_env)
+    r = cli(*up_args(run_dir, base, "--rps", 40), env=standin_env)
     assert r.returncode == 0, output(r, run_dir)
     assert "WORKLOAD" in r.stdout and f"{prefix}.10" in r.stdout and "==mTLS==>" in r.stdout
     state = meshes.record(run_dir)
     assert state["status"] == "ready"
     assert [p["name"] for p in state["processes"]] == [
+        "control-plane",
         "payment-v1",
         "payment-v2",
         "payment-v1-sidecar",
@@ -343,6 +415,9 @@ def test_lifecycle_detach_status_refuse_down(
     ]
     client = next(p for p in state["processes"] if p["name"] == "client")
     assert client["argv"][client["argv"].index("--rps") + 1] == "40"
+    cp = next(p for p in state["processes"] if p["name"] == "control-plane")
+    assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
+    assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
     for name in ("payment-v1", "payment-v2", "client"):
         validate_bootstrap(yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text()))
         assert stat.S_IMODE((run_dir / "certs" / name / "key.pem").stat().st_mode) == 0o600
@@ -361,14 +436,19 @@ def test_lifecycle_detach_status_refuse_down(
     }
     assert all(w[role]["alive"] for w in st["workloads"] for role in ("app", "sidecar"))
     assert st["summary"][0]["by_version"]["v1"] > 0 and st["summary"][0]["errors"] == 0
+    assert st["control_plane"] == {
+        "pid": cp["pid"], "alive": True, "serving": True, "xds_address": f"{prefix}.9:15010",
+        "api_address": f"{prefix}.9:15014", "restarts": 0, "log": str(run_dir / "logs" / "control-plane.log")}
     table = cli("status", "--run-dir", run_dir).stdout
     assert state["run_id"] in table and "payment-v2" in table and "requests" in table
+    assert (f"control plane: xDS {prefix}.9:15010 (plain gRPC), API http://{prefix}.9:15014, pid {cp['pid']}\n"
+            in table), table
 
     # A second mesh on the same run dir, or on the same addresses, is refused; the first keeps running.
-    again = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    again = cli(*up_args(run_dir, base), env=standin_env)
     assert again.returncode == 1 and "already running" in again.stderr, output(again)
     clash_dir = tmp_path / "other"
-    clash = cli("up", "--detach", "--run-dir", clash_dir, "--base-address", base, env=standin_env)
+    clash = cli(*up_args(clash_dir, base), env=standin_env)
     meshes.run_dirs.append(clash_dir)
     assert clash.returncode == 1 and "in use" in clash.stderr, output(clash)
     assert all(rprocs.is_ours(p["pid"], p["argv"], p["start_time"]) for p in state["processes"])
@@ -390,7 +470,7 @@ def test_lifecycle_no_orphans_when_the_supervisor_is_killed(
     run_dir = tmp_path / "run"
     meshes.run_dirs.append(run_dir)
     base = free_base_address()
-    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    r = cli(*up_args(run_dir, base), env=standin_env)
     assert r.returncode == 0, output(r, run_dir)
     state = meshes.record(run_dir)
 
@@ -406,7 +486,7 @@ def test_lifecycle_no_orphans_when_the_supervisor_is_killed(
     assert not any(w[role]["alive"] for w in st["workloads"] for role in ("app", "sidecar"))
 
     # The next `up` on the run dir cleans up after the dead run and starts.
-    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=standin_env)
+    r = cli(*up_args(run_dir, base), env=standin_env)
     assert r.returncode == 0, output(r, run_dir)
     assert "was not stopped cleanly" in r.stdout
     second = meshes.record(run_dir)
@@ -492,6 +572,8 @@ def test_lifecycle_foreground_up_stops_cleanly_on_ctrl_c(
         str(run_dir),
         "--base-address",
         base,
+        "--control-plane-address",
+        control_plane_address(base),
         env={"PYTHONPATH": standin_env["PYTHONPATH"]},
     )
 
@@ -521,7 +603,7 @@ def test_lifecycle_start_up_failure_names_the_workload_and_stops_the_rest(
     base = free_base_address()
     prefix = base.rsplit(".", 1)[0] + "."
     env = {**standin_env, "STANDIN_FAIL": "client"}
-    r = cli("up", "--detach", "--run-dir", run_dir, "--base-address", base, env=env)
+    r = cli(*up_args(run_dir, base), env=env)
     assert r.returncode == 1
     assert "client-sidecar" in r.stdout and "exited with code 3" in r.stdout, output(r, run_dir)
     assert str(run_dir / "logs" / "client-sidecar.log") in r.stdout
@@ -529,3 +611,71 @@ def test_lifecycle_start_up_failure_names_the_workload_and_stops_the_rest(
     assert not (run_dir / "state.json").exists()
     wait_for(lambda: not process_argvs_containing(prefix), 10, "no process left on the mesh's addresses")
     assert not busy_sockets(plan(default_topology(), base_address=base, mode="per-workload"))
+
+
+def test_lifecycle_the_supervisor_restarts_a_dead_control_plane(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    r = cli(*up_args(run_dir, base), env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    state = meshes.record(run_dir)
+    first = state["processes"][0]
+    assert first["name"] == "control-plane"
+    others = [(p["name"], p["pid"]) for p in state["processes"][1:]]
+
+    def control_plane() -> dict[str, Any]:
+        cp: dict[str, Any] = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["control_plane"]
+        return cp
+
+    # Killed once: started again at once, in the same place of the state file, with the same command line.
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_for(lambda: control_plane()["pid"] != first["pid"] and control_plane()["serving"], 20,
+             "the restarted control plane")
+    again = meshes.record(run_dir)
+    second = again["processes"][0]
+    assert (second["name"], second["argv"], second["restarts"]) == ("control-plane", first["argv"], 1)
+    assert [(p["name"], p["pid"]) for p in again["processes"][1:]] == others  # nothing else was touched
+    assert all(rprocs.is_ours(p["pid"], p["argv"], p["start_time"]) for p in again["processes"])
+    text = cli("status", "--run-dir", run_dir).stdout
+    assert f"pid {second['pid']} (restarted 1x)" in text, text
+    log = (run_dir / "logs" / "supervisor.log").read_text()
+    assert f"warning: control-plane (pid {first['pid']}) exited with code -9" in log
+    assert f"control-plane restarted (pid {second['pid']}, restart 1)" in log
+
+    # Killed again soon after its start: the back-off begins (1 s), and it still comes back.
+    os.kill(second["pid"], signal.SIGKILL)
+    wait_for(lambda: control_plane()["restarts"] == 2 and control_plane()["serving"], 20, "a second restart")
+    third = meshes.record(run_dir)["processes"][0]
+    assert f"warning: control-plane (pid {second['pid']}) exited with code -9" in (
+        run_dir / "logs" / "supervisor.log").read_text()
+    assert "restarting it in 1 s" in (run_dir / "logs" / "supervisor.log").read_text()
+
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "warning: killing" not in (run_dir / "logs" / "supervisor.log").read_text()
+    assert_gone({**again, "processes": [third, *again["processes"][1:]]})
+
+
+def test_lifecycle_static_mode_runs_without_a_control_plane(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    r = cli(*up_args(run_dir, base, "--static"), env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "control plane" not in r.stdout and "set-weight" not in r.stdout
+    state = meshes.record(run_dir)
+    assert [p["role"] for p in state["processes"]] == ["app", "app", "sidecar", "sidecar", "sidecar", "app"]
+    client = yaml.safe_load((run_dir / "bootstrap" / "client.yaml").read_text())
+    assert "dynamic_resources" not in client
+    assert [listener["name"] for listener in client["static_resources"]["listeners"]] == ["virtualOutbound"]
+    st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+    assert st["running"] and st["control_plane"] is None
+    assert not (run_dir / "control-plane.json").exists()
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert_gone(state)

@@ -74,6 +74,9 @@ def test_up_options() -> None:
         False,
         "auto",
     )
+    assert (defaults.static, defaults.control_plane_address) == (False, "127.0.0.1")
+    xds = build_parser().parse_args(["up", "--static", "--control-plane-address", "127.0.0.9"])
+    assert (xds.static, xds.control_plane_address) == (True, "127.0.0.9")
     for bad in (["up", "--rps", "0"], ["up", "--concurrency", "0"], ["status", "-o", "yaml"], []):
         with pytest.raises(SystemExit):
             build_parser().parse_args(bad)
@@ -101,6 +104,10 @@ def test_up_refuses_a_bad_topology_before_starting_anything(
     assert "workloads[0].app" in capsys.readouterr().err
     assert main(["up", "--run-dir", str(tmp_path / "run"), "--base-address", "192.168.1.1"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
+    assert main(["up", "--run-dir", str(tmp_path / "run"), "--control-plane-address", "10.0.0.1"]) == 2
+    assert "control plane address 10.0.0.1 is not a loopback address" in capsys.readouterr().err
+    assert main(["up", "--run-dir", str(tmp_path / "run"), "--port-offset", "60000"]) == 2
+    assert "out of range" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

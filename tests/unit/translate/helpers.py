@@ -17,6 +17,7 @@ from mesh_ctl.translate import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     ProxyResources,
+    TlsMaterial,
     translate_for_proxy,
 )
 from pyproxy.config import model as m
@@ -46,10 +47,10 @@ def as_dict(message: Message) -> Json:
 
 
 def sidecar(registry: Registry, resources: Sequence[Mapping[str, Any]], workload: str = "client",
-            namespace: str = "default") -> ProxyResources:
+            namespace: str = "default", tls: TlsMaterial = "sds") -> ProxyResources:
     w = registry.workload(workload, namespace)
     assert w is not None, workload
-    return translate_for_proxy(registry, resources, w.node_id)
+    return translate_for_proxy(registry, resources, w.node_id, tls=tls)
 
 
 def proxyless(registry: Registry, resources: Sequence[Mapping[str, Any]], namespace: str = "default",

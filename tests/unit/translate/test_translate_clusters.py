@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 
 from mesh_ctl.registry import Registry
+from mesh_ctl.translate import translate_for_proxy
 from tests.unit.translate.conftest import ALL, FQDN, V1, V2, destination_rule, subsets_dr
 from tests.unit.translate.helpers import as_dict, assignments, clusters, sidecar
 
 UNLIMITED = 4294967295
 V3 = f"outbound|8080|v3|{FQDN}"
+SANS = [{"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/payment"}},
+        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/payment-canary"}}]
 
 
 def _cluster(registry: Registry, *resources: dict[str, Any], name: str = ALL) -> dict[str, Any]:
@@ -37,20 +40,30 @@ def test_default_clusters_are_istio_shaped(registry: Registry) -> None:
     tls = c["transport_socket"]["typed_config"]
     assert tls["sni"] == f"outbound_.8080_.v1_.{FQDN}"
     ctx = tls["common_tls_context"]
-    client = registry.workload("client", "default")
-    assert client is not None and client.certs is not None
-    assert ctx["tls_certificates"] == [{"certificate_chain": {"filename": str(client.certs.cert_chain)},
-                                        "private_key": {"filename": str(client.certs.private_key)}}]
-    assert ctx["validation_context"]["trusted_ca"] == {"filename": str(client.certs.root_cert)}
-    # Istio's SAN list is per service: every service account behind payment.
-    assert ctx["validation_context"]["match_typed_subject_alt_names"] == [
-        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/payment"}},
-        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/payment-canary"}},
-    ]
-    assert ctx["alpn_protocols"] == ["h2"]
+    # Istio's SDS references: the key and chain from the sidecar's agent, the roots from the control plane.
+    sds = {"ads": {}, "resource_api_version": "V3"}
+    assert ctx["tls_certificate_sds_secret_configs"] == [{"name": "default", "sds_config": sds}]
+    assert ctx["combined_validation_context"] == {
+        # Istio's SAN list is per service: every service account behind payment.
+        "default_validation_context": {"match_typed_subject_alt_names": SANS},
+        "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": sds}}
+    assert "tls_certificates" not in ctx and "validation_context" not in ctx
+    assert ctx["alpn_protocols"] == ["istio-peer-exchange", "istio", "h2"]  # Istio's ALPNInMeshH2WithMxc
     assert c["metadata"]["filter_metadata"]["istio"] == {
         "services": [{"host": FQDN, "name": "payment", "namespace": "default"}],
         "default_original_port": 8080.0, "subset": "v1"}
+
+
+def test_files_mode_names_the_workload_certificate_files(registry: Registry) -> None:
+    client = registry.workload("client", "default")
+    assert client is not None and client.certs is not None
+    c = clusters(translate_for_proxy(registry, [], client.node_id, tls="files"))[V1]
+    ctx = c["transport_socket"]["typed_config"]["common_tls_context"]
+    assert ctx["tls_certificates"] == [{"certificate_chain": {"filename": str(client.certs.cert_chain)},
+                                        "private_key": {"filename": str(client.certs.private_key)}}]
+    assert ctx["validation_context"] == {"trusted_ca": {"filename": str(client.certs.root_cert)},
+                                         "match_typed_subject_alt_names": SANS}
+    assert "tls_certificate_sds_secret_configs" not in ctx and "combined_validation_context" not in ctx
 
 
 def test_destination_rule_subsets_replace_the_topology_subsets(registry: Registry) -> None:
@@ -196,11 +209,12 @@ def test_inbound_listener_and_cluster(registry: Registry) -> None:
     lst = as_dict(listener)
     assert lst["name"] == "virtualInbound" and lst["traffic_direction"] == "INBOUND"
     assert lst["address"] == {"socket_address": {"address": w.address, "port_value": w.inbound_port}}
-    (chain,) = lst["filter_chains"]
+    # No PeerAuthentication: PERMISSIVE (mTLS chain + plaintext chain; tests/unit/translate/test_translate_mtls.py).
+    chain, plaintext = lst["filter_chains"]
     tls = chain["transport_socket"]["typed_config"]
     assert tls["require_client_certificate"] is True
-    assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {
-        "filename": str(w.certs.cert_chain)}
+    assert tls["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    assert plaintext["filters"] == chain["filters"]
     hcm = chain["filters"][0]["typed_config"]
     (route,) = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert route["route"]["cluster"] == "inbound|8080||"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mesh_ctl.registry import Registry
-from mesh_ctl.translate import TranslationError, UnknownProxyError, check_resource, translate_for_proxy
+from mesh_ctl.translate import CLUSTER_TYPE, TranslationError, UnknownProxyError, check_resource, translate_for_proxy
 from tests.unit.translate.conftest import dest, destination_rule, subsets_dr, virtual_service
 
 ROUTE: dict[str, Any] = {"route": [dest("v1")]}
@@ -111,12 +111,10 @@ def test_supported_resources_pass(resource: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("resource", "words"), [
-    ({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "x"},
-      "spec": {"mtls": {"mode": "STRICT"}}}, "not supported yet"),
-    ({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "x"},
-      "spec": {}}, "not supported yet"),
     ({"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "x"}, "spec": {}},
      "not supported"),
+    ({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "x"},
+      "spec": {}}, "not supported"),
     ({"apiVersion": "v1", "kind": "VirtualService", "metadata": {"name": "x"}, "spec": {}}, "Istio API group"),
     ({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "x"}}, "required"),
 ])
@@ -135,11 +133,15 @@ def test_unknown_nodes(registry: Registry) -> None:
         translate_for_proxy(registry, [], "just-a-name")
 
 
-def test_sidecar_without_certificates_is_an_error(registry: Registry) -> None:
+def test_sidecar_without_certificates_needs_sds(registry: Registry) -> None:
+    """With SDS (the default) the control plane needs no certificate files; with tls=files it does."""
     from dataclasses import replace
 
     stripped = replace(registry, workloads=tuple(replace(w, certs=None) for w in registry.workloads))
     client = stripped.workload("client", "default")
     assert client is not None
+    assert translate_for_proxy(stripped, [], client.node_id).of(CLUSTER_TYPE)
     with pytest.raises(TranslationError, match="certificate"):
-        translate_for_proxy(stripped, [], client.node_id)
+        translate_for_proxy(stripped, [], client.node_id, tls="files")
+    with pytest.raises(ValueError, match="tls must be one of"):
+        translate_for_proxy(registry, [], client.node_id, tls="vault")  # type: ignore[arg-type]

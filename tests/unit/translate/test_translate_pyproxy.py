@@ -1,5 +1,6 @@
 """Everything translated is accepted by pyproxy's own translator, references resolve within what one proxy
-gets, and a mesh without Istio resources is configured like ``mesh_ctl up``'s static bootstraps."""
+gets, and a mesh without Istio resources is configured like ``mesh_ctl up``'s static bootstraps (static
+bootstraps take certificate files, so those comparisons translate with ``tls="files"``)."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def test_resolved_configuration_is_a_valid_pyproxy_snapshot(registry: Registry, 
     """Folded the way an ADS client resolves rds/EDS, each sidecar's resources make a bootstrap pyproxy runs,
     cross-resource consistency check included."""
     for w in registry.workloads:
-        pr = sidecar(registry, SCENARIOS[scenario], w.name, w.namespace)
+        pr = sidecar(registry, SCENARIOS[scenario], w.name, w.namespace, tls="files")
         snap = translate_bootstrap(static_bootstrap(pr, registry), material=material)
         assert set(snap.listeners) == set(pr.of(LISTENER_TYPE))
         assert set(snap.clusters) == set(pr.of(CLUSTER_TYPE))
@@ -124,7 +125,7 @@ def test_resolved_configuration_is_a_valid_pyproxy_snapshot(registry: Registry, 
 
 
 def test_everything_translates_to_the_intended_pyproxy_model(registry: Registry, material: MaterialStore) -> None:
-    pr = sidecar(registry, EVERYTHING)
+    pr = sidecar(registry, EVERYTHING, tls="files")
     snap = translate_bootstrap(static_bootstrap(pr, registry), material=material)
     rc = snap.listeners["virtualOutbound"].filter_chains[0].hcm.route_config
     assert rc is not None
@@ -164,8 +165,20 @@ def test_everything_translates_to_the_intended_pyproxy_model(registry: Registry,
 # --------------------------------------------------------------------------------------------- mesh_ctl up
 
 
+def _tls(tls: m.TlsContext | None) -> m.TlsContext | None:
+    """Istio's ALPN, TLS parameters and inbound SAN prefix are not in `mesh_ctl up`'s bootstraps."""
+    if tls is None:
+        return None
+    validation = tls.validation
+    if validation is not None and tls.server_side:
+        validation = dataclasses.replace(validation, match_subject_alt_names=())
+    return dataclasses.replace(tls, validation=validation, alpn_protocols=(), min_version=None, max_version=None,
+                               cipher_suites=())
+
+
 def _normalise(snap: m.Snapshot) -> tuple[dict[str, m.Listener], dict[str, m.Cluster], m.NodeInfo]:
-    """Undo the differences that are intended: what Istio adds on top of `mesh_ctl up`'s bootstraps."""
+    """Undo the differences that are intended: what Istio adds on top of `mesh_ctl up`'s bootstraps (PERMISSIVE
+    inbound listeners keep only their mTLS chain here; the plaintext chain is checked separately)."""
 
     def route(r: m.Route) -> m.Route:
         assert isinstance(r.action, m.RouteAction)
@@ -184,9 +197,10 @@ def _normalise(snap: m.Snapshot) -> tuple[dict[str, m.Listener], dict[str, m.Clu
 
     listeners = {}
     for name, lst in snap.listeners.items():
-        chains = tuple(dataclasses.replace(c, hcm=dataclasses.replace(c.hcm, route_config=route_config(
-            c.hcm.route_config))) for c in lst.filter_chains)
-        listeners[name] = dataclasses.replace(lst, filter_chains=chains)
+        mtls = [c for c in lst.filter_chains if c.match.transport_protocol != "raw_buffer"]
+        chains = tuple(dataclasses.replace(c, match=m.FilterChainMatch(), tls=_tls(c.tls), hcm=dataclasses.replace(
+            c.hcm, route_config=route_config(c.hcm.route_config))) for c in mtls)
+        listeners[name] = dataclasses.replace(lst, filter_chains=chains, tls_inspector=False)
     clusters = {}
     for name, c in snap.clusters.items():
         # (metadata sorted: pyproxy flattens a Struct in its map order, which protobuf does not fix)
@@ -195,7 +209,7 @@ def _normalise(snap: m.Snapshot) -> tuple[dict[str, m.Listener], dict[str, m.Clu
             for loc in (c.load_assignment.localities if c.load_assignment else ()))
         assignment = dataclasses.replace(c.load_assignment, localities=localities) if c.load_assignment else None
         clusters[name] = dataclasses.replace(c, circuit_breakers=m.CircuitBreakers(), load_assignment=assignment,
-                                             metadata=tuple(sorted(c.metadata)))
+                                             metadata=tuple(sorted(c.metadata)), tls=_tls(c.tls))
     return listeners, clusters, snap.node
 
 
@@ -208,8 +222,8 @@ def test_without_istio_resources_sidecars_get_what_mesh_ctl_up_configures(defaul
         static = bootstrap_pb2.Bootstrap()
         json_format.ParseDict(bootstraps[w.name], static)
         theirs = translate_bootstrap(static, material=material)
-        ours = translate_bootstrap(static_bootstrap(sidecar(default_registry, [], w.name), default_registry),
-                                   material=material)
+        ours = translate_bootstrap(static_bootstrap(sidecar(default_registry, [], w.name, tls="files"),
+                                                    default_registry), material=material)
         assert _normalise(ours) == _normalise(theirs), w.name
         assert ours.admin == theirs.admin
         # ...and the differences are exactly what Istio adds.
@@ -222,3 +236,13 @@ def test_without_istio_resources_sidecars_get_what_mesh_ctl_up_configures(defaul
             assert rc.virtual_hosts[0].include_request_attempt_count
         for c in ours.clusters.values():
             assert c.circuit_breakers.max_requests == 2**32 - 1 and c.circuit_breakers.track_remaining
+            if c.tls is not None:
+                assert c.tls.alpn_protocols == ("istio-peer-exchange", "istio", "h2")
+        if "virtualInbound" in ours.listeners:
+            inbound = ours.listeners["virtualInbound"]
+            assert inbound.tls_inspector
+            mtls, plaintext = inbound.filter_chains
+            assert mtls.match.transport_protocol == "tls" and mtls.tls is not None
+            assert mtls.tls.validation is not None and mtls.tls.validation.match_subject_alt_names[0][0] == "URI"
+            assert plaintext.match.transport_protocol == "raw_buffer" and plaintext.tls is None
+            assert plaintext.hcm == mtls.hcm

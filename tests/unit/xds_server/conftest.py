@@ -148,8 +148,9 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def serving(gen: Generation) -> AsyncIterator[Harness]:
-    ads = AdsServer(gen, identifier="test-control-plane")
+async def serving(gen: Generation, **options: Any) -> AsyncIterator[Harness]:
+    """A real grpc.aio ADS server on loopback; ``options`` go to :class:`AdsServer` (tls, trust_bundle)."""
+    ads = AdsServer(gen, identifier="test-control-plane", **options)
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     port = server.add_insecure_port("127.0.0.1:0")
