@@ -29,13 +29,14 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
 
 from pyproxy.config.model import DirectResponse, RetryPolicy, RouteAction
 from pyproxy.filters.rbac import RequestFacts
-from pyproxy.http2.connection import StreamStateError
+from pyproxy.http2.connection import H2Connection, StreamStateError
 from pyproxy.http2.events import DataReceived, HeadersReceived
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
@@ -524,57 +525,28 @@ class ProxyStream:
             buf.append(data)
 
     def _pump_request(self) -> None:
+        """Send what the upstream windows allow: the replayed body of a retry first, then new data."""
         up = self.up
         if up is None or self.req_end_sent:
             return
         eng = up.engine
         sid = self.up_sid
+        pending = self.req_pending
         forwarded = 0
+        ends_with_data = self.req_end_received and self.req_trailers is None
         try:
             replay = self.replay
-            while replay:
-                room = eng.max_send(sid)
-                if room <= 0:
-                    break
-                chunk = replay[0]
-                if len(chunk) <= room:
-                    replay.popleft()
-                    last = (not replay and not self.req_pending and self.req_end_received
-                            and self.req_trailers is None)
-                    eng.send_data(sid, chunk, end_stream=last)
-                    self.req_end_sent = last
-                else:
-                    eng.send_data(sid, chunk[:room])
-                    replay[0] = chunk[room:]
-                    break
-            pending = self.req_pending
-            while pending and not replay:
-                room = eng.max_send(sid)
-                if room <= 0:
-                    break
-                chunk = pending[0]
-                if len(chunk) <= room:
-                    pending.popleft()
-                    last = not pending and self.req_end_received and self.req_trailers is None
-                    eng.send_data(sid, chunk, end_stream=last)
-                    forwarded += len(chunk)
-                    if self.req_buffer is not None:
-                        self._keep_for_retry(chunk)
-                    self.req_end_sent = last
-                else:
-                    part = chunk[:room]
-                    eng.send_data(sid, part)
-                    pending[0] = chunk[room:]
-                    forwarded += room
-                    if self.req_buffer is not None:
-                        self._keep_for_retry(part)
-                    break
-            if not pending and not replay and self.req_end_received and not self.req_end_sent:
-                if self.req_trailers is not None:
-                    eng.send_headers(sid, self.req_trailers, end_stream=True)
-                else:
-                    eng.send_data(sid, b"", end_stream=True)
-                self.req_end_sent = True
+            if replay:
+                _, self.req_end_sent = _send_queued(eng, sid, replay, ends_with_data and not pending, None)
+            if not replay and not self.req_end_sent:
+                keep = self._keep_for_retry if self.req_buffer is not None else None
+                forwarded, self.req_end_sent = _send_queued(eng, sid, pending, ends_with_data, keep)
+                if not pending and self.req_end_received and not self.req_end_sent:
+                    if self.req_trailers is not None:
+                        eng.send_headers(sid, self.req_trailers, end_stream=True)
+                    else:
+                        eng.send_data(sid, b"", end_stream=True)
+                    self.req_end_sent = True
         except StreamStateError:
             pending.clear()
         self.ctx.runtime.mark_dirty(up)
@@ -715,29 +687,14 @@ class ProxyStream:
         self._pump_response()
 
     def _pump_response(self) -> None:
+        """Send queued response data as the caller's windows allow, then the trailers (or END_STREAM)."""
         down = self.down
         eng = down.engine
         sid = self.down_sid
         pending = self.resp_pending
-        forwarded = 0
-        ended = False
         try:
-            while pending:
-                room = eng.max_send(sid)
-                if room <= 0:
-                    break
-                chunk = pending[0]
-                if len(chunk) <= room:
-                    pending.popleft()
-                    last = not pending and self.resp_end_received and self.resp_trailers is None
-                    eng.send_data(sid, chunk, end_stream=last)
-                    forwarded += len(chunk)
-                    ended = last
-                else:
-                    eng.send_data(sid, chunk[:room])
-                    pending[0] = chunk[room:]
-                    forwarded += room
-                    break
+            forwarded, ended = _send_queued(eng, sid, pending, self.resp_end_received and self.resp_trailers is None,
+                                            None)
             if not pending and self.resp_end_received and not ended:
                 if self.resp_trailers is not None:
                     eng.send_headers(sid, self.resp_trailers, end_stream=True)
@@ -1003,6 +960,36 @@ class ProxyStream:
             cluster.stats.upstream_rq_active -= 1
         self.req_buffer = None
         self.ctx.record(self)
+
+
+def _send_queued(eng: H2Connection, sid: int, queue: deque[bytes], end_with_last: bool,
+                 keep: Callable[[bytes], None] | None) -> tuple[int, bool]:
+    """Send chunks from ``queue`` as far as the stream's flow-control windows allow (splitting one if needed).
+
+    Returns (bytes sent, END_STREAM sent). ``end_with_last``: put END_STREAM on the last chunk; ``keep`` is called
+    with every piece sent (the retry buffer)."""
+    sent = 0
+    while queue:
+        room = eng.max_send(sid)
+        if room <= 0:
+            break
+        chunk = queue[0]
+        if len(chunk) > room:
+            part = chunk[:room]
+            eng.send_data(sid, part)
+            queue[0] = chunk[room:]
+            if keep is not None:
+                keep(part)
+            return sent + room, False
+        queue.popleft()
+        last = end_with_last and not queue
+        eng.send_data(sid, chunk, end_stream=last)
+        sent += len(chunk)
+        if keep is not None:
+            keep(chunk)
+        if last:
+            return sent, True
+    return sent, False
 
 
 def _int(value: bytes) -> int | None:
