@@ -257,7 +257,7 @@ class XdsState:
                               install: Callable[[m.Snapshot], None]) -> m.Snapshot:
         """Add or replace secrets made in the proxy and install the snapshot they give; if ``install`` raises,
         nothing changes and the error propagates."""
-        saved = dict(self.local_secrets)
+        saved, generation = dict(self.local_secrets), self.generation
         self.local_secrets.update((s.name, s) for s in secrets)
         try:
             snapshot = self.build_snapshot()
@@ -265,6 +265,8 @@ class XdsState:
         except BaseException:
             self.local_secrets = saved
             raise
+        finally:
+            self.generation = generation  # counts what xDS brought (the client's back-off looks at it)
         self.installed = snapshot
         return snapshot
 

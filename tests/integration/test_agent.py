@@ -13,7 +13,6 @@ control plane pushes.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import socket
@@ -265,6 +264,8 @@ def test_certificate_issued_shown_and_renewed_every_half_lifetime(procs: Process
     assert set(distinct_served) <= {s.lstrip("0") for s in serials}
     assert len(shown) >= 4 and shown <= {s.lstrip("0") for s in serials}
     assert "not issued" not in log
+    print(f"{len(serials)} certificates issued in {time.monotonic() - started:.1f}s; {len(served)} TLS handshakes "
+          f"saw {len(distinct_served)} of them; /certs showed {len(shown)}")
 
     # Stopped: the private directory with the key is gone.
     assert sidecar.proc.stop() == 0
@@ -294,7 +295,6 @@ def test_a_token_for_another_identity_is_refused_and_the_sidecar_is_not_ready(
     assert sidecar.agent_entry() is None
     # It keeps trying (back-off), each refusal logged.
     wait_until("a retry", lambda: sidecar.proc.output().count("not issued") >= 2, proc=sidecar.proc)
-    assert os.path.exists(sidecar.proc.log_path)
 
 
 DR = """\
@@ -367,3 +367,60 @@ def test_mtls_traffic_keeps_flowing_while_both_sidecars_renew(procs: ProcessGrou
     assert all('source_principal="spiffe://cluster.local/ns/default/sa/client"' in line for line in served), served
     # Renewals do not reset connections: the one mTLS connection opened at the start carried every call.
     assert sum(v for k, v in outbound.items() if k.endswith(".upstream_cx_total")) == 1, outbound
+    print(f"{final['requests']} calls, all OK, p99 {final['latency_ms']['p99']} ms; renewals: " + ", ".join(
+        f"{name} {len(issued_serials(sc.proc.output(), f'spiffe://cluster.local/ns/default/sa/{WORKLOADS[name][1]}'))}"
+        for name, sc in sidecars.items()))
+
+
+def test_root_rotation_with_overlap(procs: ProcessGroup, tmp_path: Path, control_plane: ControlPlane) -> None:
+    """The control plane's ROOTCA (pushed over SDS) wins over the agent's own: during a rotation the sidecar
+    trusts old and new roots together, its next certificate chains to the new root, and no handshake fails."""
+    cp = control_plane
+    token = cp.token(tmp_path, "default", "payment")
+    sidecar = start_sidecar(procs, cp, tmp_path, token, "--cert-ttl", "4s", "--key-algorithm", "ecdsa")
+    wait_until("the sidecar is ready", sidecar.ready, proc=sidecar.proc)
+    wait_until("an SDS answer", lambda: "SDS version" in sidecar.proc.output(), proc=sidecar.proc)
+    if re.search(r"SDS version \S+ accepted \(0 resources\)", sidecar.proc.output()):
+        pytest.skip("the control plane does not push ROOTCA over SDS yet (mesh_ctl/server.py _on_trust_bundle)")
+    [old_root] = cp.roots()
+
+    def fingerprints() -> list[str]:
+        entry = sidecar.agent_entry()
+        return list(entry["root_fingerprints_sha256"]) if entry else []
+
+    def fp(cert: x509.Certificate) -> str:
+        return cert.fingerprint(hashes.SHA256()).hex()
+
+    assert fingerprints() == [fp(old_root)]
+    cp.post("/v1/ca/rotate-root", {"publish_delay_s": 3})
+    both = cp.roots()
+    assert len(both) == 2 and both[0] == old_root
+    new_root = both[1]
+    wait_until("the sidecar trusts both roots", lambda: fingerprints() == [fp(old_root), fp(new_root)],
+               proc=sidecar.proc)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(cp.get("/v1/ca/root")["pem"])
+    only_new = tmp_path / "new-root.pem"
+    only_new.write_text(cp.get("/v1/ca/root")["bundle"][1])
+
+    def chains_to_new_root() -> bool:
+        try:
+            sidecar.presented(only_new)
+        except ssl.SSLCertVerificationError:
+            return False
+        return True
+
+    failures = []
+    deadline = time.monotonic() + 20
+    while not chains_to_new_root():
+        try:
+            sidecar.presented(bundle)  # whichever root signed it, the bundle verifies it
+        except (OSError, ssl.SSLError) as e:
+            failures.append(repr(e))
+        assert time.monotonic() < deadline, "the sidecar never got a certificate from the new root"
+        time.sleep(0.2)
+    assert not failures, failures[:3]
+    # Retire the old root: the bundle the sidecar trusts is the new root alone.
+    cp.post("/v1/ca/rotate-root", {"step": True, "force": True})
+    wait_until("the old root is gone from the sidecar's bundle", lambda: fingerprints() == [fp(new_root)],
+               proc=sidecar.proc)
