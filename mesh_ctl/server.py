@@ -111,6 +111,7 @@ class ControlPlane:
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
         run_root = options.run_dir.root if options.run_dir is not None else None
         self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain)
+        self.ads.set_trust_bundle("".join(self.ca.trust_bundle()).encode(), "CA roots loaded")  # SDS ROOTCA
         self.started_at = time.time()
         self.xds_address = ""
         self.api_address = ""
@@ -187,9 +188,10 @@ class ControlPlane:
     # ------------------------------------------------------------------------------------------ pushes
 
     def _on_trust_bundle(self, bundle: list[str]) -> None:
-        """The CA's trust bundle changed (a root rotation published or retired a root): every proxy must get
-        it as its SDS ``ROOTCA`` secret. ``self.ca.trust_bundle()`` is the current bundle at any time."""
-        log.info("trust bundle changed: %d root(s)", len(bundle))
+        """The CA's trust bundle changed (a root rotation published or retired a root): every sidecar gets it
+        as its SDS ``ROOTCA`` secret (pushed now to the connected ones)."""
+        woken = self.ads.set_trust_bundle("".join(bundle).encode(), f"CA root rotation: {len(bundle)} root(s)")
+        log.info("trust bundle changed: %d root(s), pushed to %d proxies", len(bundle), woken)
 
     async def _flush(self, reasons: list[str]) -> None:
         snapshot = await asyncio.to_thread(self.store.snapshot)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from mesh_ctl.addressing import ADDRESS_MODES, plan
+from mesh_ctl.ca import options as ca_options
 from mesh_ctl.commands._common import add_run_dir, positive_float
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, resolve_run_dir
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debounce-max", metavar="SECONDS", type=positive_float, default=DEBOUNCE_MAX,
                    help=f"longest delay of a push while changes keep coming (default: {DEBOUNCE_MAX})")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    ca_options.add_arguments(p)
 
 
 def _loopback(address: str, what: str) -> None:
@@ -88,6 +90,7 @@ def build_options(args: argparse.Namespace) -> ServeOptions:
         run_dir=run_dir,
         debounce_after=args.debounce_after,
         debounce_max=max(args.debounce_max, args.debounce_after),
+        ca=ca_options.from_args(args),
     )
 
 
