@@ -134,9 +134,11 @@ def tls_inspector() -> Json:
 
 def inbound_chains(mode: MtlsMode, name: str, filters: list[Json], source: TlsSource, trust_domain: str,
                    ) -> tuple[list[Json], list[Json]]:
-    """(filter chains, listener filters) of an inbound listener in ``mode`` (see the module docstring)."""
+    """(filter chains, listener filters) of an inbound listener in ``mode`` (see the module docstring). The
+    mTLS chain is named ``name``, the plaintext one ``<name>-plaintext`` (chain names must be unique: pyproxy
+    keeps per-chain state by name)."""
     def chain(match: Json, tls: bool) -> Json:
-        fc: Json = {"name": name, "filter_chain_match": match, "filters": filters}
+        fc: Json = {"name": name if tls else f"{name}-plaintext", "filter_chain_match": match, "filters": filters}
         if tls:
             fc["transport_socket"] = downstream_tls(source, trust_domain)
         return fc

@@ -7,7 +7,9 @@ Architecture (each module only uses the ones above it)::
     status.py     SYNCED / STALE / NOT SENT / NACKED per proxy and type (for `mesh_ctl proxy-status`)
     debounce.py   100 ms quiet period, 1 s at most: a burst of applies becomes one push
     ads.py        the grpc.aio servicer: identify the node, translate (mesh_ctl.translate), push only the
-                  types whose versions moved, CDS -> EDS -> LDS -> RDS, wait for ACKs
+                  types whose versions moved, CDS -> EDS -> LDS -> RDS -> SDS, wait for ACKs; SDS serves the
+                  CA's trust bundle as ``ROOTCA`` (set_trust_bundle, again on every root rotation) and never
+                  ``default`` (the workload key stays in the sidecar, its agent serves it)
     httpd.py      a tiny HTTP/1.1 JSON server on asyncio
     api.py        the management API the CLI calls (apply, get, delete, analyze, set-weight, proxy-status)
 

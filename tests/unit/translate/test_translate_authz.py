@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mesh_ctl.registry import Registry
 from mesh_ctl.translate import LISTENER_TYPE, TranslationError, check_resource
+from mesh_ctl.translate.rbac import _namespace_gen, string_matcher
 from pyproxy.config.material import MaterialStore
 from tests.unit.translate.helpers import as_dict, pyproxy_problems, sidecar
 
@@ -397,3 +400,28 @@ def test_what_cannot_be_enforced_is_refused(spec: Json, path: str, words: str) -
 ])
 def test_supported_policies_pass(spec: Json) -> None:
     check_resource(ap("p", spec))
+
+
+# --------------------------------------------------------------------------------------------- properties
+
+# Principal-ish text with every regex metacharacter (but no '*': that one is Istio's glob).
+_TEXT = st.text(alphabet="ab.-_/:+?()[]{}|^$\\", min_size=1, max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_TEXT, kind=st.sampled_from(["exact", "prefix", "suffix", "any"]), candidate=_TEXT)
+def test_principal_globs_mean_what_istio_means(body: str, kind: str, candidate: str) -> None:
+    """``x``, ``x*``, ``*x``, ``*`` with ``spiffe://`` added, whatever characters x holds."""
+    value = {"exact": body, "prefix": body + "*", "suffix": "*" + body, "any": "*"}[kind]
+    expected = {"exact": candidate == body, "prefix": candidate.startswith(body),
+                "suffix": candidate.endswith(body), "any": True}[kind]
+    assert _string(string_matcher(value, "spiffe://"), "spiffe://" + candidate) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(namespace=st.text(alphabet="ab.-+()", min_size=1, max_size=8),
+       other=st.text(alphabet="ab.-+()", min_size=1, max_size=8))
+def test_namespace_regexes_match_exactly_that_namespace(namespace: str, other: str) -> None:
+    principal = _namespace_gen(namespace, "")["authenticated"]["principal_name"]
+    assert _string(principal, f"spiffe://cluster.local/ns/{namespace}/sa/x")
+    assert _string(principal, f"spiffe://cluster.local/ns/{other}/sa/x") == (other == namespace)

@@ -64,6 +64,7 @@ def test_permissive_is_the_default_with_tls_inspector_and_two_chains(registry: R
     assert lst["listener_filters"] == [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]
     mtls, plain = lst["filter_chains"]
+    assert (mtls["name"], plain["name"]) == ("inbound|8080||", "inbound|8080||-plaintext")  # unique names
     assert mtls["filter_chain_match"] == {"transport_protocol": "tls", "application_protocols": MESH_ALPNS}
     assert plain["filter_chain_match"] == {"transport_protocol": "raw_buffer"}
     assert "transport_socket" not in plain

@@ -43,7 +43,8 @@ def _pa(doc: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 ])
 def test_the_policy_is_named_and_scoped_like_istios_docs(args: tuple[Any, ...], expected: tuple[Any, ...],
                                                          scope: str) -> None:
-    doc, got_scope = target(*args, root_namespace="istio-system", workloads=WORKLOADS)
+    mode, namespace, workload, selector = args
+    doc, got_scope = target(mode, namespace, workload, selector, "istio-system", WORKLOADS)
     assert _pa(doc) == expected and got_scope == scope
     assert doc["apiVersion"] == "security.istio.io/v1" and doc["kind"] == "PeerAuthentication"
 
@@ -55,8 +56,9 @@ def test_the_policy_is_named_and_scoped_like_istios_docs(args: tuple[Any, ...], 
     (("strict", None, None, [("app", "x")]), "--selector needs --workload"),
 ])
 def test_targets_that_cannot_work_are_refused(args: tuple[Any, ...], words: str) -> None:
+    mode, namespace, workload, selector = args
     with pytest.raises(TargetError, match=words):
-        target(*args, root_namespace="istio-system", workloads=WORKLOADS)
+        target(mode, namespace, workload, selector, "istio-system", WORKLOADS)
 
 
 def test_workload_selector_prefers_the_app_label() -> None:

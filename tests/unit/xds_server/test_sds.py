@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -69,8 +70,8 @@ def test_root_rotation_pushes_the_new_bundle(registry: Registry) -> None:
             for s in (server, client):
                 second = await s.recv()
                 assert second.version_info != first.version_info
-                assert [c.fingerprint(c.signature_hash_algorithm) for c in roots(secrets_of(second)["ROOTCA"])] == [
-                    c.fingerprint(c.signature_hash_algorithm) for c in x509.load_pem_x509_certificates(OLD + NEW)]
+                assert [c.fingerprint(hashes.SHA256()) for c in roots(secrets_of(second)["ROOTCA"])] == [
+                    c.fingerprint(hashes.SHA256()) for c in x509.load_pem_x509_certificates(OLD + NEW)]
                 await s.ack(second, ("default", "ROOTCA"))
             assert h.ads.set_trust_bundle(OLD + NEW) == 0  # the same bundle again: nothing to push
             await server.silence()
@@ -153,7 +154,8 @@ def test_a_config_push_keeps_the_secret_and_a_rotation_keeps_the_config(registry
             await s.ack(lds)
             sds = await subscribe(s)
             strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-                      "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+                      "metadata": {"name": "default", "namespace": "istio-system"},
+                      "spec": {"mtls": {"mode": "STRICT"}}}
             report = await h.ads.update(generation(registry, [strict], "2"), "test")
             assert report.woken == 1
             new_lds = await s.recv()
