@@ -300,11 +300,11 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
                      _peer(sock))
             sock.close()
             return
-        ctx = entry.contexts[chain.name]
+        ctx = entry.contexts[id(chain)]
         transport: Transport
         identity = PeerIdentity()
         if chain.tls is not None:
-            ssl_context = entry.ssl_contexts[chain.name]
+            ssl_context = entry.ssl_contexts[id(chain)]
             transport = TlsTransport(sock, ssl_context, server_side=True, prefix=prefix)
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):

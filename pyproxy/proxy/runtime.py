@@ -14,6 +14,7 @@ several connections go out in one ``send`` per connection.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import random
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
-from pyproxy.config.model import Listener, Snapshot, TlsContext
+from pyproxy.config.model import FilterChain, Listener, Snapshot, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
 from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
 from pyproxy.routing.table import RouteTable
@@ -46,10 +47,27 @@ class Flushable(Protocol):
 @dataclass
 class ListenerEntry:
     listener: Listener
-    contexts: dict[str, ChainContext]
-    ssl_contexts: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    contexts: dict[int, ChainContext]  # by id() of the FilterChain
+    ssl_contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)
     socket: socket.socket | None = None
     scope: trio.CancelScope | None = None
+
+
+def _tls_shape(tls: TlsContext | None) -> TlsContext | None:
+    """A TlsContext without its material (certificate, key and CA files): what the policy is."""
+    if tls is None:
+        return None
+    certs = tuple(dataclasses.replace(c, cert_chain_file=None, private_key_file=None) for c in tls.certificates)
+    validation = tls.validation
+    if validation is not None:
+        validation = dataclasses.replace(validation, trusted_ca_file=None)
+    return dataclasses.replace(tls, certificates=certs, validation=validation)
+
+
+def _same_except_tls_material(a: FilterChain, b: FilterChain) -> bool:
+    if a == b:
+        return True
+    return _tls_shape(a.tls) == _tls_shape(b.tls) and dataclasses.replace(a, tls=b.tls) == b
 
 
 class Runtime:
@@ -114,15 +132,16 @@ class Runtime:
         entries: dict[str, ListenerEntry] = {}
         recorder = self.stats.recorder(snapshot.node)
         for name, listener in snapshot.listeners.items():
-            contexts: dict[str, ChainContext] = {}
-            ssl_contexts: dict[str, ssl.SSLContext] = {}
+            contexts: dict[int, ChainContext] = {}
+            ssl_contexts: dict[int, ssl.SSLContext] = {}
             chains = list(listener.filter_chains)
             if listener.default_filter_chain is not None:
                 chains.append(listener.default_filter_chain)
             for chain in chains:
-                contexts[chain.name] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata)
+                # Keyed by identity: chain names are optional and need not be unique.
+                contexts[id(chain)] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata)
                 if chain.tls is not None:
-                    ssl_contexts[chain.name] = self.ssl_context(chain.tls)
+                    ssl_contexts[id(chain)] = self.ssl_context(chain.tls)
             entries[name] = ListenerEntry(listener, contexts, ssl_contexts)
         return entries, route_tables
 
@@ -139,6 +158,7 @@ class Runtime:
         self.route_tables = route_tables
         self.listeners = entries
         self.clusters.update(snapshot.clusters)
+        self._drain_changed_connections()
         if self._nursery is not None:
             for name, prev in old.items():
                 entry2 = entries.get(name)
@@ -147,6 +167,24 @@ class Runtime:
             for entry in entries.values():
                 if entry.socket is None:
                     self._open_listener(entry)
+
+    def _drain_changed_connections(self) -> None:
+        """Envoy's filter-chain update: connections accepted under a filter chain that no longer exists as it
+        was (TLS mode, RBAC policies, HCM settings...) get a GOAWAY, so their clients open new connections that
+        the new chain serves; streams in flight finish. Route (RDS) and cluster changes need none of this."""
+        current: dict[str, set[int]] = {}
+        for name, entry in self.listeners.items():
+            current[name] = {id(ctx.chain) for ctx in entry.contexts.values()}
+        for conn in list(self.downstream_connections):
+            chain = conn.ctx.chain
+            listener_entry = self.listeners.get(conn.ctx.listener.name)
+            if listener_entry is not None and (
+                    id(chain) in current[conn.ctx.listener.name]
+                    # an equal chain (a rebuilt snapshot, or only new certificate material as SDS rotates
+                    # it, which applies to new handshakes only, as in Envoy): nothing to do
+                    or any(_same_except_tls_material(ctx.chain, chain) for ctx in listener_entry.contexts.values())):
+                continue
+            conn.drain()
 
     def _open_listener(self, entry: ListenerEntry) -> None:
         addr = entry.listener.address
