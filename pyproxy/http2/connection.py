@@ -106,13 +106,13 @@ class H2Settings:
 
     __slots__ = ("header_table_size", "initial_connection_window", "initial_window", "max_concurrent_streams",
                  "max_consecutive_empty_frames", "max_frame_size", "max_header_list_size",
-                 "max_priority_per_stream", "max_rapid_resets")
+                 "max_priority_per_stream", "max_rapid_resets", "max_window_updates_per_data")
 
     def __init__(self, *, max_concurrent_streams: int = 2**31 - 1, initial_window: int = 1 << 20,
                  initial_connection_window: int = 16 << 20, max_header_list_size: int = 60 * 1024,
                  max_frame_size: int = fr.DEFAULT_MAX_FRAME_SIZE, header_table_size: int = 4096,
                  max_consecutive_empty_frames: int = 1, max_priority_per_stream: int = 100,
-                 max_rapid_resets: int = 200) -> None:
+                 max_rapid_resets: int = 200, max_window_updates_per_data: int = 10) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.initial_window = min(initial_window, fr.MAX_WINDOW)
         # The connection window starts at 65,535 whatever SETTINGS say (RFC 9113 6.9.2); we can only grow it.
@@ -123,6 +123,7 @@ class H2Settings:
         self.max_consecutive_empty_frames = max_consecutive_empty_frames
         self.max_priority_per_stream = max_priority_per_stream
         self.max_rapid_resets = max_rapid_resets
+        self.max_window_updates_per_data = max_window_updates_per_data
 
 
 class H2Connection:
@@ -170,6 +171,8 @@ class H2Connection:
         # Flood protection counters.
         self._empty_frames = 0
         self._priority_frames = 0
+        self._window_update_frames = 0
+        self._data_frames_sent = 0
         self._premature_resets = 0
         self._streams_opened = 0
 
@@ -259,6 +262,7 @@ class H2Connection:
             stream.outbound_window -= n
             self.outbound_window -= n
         self._out.append(fr.data_frames(stream_id, data, end_stream, self.remote_max_frame_size))
+        self._data_frames_sent += 1
         if end_stream:
             self._close_send(stream)
 
@@ -877,6 +881,11 @@ class H2Connection:
         if len(payload) != 4:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE frame must be 4 bytes")
         increment = _UINT32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+        # Envoy's max_inbound_window_update_frames_per_data_frame_sent: WINDOW_UPDATE frames cost work and
+        # answer nothing we sent; a peer sending far more of them than our DATA frames warrant is flooding.
+        self._window_update_frames += 1
+        if self._window_update_frames > 5 + self.local.max_window_updates_per_data * (self._data_frames_sent + 1):
+            raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames")
         if sid == 0:
             if increment == 0:
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with increment 0")

@@ -57,6 +57,7 @@ class ChainContext:
                                       max_header_list_size=hcm.max_request_headers_kb * 1024,
                                       max_consecutive_empty_frames=h2.max_consecutive_inbound_frames_with_empty_payload,
                                       max_priority_per_stream=h2.max_inbound_priority_frames_per_stream,
+                                      max_window_updates_per_data=h2.max_inbound_window_update_frames_per_data_frame_sent,
                                       header_table_size=h2.hpack_table_size)
         self.server_header: bytes | None = (None if hcm.server_header_transformation == "PASS_THROUGH"
                                             else hcm.server_name.encode())
