@@ -1,20 +1,30 @@
-"""mesh_ctl: the minimesh CLI and (later) control plane.
+"""mesh_ctl: the minimesh CLI and control plane.
 
 Architecture (data flows top to bottom; each layer only imports the ones below it)::
 
     cli.py                argparse command tree; one module per command in commands/ (thin: parse -> call)
-    commands/<cmd>.py     up, down, status ... : read options, call the runtime, print
+    commands/<cmd>.py     up, down, status (the local mesh); serve (the control plane); apply, get, delete,
+                          set-weight, analyze, proxy-status, proxy-config (clients of the control plane)
     runtime/              how a mesh is run: local processes (local.py) today; compose / kind later
-      local.py            supervisor: start apps -> sidecars -> client, wait ready, live summary, stop
+      local.py            supervisor: start the control plane -> apps -> sidecars -> client, wait ready, live
+                          summary, restart a dead control plane, stop in reverse order
       procs.py            spawn with PDEATHSIG, identity check via /proc, stop by PID (TERM -> KILL)
       state.py            run dir layout and the JSON state file that `down` / `status` read
-      summary.py          the load client's JSON lines -> per-version counts, errors, latency
-    bootstrap.py          topology + placement + cert paths -> one Envoy v3 bootstrap per sidecar (pure)
+      summary.py          the load client's JSON lines -> per-version counts (total and live), errors, latency
+    bootstrap.py          topology + placement -> one Envoy v3 bootstrap per sidecar: ADS to the control plane
+                          (default) or the whole configuration, static (`up --static`) (pure)
+    server.py             `mesh_ctl serve`: store + registry + ADS server (xds/) + management API, wired
+    client.py             how commands find and call the control plane's management API
+    store.py              durable, versioned Istio resources; resources/ validates them (field paths)
+    translate/            registry + Istio resources -> xDS resources per proxy (pure)
+    registry.py           the workloads and services the control plane knows (from the topology)
     ca/                   self-signed root + SPIFFE workload certificates (signing is a pure function)
     addressing.py         where each workload lives: 127.0.0.x per workload, or port blocks on 127.0.0.1
     topology.py           ONE description of services and workloads (built-in default or a YAML file)
 
 ``topology`` and ``addressing`` know nothing about processes, so the control plane's registry and the
-Docker Compose / kind modes can reuse them. Everything a running mesh writes lives in the run dir
-(``$MINIMESH_HOME`` or ``./.minimesh``): state, logs, certificates, bootstraps.
+Docker Compose / kind modes reuse them: `mesh_ctl up` writes the topology it runs into the run dir and starts
+`mesh_ctl serve` with the same placement, so the control plane's registry says exactly where every sidecar
+is. Everything a running mesh writes lives in the run dir (``$MINIMESH_HOME`` or ``./.minimesh``): state,
+logs, certificates, bootstraps, and the control plane's store (kept across runs).
 """

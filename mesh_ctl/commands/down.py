@@ -1,5 +1,8 @@
 """Stop the local mesh started by `mesh_ctl up` and wait until every process is gone and its ports are free.
 
+The load client stops first and the control plane last; the control plane's store (<run dir>/store: every
+applied Istio resource) is kept for the next `mesh_ctl up`.
+
 Works from any shell, and also after the supervisor died: processes recorded in the run dir's state file
 are stopped only if they are still the ones it started (same PID, command line and start time).
 """

@@ -1,6 +1,8 @@
-"""Show the local mesh: each workload's address, ports, processes (alive or dead) and the latest summary.
+"""Show the local mesh: its control plane (xDS and API addresses, pid), each workload's address, ports,
+processes (alive or dead) and the latest summary (totals, and the split of the last second: "now").
 
-``-o json`` prints the same as one JSON document (``running``, ``workloads[]``, ``summary[]`` ...).
+``-o json`` prints the same as one JSON document (``running``, ``control_plane`` (null with `up --static`),
+``workloads[]``, ``summary[]`` ...).
 """
 
 from __future__ import annotations

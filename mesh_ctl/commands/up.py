@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         return control.launch_detached(run_dir, run_id, _forwarded(args, run_dir.root), sys.stdout,
-                                       timeout=3 * args.ready_timeout + 30)
+                                       timeout=4 * args.ready_timeout + 30)
     options = UpOptions(
         run_dir=run_dir, topology=topology, placement=placement, run_id=run_id,
         proxy_log_level=args.proxy_log_level, ready_timeout=args.ready_timeout,

@@ -3,10 +3,12 @@
 Lifecycle (:meth:`Supervisor.run`)::
 
     lock the run dir -> clean up a dead run's leftovers -> check every address:port is free
-    -> certificates + bootstraps (validated as Envoy Bootstraps) -> start the control plane, wait for its
-    API's /ready -> start apps, wait until they listen -> start sidecars, wait for /ready (they have their
-    configuration from the control plane) -> start the load clients, wait for their first report
-    -> state.json "ready", print what runs where -> every second: summary.json + live summary
+    -> bootstraps (validated as Envoy Bootstraps) -> start the control plane, wait for its API's /ready ->
+    a bootstrap token per workload from its CA -> start apps, wait until they listen -> start sidecars,
+    wait for /ready (they have their configuration and their certificate from the control plane) -> start
+    the load clients, wait for their first report
+    -> state.json "ready", print what runs where -> every second: summary.json + live summary (+ new
+    tokens when half their lifetime is over)
     -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps, control plane (SIGTERM, grace, SIGKILL),
     print totals
 
@@ -43,7 +45,9 @@ from types import FrameType
 from typing import Any, TextIO
 
 from mesh_ctl.addressing import Placement, listening
+from mesh_ctl.client import ControlPlaneError
 from mesh_ctl.runtime import control, procs
+from mesh_ctl.runtime.identity import TOKEN_REFRESH_S, mint_tokens
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
 from mesh_ctl.runtime.render import control_plane_lines, hints, stored_config_lines, traffic_lines, where_table
 from mesh_ctl.runtime.specs import ControlPlaneAddresses, ProcessSpec, build_specs
@@ -124,6 +128,8 @@ class Supervisor:
         self._old_handlers: dict[int, Any] = {}
         self._drawn = 0
         self._env: dict[str, str] = {}
+        self._tokens_at: float | None = None  # when the workloads' tokens were last minted
+        self._tokens_warned = 0.0
 
     # ----------------------------------------------------------------------------------------- run
 
@@ -183,8 +189,30 @@ class Supervisor:
             self._wait_ready(group)
             if o.control_plane is not None and group[0].spec.role == "control-plane":
                 self.state.traffic += stored_config_lines(_stored_resources(o.control_plane.api))
+                self._mint_tokens()
         self.state.status = "ready"
         write_state(o.run_dir, self.state)
+
+    def _mint_tokens(self) -> None:
+        """A bootstrap token per workload, from the control plane's CA, for the sidecars' identity agents."""
+        assert self.o.control_plane is not None
+        try:
+            mint_tokens(self.o.control_plane.api, self.o.topology.workloads, self.o.run_dir.tokens)
+        except ControlPlaneError as e:
+            raise StartupError(f"the control plane did not issue the workloads' bootstrap tokens: {e}") from None
+        self._tokens_at = time.monotonic()
+
+    def _refresh_tokens(self) -> None:
+        """Mint new tokens when half their lifetime is over (the kubelet's job in Kubernetes). A control plane
+        that does not answer right now is asked again at the next tick."""
+        if self._tokens_at is None or time.monotonic() - self._tokens_at < TOKEN_REFRESH_S:
+            return
+        try:
+            self._mint_tokens()
+        except StartupError as e:
+            if time.monotonic() - self._tokens_warned > 60:
+                self._tokens_warned = time.monotonic()
+                self._say(f"warning: {e}; trying again", err=True)
 
     def _spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Running:
         log = self.o.run_dir.log(spec.name)
@@ -249,6 +277,7 @@ class Supervisor:
                 r.exit_reported = True
                 self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code}; log: {r.log}",
                           err=True)
+        self._refresh_tokens()
         self._write_summary()
         if self.o.live_summary:
             self._draw()

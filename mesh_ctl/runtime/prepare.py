@@ -33,12 +33,14 @@ def prepare(run_dir: RunDir, topology: Topology, placement: Placement,
     rd = run_dir
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.topology.write_text(yaml.safe_dump(topology_to_dict(topology), sort_keys=False))
-    ca, _ = load_or_create_root(rd.certs / "ca", topology.trust_domain)
-    certs = {w.name: write_workload_files(rd.certs / w.name, ca, topology.spiffe_id(w))
-             for w in topology.workloads}
+    if control_plane is None:
+        ca, _ = load_or_create_root(rd.certs / "ca", topology.trust_domain)
+        certs = {w.name: write_workload_files(rd.certs / w.name, ca, topology.spiffe_id(w))
+                 for w in topology.workloads}
+        bootstraps = build_bootstraps(topology, placement, certs)
+    else:  # the control plane's CA owns certs/ca; each sidecar makes its key and asks it for a certificate
+        bootstraps = build_ads_bootstraps(topology, placement, control_plane.xds)
     paths: dict[str, Path] = {}
-    bootstraps = (build_bootstraps(topology, placement, certs) if control_plane is None
-                  else build_ads_bootstraps(topology, placement, control_plane.xds))
     for name, bootstrap in bootstraps.items():
         validate_bootstrap(bootstrap)
         path = rd.bootstraps / f"{name}.yaml"

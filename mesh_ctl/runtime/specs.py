@@ -5,11 +5,14 @@ Start order, in groups (each group starts together, the next one waits until it 
 0. the control plane     ``python -m mesh_ctl serve ...``       ready: its API's ``GET /ready`` answers 200
 1. the serving apps      ``python -m payment_service.server``   ready: accepts TCP on its app port
 2. every sidecar         ``python -m pyproxy -c <bootstrap>``    ready: admin ``GET /ready`` answers 200
-                                                                (with ADS: once it has its configuration)
+                                                                (with ADS: once it has its configuration
+                                                                and its certificate from the CA)
 3. the load clients      ``python -m payment_service.client``    ready: printed its first JSON report
 
-Stopping runs the groups in reverse, so the control plane stops last. With ``up --static`` there is no
-group 0 (the sidecars' bootstraps hold their whole configuration).
+With a control plane each sidecar also runs its identity agent (``--ca-address <xDS address> --token-path
+<run dir>/tokens/<workload>.jwt``): the supervisor writes the tokens once the control plane is ready
+(:mod:`mesh_ctl.runtime.identity`). Stopping runs the groups in reverse, so the control plane stops last.
+With ``up --static`` there is no group 0 (the sidecars' bootstraps hold their whole configuration).
 
 The control plane is the one process the supervisor restarts when it dies (``restart=True``), the way
 Kubernetes restarts istiod: the sidecars keep serving their last configuration meanwhile and resync when it
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from mesh_ctl.addressing import AddressingError, Placement
+from mesh_ctl.runtime.identity import token_path
 from mesh_ctl.runtime.state import Role, RunDir
 from mesh_ctl.topology import Topology, Workload
 
@@ -108,24 +112,28 @@ def build_specs(
     With ``control_plane`` (then ``run_dir`` is needed too) the first group runs `mesh_ctl serve` there."""
     ws = topology.workloads
     apps = [_app(placement, w, python) for w in ws if w.app == "payment-server"]
-    sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level) for w in ws]
     clients = [_client(topology, placement, w, python) for w in ws if w.app == "payment-client"]
     if control_plane is None:
+        sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level) for w in ws]
         return [apps, sidecars, clients]
     if run_dir is None:
         raise ValueError("the control plane needs the run dir")
+    sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level,
+                         ("--ca-address", control_plane.xds, "--token-path", str(token_path(run_dir.tokens, w.name))))
+                for w in ws]
     return [[_control_plane(placement, control_plane, run_dir, port_offset, python)], apps, sidecars, clients]
 
 
 def _control_plane(placement: Placement, cp: ControlPlaneAddresses, run_dir: RunDir, port_offset: int,
                    python: str) -> ProcessSpec:
     """`mesh_ctl serve` with the registry of this mesh: the topology `up` wrote, placed exactly as `up` placed
-    it (first workload address, resolved mode, offset), and the run's certificates."""
+    it (first workload address, resolved mode, offset). No ``--certs``: the sidecars get their certificates
+    from its CA (SDS), not from files; its CA directory is <run dir>/certs/ca (serve's default)."""
     first = placement.workloads[0].address if placement.workloads else DEFAULT_CONTROL_PLANE_HOST
     return ProcessSpec(
         name=CONTROL_PLANE, workload=CONTROL_PLANE, role="control-plane",
         argv=(python, "-m", "mesh_ctl", "serve", "--run-dir", str(run_dir.root), "--topology",
-              str(run_dir.topology), "--certs", str(run_dir.certs), "--base-address", first,
+              str(run_dir.topology), "--base-address", first,
               "--address-mode", placement.mode, "--port-offset", str(port_offset), "--xds-address", cp.xds,
               "--api-address", cp.api),
         addresses={"xds": cp.xds, "api": cp.api}, ready="http-ready", ready_at=cp.api, restart=True,
@@ -144,14 +152,16 @@ def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:
     )
 
 
-def _sidecar(placement: Placement, w: Workload, bootstrap: Path, python: str, level: str) -> ProcessSpec:
+def _sidecar(placement: Placement, w: Workload, bootstrap: Path, python: str, level: str,
+             agent: tuple[str, ...] = ()) -> ProcessSpec:
+    """``agent``: the identity agent's flags (the CA's address and the token file), with a control plane."""
     at = placement.of(w.name)
     addresses = {role: addr for role in ("outbound", "inbound", "admin", "prometheus")
                  if (addr := at.at(getattr(at, role))) is not None}
     return ProcessSpec(
         name=sidecar_name(w.name), workload=w.name, role="sidecar",
         argv=(python, "-m", "pyproxy", "-c", str(bootstrap), "--stats-address", addresses["prometheus"],
-              "-l", level),
+              "-l", level, *agent),
         addresses=addresses, ready="http-ready", ready_at=addresses["admin"],
     )
 

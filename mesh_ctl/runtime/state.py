@@ -8,7 +8,9 @@ Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
     summary.json      the load client's latest totals (kept after the mesh stops: the last run's totals)
     supervisor.lock   flock'ed by the running supervisor: at most one mesh per run dir
     topology.yaml     the topology the mesh was started from
-    certs/            ca/root-cert.pem + root-key.pem, <workload>/{cert-chain,key,root-cert}.pem
+    certs/            ca/: the CA's roots and token key; <workload>/{cert-chain,key,root-cert}.pem (--static only:
+                      with a control plane each sidecar makes its key and gets its certificate from the CA)
+    tokens/           <workload>.jwt: each workload's bootstrap token (what its sidecar shows the CA), 0600
     bootstrap/        <workload>.yaml, one Envoy bootstrap per sidecar
     logs/             <workload>.log (app), <workload>-sidecar.log, control-plane.log, supervisor.log (--detach)
 
@@ -72,6 +74,10 @@ class RunDir:
     @property
     def bootstraps(self) -> Path:
         return self.root / "bootstrap"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens"
 
     @property
     def logs(self) -> Path:

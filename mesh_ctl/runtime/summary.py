@@ -1,4 +1,5 @@
-"""The load client's JSON lines -> a running summary: requests per version, errors by status, latency.
+"""The load client's JSON lines -> a running summary: requests per version (in total, and in the latest
+interval: the live split), errors by status, latency.
 
 ``payment_service.client --json --interval 1`` prints one line per interval and a ``final`` line when
 it stops::
@@ -96,6 +97,7 @@ class Summary:
     by_status: dict[str, int] = field(default_factory=dict)
     rps: float = 0.0  # of the latest interval
     latency_ms: dict[str, float] = field(default_factory=dict)  # of the latest interval
+    recent_by_version: dict[str, int] = field(default_factory=dict)  # of the latest interval: the live split
     reports: int = 0
     final: bool = False
 
@@ -121,17 +123,25 @@ class Summary:
         else:
             self.rps = report.rps
             self.latency_ms = dict(report.latency_ms)
+            self.recent_by_version = dict(report.interval.by_version)
 
     def share(self, version: str) -> float:
         """``version``'s fraction of the requests that reported a version (0.0 when there are none)."""
         total = sum(self.by_version.values())
         return self.by_version.get(version, 0) / total if total else 0.0
 
+    def recent_share(self, version: str) -> float | None:
+        """``version``'s fraction in the latest interval (None before the first one, or if it had no calls):
+        where the split is now, e.g. right after `mesh_ctl set-weight`."""
+        total = sum(self.recent_by_version.values())
+        return self.recent_by_version.get(version, 0) / total if total else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "client": self.client, "target": self.target, "elapsed_s": self.elapsed_s,
             "requests": self.requests, "by_version": self.by_version, "by_status": self.by_status,
-            "errors": self.errors, "rps": self.rps, "latency_ms": self.latency_ms, "final": self.final,
+            "errors": self.errors, "rps": self.rps, "latency_ms": self.latency_ms,
+            "recent_by_version": self.recent_by_version, "final": self.final,
         }
 
     @classmethod
@@ -143,6 +153,7 @@ class Summary:
             by_status={str(k): int(v) for k, v in _dict(d.get("by_status")).items()},
             rps=_float(d.get("rps")),
             latency_ms={str(k): _float(v) for k, v in _dict(d.get("latency_ms")).items()},
+            recent_by_version={str(k): int(v) for k, v in _dict(d.get("recent_by_version")).items()},
             final=bool(d.get("final", False)),
         )
 
@@ -155,10 +166,11 @@ def summary_lines(s: Summary) -> list[str]:
     head = (f"{s.client} -> {s.target}   {s.elapsed_s:5.0f} s   {s.rps:6.1f} rps   "
             f"{s.requests} requests   {s.errors} errors")
     lines = [head]
-    for version in sorted(s.by_version):
+    for version in sorted(s.by_version.keys() | s.recent_by_version.keys()):
         share = s.share(version)
-        bar = "#" * round(share * 40)
-        lines.append(f"  {version:<8} {s.by_version[version]:>8}  {share * 100:5.1f}%  {bar}")
+        recent = s.recent_share(version)
+        now = f"now {recent * 100:5.1f}%  {'#' * round(recent * 40)}" if recent is not None else ""
+        lines.append(f"  {version:<8} {s.by_version.get(version, 0):>8}  {share * 100:5.1f}%   {now}".rstrip())
     if s.by_status:
         lines.append("  status   " + "  ".join(f"{k}={v}" for k, v in sorted(s.by_status.items())))
     if s.latency_ms:
@@ -169,6 +181,9 @@ def summary_lines(s: Summary) -> list[str]:
 def summary_line(s: Summary) -> str:
     """The same on one line (logs, pipes, final totals)."""
     versions = "  ".join(f"{v} {n} ({s.share(v) * 100:.1f}%)" for v, n in sorted(s.by_version.items()))
+    if not s.final and s.recent_by_version:
+        versions += "  now " + " ".join(f"{v} {(s.recent_share(v) or 0) * 100:.0f}%"
+                                        for v in sorted(s.recent_by_version))
     lat = " ".join(f"{k}={v:.1f}ms" for k, v in s.latency_ms.items() if k in ("p50", "p99"))
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s.by_status.items()) if k != OK)
     return (f"{s.client}: {s.elapsed_s:.0f}s {s.requests} requests  {versions}  errors {s.errors}"

@@ -16,6 +16,7 @@ developer is running; every process is stopped by PID at the end, even when a te
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -193,7 +194,7 @@ def test_mesh_up_runs_the_sidecars_from_the_control_plane_and_splits_50_50_over_
     ps = json.loads(cli("proxy-status", "-o", "json", "--run-dir", run_dir).stdout)["proxies"]
     sent = {p["name"]: {t["type"]: t["status"] for t in p["types"] if t["status"] != "NOT SENT"} for p in ps}
     assert sorted(sent) == ["client.default", "payment-v1.default", "payment-v2.default"], ps
-    assert sent["client.default"] == dict.fromkeys(("CDS", "EDS", "LDS", "RDS"), "SYNCED"), ps
+    assert {"CDS", "EDS", "LDS", "RDS"} <= set(sent["client.default"]), ps  # (+ SDS: the CA's trust bundle)
     assert all(set(types.values()) == {"SYNCED"} and {"CDS", "LDS"} <= set(types) for types in sent.values()), ps
 
     # >= 300 calls: for a fair split each version's share has a standard deviation of at most 2.9
@@ -252,7 +253,11 @@ p = argparse.ArgumentParser()
 p.add_argument("-c", required=True)
 p.add_argument("--stats-address")
 p.add_argument("-l", default="info")
+p.add_argument("--ca-address")
+p.add_argument("--token-path")
 a = p.parse_args()
+if a.token_path:
+    assert open(a.token_path).read().count(".") == 2, "not a JWT"
 b = yaml.safe_load(open(a.c))
 if os.environ.get("STANDIN_FAIL") == b["node"]["metadata"]["NAME"]:
     print("stand-in sidecar: failing on purpose", flush=True)
@@ -418,9 +423,16 @@ def test_lifecycle_detach_status_refuse_down(
     cp = next(p for p in state["processes"] if p["name"] == "control-plane")
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
     assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
-    for name in ("payment-v1", "payment-v2", "client"):
+    assert sidecar["argv"][9:] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
+                                   str(run_dir / "tokens" / "client.jwt")]
+    assert stat.S_IMODE((run_dir / "tokens").stat().st_mode) == 0o700
+    for name, sa in (("payment-v1", "payment"), ("payment-v2", "payment"), ("client", "client")):
         validate_bootstrap(yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text()))
-        assert stat.S_IMODE((run_dir / "certs" / name / "key.pem").stat().st_mode) == 0o600
+        token = run_dir / "tokens" / f"{name}.jwt"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        claims = json.loads(base64.urlsafe_b64decode(token.read_text().split(".")[1] + "=="))
+        assert claims["sub"] == f"system:serviceaccount:default:{sa}", claims
+        assert not (run_dir / "certs" / name).exists()  # the sidecar makes its key; the CA signs its CSR
 
     def reported() -> bool:
         s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
@@ -673,6 +685,10 @@ def test_lifecycle_static_mode_runs_without_a_control_plane(
     client = yaml.safe_load((run_dir / "bootstrap" / "client.yaml").read_text())
     assert "dynamic_resources" not in client
     assert [listener["name"] for listener in client["static_resources"]["listeners"]] == ["virtualOutbound"]
+    sidecar = next(p for p in state["processes"] if p["name"] == "client-sidecar")
+    assert "--ca-address" not in sidecar["argv"] and not (run_dir / "tokens").exists()
+    for name in ("payment-v1", "payment-v2", "client"):  # the certificates the static bootstraps name
+        assert stat.S_IMODE((run_dir / "certs" / name / "key.pem").stat().st_mode) == 0o600
     st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
     assert st["running"] and st["control_plane"] is None
     assert not (run_dir / "control-plane.json").exists()

@@ -354,12 +354,6 @@ class Mesh:
     def client_target(self) -> str:
         return str(self.workload("client")["sidecar"]["addresses"]["outbound"])
 
-    def server_stats(self, workload: str, reset: bool = False) -> Any:
-        """GetServerStats straight from the app (not through the mesh)."""
-        address = self.workload(workload)["app"]["addresses"]["app"]
-        with grpc.insecure_channel(address) as channel:
-            return api.Stub(channel).GetServerStats(pb.ServerStatsRequest(reset=reset), timeout=5)
-
     def prometheus(self, workload: str) -> str:
         w = self.workload(workload)
         with urllib.request.urlopen(f"http://{w['address']}:{w['ports']['prometheus']}/stats/prometheus",
@@ -476,7 +470,7 @@ def test_control_plane_killed_and_restarted_under_load(mesh: Mesh) -> None:
     before = mesh.versions()
     old = next(p for p in mesh.state().processes if p.role == "control-plane")
 
-    with Load(mesh.client_target(), rps=150) as load:
+    with Load(mesh.client_target()) as load:
         time.sleep(2.0)
         killed = time.monotonic()
         os.kill(old.pid, signal.SIGKILL)
@@ -501,12 +495,17 @@ def test_control_plane_killed_and_restarted_under_load(mesh: Mesh) -> None:
     assert got == applied  # all config intact, resourceVersion included
     assert after == before, (before, after)  # the proxies resynced to exactly what they ran
     assert not failures(calls), failures(calls)[:10]
+    # Until the sidecars had resynced: calls kept coming at the offered rate, fast, and still split 80/20
+    # (within 4 standard deviations of a fair 20% for that many calls).
     outage = calls_between(calls, killed, resynced)
-    expected = 100.0 * 20 / 100
-    tolerance = max(TOLERANCE, 400 * math.sqrt(0.2 * 0.8 / max(len(outage), 1)))  # 4 standard deviations
+    tolerance = max(TOLERANCE, 400 * math.sqrt(0.2 * 0.8 / max(len(outage), 1)))
+    slowest = max((c.end - c.start for c in outage), default=0.0)
+    rate = len(outage) / (resynced - killed)
     print(f"\ncontrol plane back after {back_s:.1f} s, sidecars resynced after {synced_s:.1f} s; "
-          f"{len(outage)} calls meanwhile, v2 share {v2_share(outage):.1f}%")
-    assert len(outage) >= 150 and abs(v2_share(outage) - expected) <= tolerance, (len(outage), v2_share(outage))
+          f"{len(outage)} calls meanwhile ({rate:.0f}/s, slowest {slowest * 1000:.0f} ms), "
+          f"v2 share {v2_share(outage):.1f}%")
+    assert len(outage) >= 0.8 * LOAD_RPS * (resynced - killed), (len(outage), resynced - killed)
+    assert abs(v2_share(outage) - 20.0) <= tolerance and slowest < 1.0, (len(outage), v2_share(outage), slowest)
     late = [c.start - changed for c in calls_between(calls, changed) if c.version == "v1"]
     assert max(late, default=0.0) < SETTLE, max(late)  # the change after the restart took effect
     assert v2_share(calls_between(calls, changed + SETTLE)) == 100.0
@@ -618,6 +617,7 @@ def test_invalid_inputs_are_rejected_with_their_field_path_while_traffic_continu
                 case.name, prefix, case.reason, done.stderr)
         ended = time.monotonic()
         time.sleep(SETTLE)  # anything pushed by mistake would show in the calls by now
+        wait_until(f"{WINDOW} calls", lambda: load.started_since(started) >= WINDOW, timeout=30)
     calls = load.calls
     assert not failures(calls), failures(calls)[:10]
     during = calls_between(calls, started)
@@ -636,8 +636,19 @@ def test_mirroring_sends_copies_to_v2_while_callers_only_see_v1(mesh: Mesh) -> N
     call (its own GetServerStats), under the ``-shadow`` authority (its sidecar's istio_requests_total counts
     them as destination_service payment-shadow...), and nothing else."""
     mesh.apply("vs.yaml", (EXAMPLES / "vs-mirror.yaml").read_text())
-    for workload in ("payment-v1", "payment-v2"):
-        mesh.server_stats(workload, reset=True)
+    apps = {w: mesh.workload(w)["app"]["addresses"]["app"] for w in ("payment-v1", "payment-v2")}
+
+    def charges(*, reset: bool = False) -> tuple[int, int]:
+        """Charges served by v1, then by v2 (read in this order, so v2's count is the later one), or with
+        ``reset`` zero both, v2 first (every call v1 counts from then on has its copy counted by v2)."""
+        out = {}
+        for workload in ("payment-v2", "payment-v1") if reset else ("payment-v1", "payment-v2"):
+            with grpc.insecure_channel(apps[workload]) as channel:
+                got = api.Stub(channel).GetServerStats(pb.ServerStatsRequest(reset=reset), timeout=5)
+            out[workload] = int(got.calls_by_method.get(api.path("Charge"), 0))
+        return out["payment-v1"], out["payment-v2"]
+
+    charges(reset=True)
     shadow = {"reporter": "destination", "destination_service": "payment-shadow.default.svc.cluster.local"}
     direct = {"reporter": "destination", "destination_service": "payment.default.svc.cluster.local"}
     before = {w: mesh.prometheus(w) for w in ("payment-v1", "payment-v2")}
@@ -647,15 +658,15 @@ def test_mirroring_sends_copies_to_v2_while_callers_only_see_v1(mesh: Mesh) -> N
     assert not failures(calls), failures(calls)[:10]
     assert {(c.version, c.reply_version, c.served_by) for c in calls} == {("v1", "v1", "payment-v1")}
 
-    def charges(workload: str) -> int:
-        return int(mesh.server_stats(workload).calls_by_method.get(api.path("Charge"), 0))
-
     # Copies are fire-and-forget: give the last ones a moment. The mesh's own client (2/s) adds a few to both.
-    wait_until("v2 received a copy of every call", lambda: charges("payment-v2") >= charges("payment-v1"),
-               timeout=10)
-    v1_calls, v2_calls = charges("payment-v1"), charges("payment-v2")
+    def mirrored_all() -> bool:
+        v1, v2 = charges()
+        return v2 >= v1
+
+    wait_until("v2 received a copy of every call", mirrored_all, timeout=10)
+    v1_calls, v2_calls = charges()
     assert len(calls) <= v1_calls <= len(calls) + 60, (len(calls), v1_calls)
-    assert abs(v2_calls - v1_calls) <= 2, (v1_calls, v2_calls)  # 2: the mesh's client's calls in flight
+    assert v1_calls <= v2_calls <= v1_calls + 2, (v1_calls, v2_calls)  # 2: the mesh's client's calls in flight
     after = {w: mesh.prometheus(w) for w in ("payment-v1", "payment-v2")}
 
     def delta(workload: str, labels: dict[str, str]) -> float:

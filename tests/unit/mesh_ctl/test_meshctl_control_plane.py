@@ -45,14 +45,17 @@ def test_the_control_plane_starts_first_and_is_the_only_process_restarted(tmp_pa
     [cp] = groups[0]
     assert cp.argv == (
         "py", "-m", "mesh_ctl", "serve", "--run-dir", str(tmp_path), "--topology", str(tmp_path / "topology.yaml"),
-        "--certs", str(tmp_path / "certs"), "--base-address", "127.0.0.10", "--address-mode", "per-workload",
+        "--base-address", "127.0.0.10", "--address-mode", "per-workload",
         "--port-offset", "0", "--xds-address", XDS, "--api-address", "127.0.0.1:15014")
     assert (cp.role, cp.ready, cp.ready_at, cp.addresses) == (
         "control-plane", "http-ready", "127.0.0.1:15014", {"xds": XDS, "api": "127.0.0.1:15014"})
     assert [s.name for g in groups for s in g if s.restart] == ["control-plane"]
+    client_sidecar = groups[2][2]
+    assert client_sidecar.argv[-4:] == ("--ca-address", XDS, "--token-path", str(tmp_path / "tokens" / "client.jwt"))
     # --static: no control plane, the same three groups as before.
     static = build_specs(t, p, {w.name: Path(w.name) for w in t.workloads}, python="py")
     assert [[s.name for s in g] for g in static] == [[s.name for s in g] for g in groups[1:]]
+    assert not any("--ca-address" in s.argv for g in static for s in g)
 
 
 @pytest.mark.parametrize(("base", "mode", "offset"), [
@@ -180,3 +183,14 @@ def test_state_files_of_a_mesh_without_restarts_still_read(tmp_path: Path) -> No
     write_json(run_dir.state, doc)
     state = read_state(run_dir)
     assert state is not None and state.processes[0].restarts == 0 and state.services == {}
+
+
+def test_tokens_are_private_files_replaced_whole(tmp_path: Path) -> None:
+    from mesh_ctl.runtime.identity import _write_private, token_path
+
+    path = token_path(tmp_path, "client")
+    assert path == tmp_path / "client.jwt"
+    _write_private(path, "a.b.c")
+    _write_private(path, "d.e.f")  # a refresh replaces it
+    assert path.read_text() == "d.e.f" and (path.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["client.jwt"]  # no temporary file left behind

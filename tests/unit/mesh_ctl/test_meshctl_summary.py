@@ -96,3 +96,27 @@ def test_json_round_trip_and_text() -> None:
     assert "v1" in text and "51.0%" in text and "UNAVAILABLE=1" in text
     line = summary_line(s)
     assert "100 requests" in line and "errors 1 (UNAVAILABLE=1)" in line
+
+
+def test_the_live_split_is_the_latest_interval() -> None:
+    """After `mesh_ctl set-weight` the totals move slowly; the latest interval shows where the split is now."""
+    s = Summary("client", "payment:8080")
+    assert s.recent_share("v1") is None
+    report = parse_client_line(json.dumps(INTERVAL))
+    assert report is not None
+    s.update(report)
+    assert s.recent_by_version == {"v1": 24, "v2": 26} and s.recent_share("v2") == 0.52
+    later = {**INTERVAL, "by_version": {"v1": 45, "v2": 5}}
+    report = parse_client_line(json.dumps(later))
+    assert report is not None
+    s.update(report)
+    assert s.recent_share("v1") == 0.9 and s.share("v1") == 0.51  # totals: the cumulative counts
+    lines = summary_lines(s)
+    assert [line.split()[:5] for line in lines[1:3]] == [["v1", "51", "51.0%", "now", "90.0%"],
+                                                        ["v2", "49", "49.0%", "now", "10.0%"]]
+    assert "now v1 90% v2 10%" in summary_line(s)
+    assert Summary.from_json(json.loads(json.dumps(s.to_json()))).recent_by_version == {"v1": 45, "v2": 5}
+    final = parse_client_line(json.dumps(FINAL))
+    assert final is not None
+    s.update(final)
+    assert "now" not in summary_line(s)  # final totals: no "now"
