@@ -97,7 +97,17 @@ def find(control_plane: str | None = None, run_dir: str | os.PathLike[str] | Non
     data = discovery(rd)
     if data is not None:
         return Endpoint(str(data["api_address"]), str(rd.root / DISCOVERY_FILE), data)
-    return Endpoint(DEFAULT_API, f"the default (no live control plane recorded in {rd.root / DISCOVERY_FILE})")
+    # The run dir's control plane is not running right now (it is being restarted, or was killed): still talk
+    # to *its* address, never silently to another mesh's control plane at the default address.
+    try:
+        stale = read_json(rd.root / DISCOVERY_FILE)
+    except StateError:
+        stale = None
+    if isinstance(stale, dict) and isinstance(stale.get("api_address"), str):
+        return Endpoint(str(stale["api_address"]),
+                        f"{rd.root / DISCOVERY_FILE} (its control plane, pid {stale.get('pid')}, is not running)",
+                        stale)
+    return Endpoint(DEFAULT_API, f"the default (no control plane recorded in {rd.root / DISCOVERY_FILE})")
 
 
 class Client:

@@ -59,6 +59,7 @@ DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_API_ADDRESS = "127.0.0.1:15014"
 # Keep idle ADS streams alive and notice dead peers; let clients ping as often as every 10 s.
 GRPC_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second control plane on the same port must fail, not share it
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -12,7 +12,8 @@ ENDPOINT_TYPE = f"{_TYPE}envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET_TYPE = f"{_TYPE}envoy.extensions.transport_sockets.tls.v3.Secret"
 # The order Envoy asks for them over ADS (CDS, then EDS for those clusters, then LDS, then RDS).
 TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
-SHORT_NAMES = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}
+SHORT_NAMES = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS",
+               SECRET_TYPE: "SDS"}
 # Istio's SDS resource names: the workload's key and certificate chain (the sidecar's agent makes and keeps
 # them: the control plane never serves it) and the trust bundle (served by the control plane).
 SDS_DEFAULT = "default"

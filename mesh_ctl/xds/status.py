@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mesh_ctl.translate.names import SHORT_NAMES, TYPE_URLS
+from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
 from mesh_ctl.xds.protocol import TypeState
 
 Sync = Literal["SYNCED", "STALE", "NOT SENT", "NACKED"]
-COLUMNS = tuple(SHORT_NAMES[t] for t in TYPE_URLS)  # CDS, EDS, LDS, RDS
+COLUMNS = tuple(SHORT_NAMES[t] for t in (*TYPE_URLS, SECRET_TYPE))  # CDS, EDS, LDS, RDS, SDS
 
 
 def sync_status(state: TypeState | None, current_version: str | None) -> Sync:

@@ -27,8 +27,6 @@ import pytest
 import yaml
 
 from mesh_ctl.addressing import can_bind
-from mesh_ctl.ca.files import load_or_create_root, write_workload_files
-from mesh_ctl.topology import default_topology
 from mesh_ctl.translate import grpc_xds_bootstrap
 from tests.support.mesh import Mesh
 from tests.support.procs import REPO_ROOT, ManagedProcess, ProcessGroup, free_port, wait_for_port
@@ -360,21 +358,20 @@ def admin_ready(address: str) -> bool:
 
 
 def test_sidecars_keep_serving_while_the_control_plane_restarts(procs: ProcessGroup, tmp_path: Path) -> None:
-    topology = default_topology()
-    ca, _ = load_or_create_root(tmp_path / "certs" / "ca", topology.trust_domain)
-    for w in topology.workloads:
-        write_workload_files(tmp_path / "certs" / w.name, ca, topology.spiffe_id(w))
     cp = ControlPlane(procs, tmp_path / "run", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", free_block())
-    cp.extra = ("--certs", str(tmp_path / "certs"))
     cp.start()
     start_payment_servers(cp)
     base = cp.base.rsplit(".", 1)[0]
-    for last, name in ((10, "payment-v1"), (11, "payment-v2"), (12, "client")):
+    for last, name, sa in ((10, "payment-v1", "payment"), (11, "payment-v2", "payment"), (12, "client", "client")):
         address = f"{base}.{last}"
         path = tmp_path / f"{name}-bootstrap.yaml"
         path.write_text(yaml.safe_dump(ads_bootstrap(f"sidecar~{address}~{name}.default~default.svc.cluster.local",
                                                      address, cp.xds)))
-        procs.python(f"{name}-sidecar", "pyproxy", "-c", str(path), "-l", "info")
+        # Its identity: a bootstrap token from the control plane's CA; the agent in the sidecar makes the key.
+        token = tmp_path / f"{name}.jwt"
+        token.write_text(cp.cli("ca", "mint-token", "-n", "default", "-s", sa).stdout.strip())
+        procs.python(f"{name}-sidecar", "pyproxy", "-c", str(path), "-l", "info", "--ca-address", cp.xds,
+                     "--token-path", str(token), "--namespace", "default", "--service-account", sa)
         wait_until(f"{name}'s sidecar ready", lambda address=address: admin_ready(address))  # type: ignore[misc]
     (tmp_path / "dr.yaml").write_text(DR)
     cp.cli("apply", "-f", str(tmp_path / "dr.yaml"))

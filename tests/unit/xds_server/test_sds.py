@@ -55,7 +55,7 @@ def test_rootca_is_served_and_default_never(registry: Registry) -> None:
             assert list(secrets) == ["ROOTCA"]  # `default` (the key) never leaves the sidecar
             assert secrets["ROOTCA"].validation_context.trusted_ca.inline_bytes == OLD
             await s.silence()
-            assert h.ads.status()[0]["types"][-1]["type"] == SECRET_TYPE  # proxy-status knows it
+            assert h.ads.status()[0]["types"][-1]["type"] == "SDS"  # proxy-status knows it, by its short name
 
     run(scenario)
 
