@@ -132,6 +132,7 @@ class ProxyStats:
     def __init__(self) -> None:
         self.series: dict[tuple[str, ...], Series] = {}
         self.downstream_tls_failures = 0
+        self.downstream_plaintext_refused = 0
         self.downstream_rq_total = 0
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         self.rbac: dict[str, RbacCounters] = {}

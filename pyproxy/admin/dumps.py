@@ -136,6 +136,7 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = [
         ("http.downstream_rq_total", rt.stats.downstream_rq_total),
         ("listener.downstream_tls_failures", rt.stats.downstream_tls_failures),
+        ("listener.downstream_plaintext_refused", rt.stats.downstream_plaintext_refused),
         ("http.downstream_cx_active", len(rt.downstream_connections)),
     ]
     for name, state in sorted(rt.clusters.clusters.items()):
@@ -175,6 +176,9 @@ def prometheus(rt: Runtime) -> str:
     lines.append(f"envoy_http_downstream_cx_active {len(rt.downstream_connections)}")
     lines.append("# TYPE envoy_listener_downstream_tls_failures counter")
     lines.append(f"envoy_listener_downstream_tls_failures {rt.stats.downstream_tls_failures}")
+    lines.append("# HELP envoy_listener_downstream_plaintext_refused plaintext connections to a TLS-only listener")
+    lines.append("# TYPE envoy_listener_downstream_plaintext_refused counter")
+    lines.append(f"envoy_listener_downstream_plaintext_refused {rt.stats.downstream_plaintext_refused}")
     return "\n".join(lines) + "\n"
 
 

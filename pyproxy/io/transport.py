@@ -252,7 +252,7 @@ class PrefixedTransport(Transport):
 class TlsTransport(Transport):
     """TLS over a non-blocking socket with ``ssl.MemoryBIO`` (OpenSSL does the crypto, we move the bytes)."""
 
-    __slots__ = ("_in", "_prefix", "_ssl", "_tls_out")
+    __slots__ = ("_in", "_prefix", "_ssl", "_tls_out", "first_bytes")
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool,
                  server_hostname: str | None = None, prefix: bytes = b"") -> None:
@@ -262,6 +262,7 @@ class TlsTransport(Transport):
         self._ssl = context.wrap_bio(self._in, self._tls_out, server_side=server_side,
                                      server_hostname=server_hostname)
         self._prefix = prefix
+        self.first_bytes = b""  # what the peer sent first (tells a plaintext client apart in logs)
 
     async def _feed(self) -> bool:
         """Read ciphertext from the socket into the TLS engine; False at EOF."""
@@ -269,6 +270,8 @@ class TlsTransport(Transport):
             data, self._prefix = self._prefix, b""
         else:
             data = await self._recv_raw()
+        if not self.first_bytes:
+            self.first_bytes = data[:24]
         if not data:
             self._in.write_eof()
             return False

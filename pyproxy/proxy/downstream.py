@@ -311,8 +311,15 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
                     await transport.handshake()
             except (TransportClosed, trio.TooSlowError) as e:
                 runtime.stats.downstream_tls_failures += 1
-                log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock),
-                         e if str(e) else "timeout")
+                if transport.first_bytes and not looks_like_tls(transport.first_bytes):
+                    runtime.stats.downstream_plaintext_refused += 1
+                    what = "plaintext HTTP/2 (h2c)" if PREFACE.startswith(transport.first_bytes[:len(PREFACE)]) \
+                        else "plaintext"
+                    log.warning("listener %s: %s connection from %s refused: this listener requires (m)TLS "
+                                "(PeerAuthentication STRICT)", listener_name, what, _peer(sock))
+                else:
+                    log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock),
+                             e if str(e) else "timeout")
                 transport.close()
                 return
             identity = identity_from_cert(transport.peer_certificate())
