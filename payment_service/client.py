@@ -31,7 +31,18 @@ Output: a text summary, or with ``--json`` one JSON object per line on stdout:
 ``by_version`` keys are the ``x-payment-version`` values (``unknown`` when a reply carried none);
 ``by_status`` keys are gRPC status names (``OK``, ``UNAVAILABLE``, ...); latencies are whole-call
 milliseconds (``null`` when there were no requests); ``rps`` = requests / elapsed seconds; ``skipped`` =
-rate slots dropped because all workers were busy; ``errors`` = first grpc-message seen per failing status.
+rate slots dropped because all workers were busy; ``errors`` = first grpc-message seen per failing status
+(in interval reports and their ``cumulative`` only when a call failed); ``hints`` (only when there is one) =
+what such a message means, e.g. for ``UNAVAILABLE: ... Socket closed``: the server closed the connection
+during the handshake, as a TLS-only port (a sidecar under mTLS STRICT) does to a plaintext client.
+
+With ``--interval``, the client also says on stderr, in words, when its calls start failing (status, count,
+first message, hint) and when they succeed again, so its log tells what happened without decoding JSON::
+
+    payment-client: [12.0s] calls to 127.0.0.10:15006 FAIL: 5 of 5 in the last 1.0 s: UNAVAILABLE: failed to
+      connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.10:15006: Socket closed
+      (the server closed the connection during the handshake, before any HTTP/2 response: ...)
+    payment-client: [20.0s] calls to 127.0.0.10:15006 succeed again: 5 of 5 OK in the last 1.0 s
 """
 
 from __future__ import annotations
@@ -165,8 +176,40 @@ def format_final(result: LoadResult) -> str:
     ]
     if r["skipped"]:
         lines.append(f"  skipped:    {r['skipped']} rate slots (all workers busy)")
-    lines.extend(f"  first {status}: {message}" for status, message in r["errors"].items())
+    for status, message in r["errors"].items():
+        lines.append(f"  first {status}: {message}")
+        if status in r.get("hints", {}):
+            lines.append(f"    ({r['hints'][status]})")
     return "\n".join(lines)
+
+
+class Transitions:
+    """Interval reports -> a line in words each time the calls start failing or succeed again."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.failing = False
+
+    def observe(self, report: dict[str, Any]) -> list[str]:
+        by_status: dict[str, int] = report.get("by_status") or {}
+        total = sum(by_status.values())
+        failed = total - by_status.get("OK", 0)
+        when = f"payment-client: [{report.get('elapsed_s', 0.0):.1f}s] calls to {self.target}"
+        span = f"in the last {report.get('interval_s', 0.0):.1f} s"
+        if failed and not self.failing:
+            self.failing = True
+            errors: dict[str, str] = report.get("errors") or {}
+            hints: dict[str, str] = report.get("hints") or {}
+            lines = [f"{when} FAIL: {failed} of {total} {span}"]
+            for status, message in errors.items():
+                lines.append(f"  {status} x{by_status.get(status, 0)}: {message}")
+                if status in hints:
+                    lines.append(f"  ({hints[status]})")
+            return lines
+        if total and not failed and self.failing:
+            self.failing = False
+            return [f"{when} succeed again: {total} of {total} OK {span}"]
+        return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,8 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    transitions = Transitions(config.target)
+
     def on_interval(report: dict[str, Any]) -> None:
         print(json.dumps(report) if as_json else format_interval(report), flush=True)
+        for line in transitions.observe(report):
+            print(line, file=sys.stderr, flush=True)
 
     result = run_load(config, stop=stop, on_interval=on_interval)
     print(json.dumps(result.to_json()) if as_json else format_final(result), flush=True)

@@ -99,8 +99,36 @@ class LoadResult:
             "elapsed_s": round(self.elapsed_s, 3),
             **self.stats.summary(self.elapsed_s),
             "skipped": self.skipped,
-            "errors": dict(sorted(self.stats.first_error.items())),
+            **errors_of(self.stats, always=True),
         }
+
+
+def errors_of(stats: Stats, *, always: bool = False) -> dict[str, dict[str, str]]:
+    """``errors``: the first grpc-message seen per failing status (only when a call failed, unless ``always``);
+    ``hints``: what it means, for the statuses whose message :func:`explain` recognises (only when there is
+    one)."""
+    errors = dict(sorted(stats.first_error.items()))
+    hints = {status: hint for status, message in errors.items() if (hint := explain(status, message))}
+    out = {"errors": errors} if errors or always else {}
+    return {**out, "hints": hints} if hints else out
+
+
+def explain(status: str, message: str) -> str:
+    """What a transport failure means, in words (empty when the message is not one we recognise).
+
+    gRPC reports a connection that the server closed before its HTTP/2 handshake completed as ``failed to
+    connect to all addresses; last error: UNAVAILABLE: ipv4:HOST:PORT: Socket closed`` (or ``Connection reset
+    by peer``). That is what a TLS-only server does to a plaintext client: it reads the HTTP/2 preface as a
+    broken TLS record and hangs up. A sidecar whose PeerAuthentication is STRICT behaves exactly so.
+    """
+    if status != "UNAVAILABLE" or "failed to connect" not in message:
+        return ""
+    if "Socket closed" in message or "reset by peer" in message:
+        return ("the server closed the connection during the handshake, before any HTTP/2 response: what a "
+                "TLS-only port does to a plaintext client, e.g. a sidecar under mTLS STRICT")
+    if "Connection refused" in message:
+        return "nothing accepts connections at that address"
+    return ""
 
 
 def version_of(*sources: Iterable[Any] | None, reply_version: str = "") -> str:
@@ -251,7 +279,8 @@ class _Runner:
                 interval, self.interval_stats = self.interval_stats, Stats()
                 report = {"type": "interval", "elapsed_s": round(now - self.start, 3),
                           "interval_s": round(now - last, 3), **interval.summary(now - last),
-                          "cumulative": self.stats.summary(now - self.start)}
+                          **errors_of(interval),
+                          "cumulative": {**self.stats.summary(now - self.start), **errors_of(self.stats)}}
             self.intervals.append(report)
             self.on_interval(report)
             last, k = now, k + 1

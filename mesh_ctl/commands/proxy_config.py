@@ -1,6 +1,6 @@
 """A proxy's live configuration, like `istioctl proxy-config`: read from the sidecar's admin API.
 
-    mesh_ctl proxy-config listeners|routes|clusters|endpoints|all WORKLOAD [-o table|json]
+    mesh_ctl proxy-config listeners|routes|clusters|endpoints|secret|all WORKLOAD [-o table|json]
                           [--admin HOST:PORT] [--from proxy|control-plane]
 
 WORKLOAD names a sidecar (``client`` or ``client.default``). Its admin address comes from --admin, else the
@@ -8,8 +8,15 @@ run dir's state (`mesh_ctl up`), else the control plane's registry. Listeners, r
 the sidecar's ``/config_dump`` (static and dynamic, inline route configurations included), endpoints from
 ``/clusters?format=json`` (with health and outlier state). ``-o json`` prints those resources raw.
 
+``secret`` shows the certificates the sidecar uses, from its ``/certs`` (Envoy's shape), like `istioctl
+proxy-config secret` (RESOURCE NAME, TYPE, STATUS, VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE, + DAYS LEFT
+and SPIFFE ID): a row for its own certificate (``default``, type ``Cert Chain``) and one per root of its trust
+bundle (``ROOTCA``, type ``CA``; two during a root rotation), then the roots' SHA-256 fingerprints (compare
+them with `mesh_ctl ca status`). ``-o json``: the same rows, and /certs itself.
+
 ``--from control-plane`` shows instead what the control plane computed for a connected proxy (its
-`proxy-status` NAME or node id): the only view of a proxyless gRPC client, which has no admin API.
+`proxy-status` NAME or node id): the only view of a proxyless gRPC client, which has no admin API (and no
+secrets: a proxy's certificate never leaves it).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import argparse
 import http.client
 import json
 import sys
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mesh_ctl import client
@@ -26,11 +35,11 @@ from mesh_ctl.runtime.state import RunDir, StateError, read_state, resolve_run_d
 
 Doc = Mapping[str, Any]
 SECTIONS = ("listeners", "routes", "clusters", "endpoints")
-CHOICES = (*SECTIONS, "all", "listener", "route", "cluster", "endpoint")
+CHOICES = (*SECTIONS, "secret", "all", "listener", "route", "cluster", "endpoint", "secrets")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("section", choices=CHOICES, metavar="listeners|routes|clusters|endpoints|all")
+    p.add_argument("section", choices=CHOICES, metavar="listeners|routes|clusters|endpoints|secret|all")
     p.add_argument("workload", metavar="WORKLOAD", help="the sidecar's workload (client, client.default)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--admin", metavar="HOST:PORT", help="the sidecar's admin address (default: looked up)")
@@ -258,6 +267,87 @@ def endpoint_rows(clusters_json: Doc | None, assignments: list[Doc]) -> list[lis
     return rows
 
 
+# ------------------------------------------------------------------------------------ secrets (/certs)
+
+SECRET_HEAD = ["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE",
+               "DAYS LEFT", "SPIFFE ID"]
+
+
+def _epoch(rfc3339: object) -> float | None:
+    try:
+        return datetime.strptime(str(rfc3339), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _secret_row(name: str, kind: str, cert: Doc, now: float, fingerprint: str | None = None) -> dict[str, Any]:
+    not_before, not_after = get(cert, "valid_from", "validFrom"), get(cert, "expiration_time", "expirationTime")
+    start, end = _epoch(not_before), _epoch(not_after)
+    sans = get(cert, "subject_alt_names", "subjectAltNames", default=[])
+    return {
+        "name": name, "type": kind, "status": "ACTIVE",
+        "valid": start is not None and end is not None and start <= now <= end,
+        "serial_number": str(get(cert, "serial_number", "serialNumber", default="")),
+        "spiffe_ids": [str(san["uri"]) for san in sans if isinstance(san, Mapping) and "uri" in san],
+        "not_before": not_before, "not_after": not_after,
+        "days_left": int(get(cert, "days_until_expiration", "daysUntilExpiration", default=0) or 0),
+        "seconds_left": None if end is None else round(max(0.0, end - now), 1),
+        "fingerprint_sha256": fingerprint, "path": get(cert, "path"),
+    }
+
+
+def secret_view(certs: Doc, now: float | None = None) -> dict[str, Any]:
+    """Envoy's /certs (+ pyproxy's ``secret_names`` and ``root_fingerprints_sha256``) -> one row per
+    certificate in use: the workload's own (``default``: its leaf) and each root of the trust bundle
+    (``ROOTCA``), each listed once however many TLS contexts share it."""
+    now = time.time() if now is None else now
+    rows: list[dict[str, Any]] = []
+    roots: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for entry in get(certs, "certificates", default=[]):
+        names = [str(n) for n in get(entry, "secret_names", "secretNames", default=[])]
+        chain = get(entry, "cert_chain", "certChain", default=[])
+        cas = get(entry, "ca_cert", "caCert", default=[])
+        fingerprints = [str(f) for f in get(entry, "root_fingerprints_sha256", default=[])]
+        found: list[dict[str, Any]] = []
+        if chain:
+            own = next((n for n in names if n != "ROOTCA"), str(get(chain[0], "path", default="-")))
+            found.append(_secret_row(own, "Cert Chain", chain[0], now))
+        ca_name = "ROOTCA" if "ROOTCA" in names or not names else names[-1]
+        for i, ca in enumerate(cas):
+            found.append(_secret_row(ca_name, "CA", ca, now, fingerprints[i] if i < len(fingerprints) else None))
+        for row in found:
+            key = (row["name"], row["type"], row["serial_number"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+        roots += [f for f in fingerprints if f not in roots]
+    return {"secrets": rows, "root_fingerprints_sha256": roots, "certificates": get(certs, "certificates",
+                                                                                      default=[])}
+
+
+def _left(row: Mapping[str, Any]) -> str:
+    days, seconds = row["days_left"], row["seconds_left"]
+    if days or seconds is None:
+        return str(days)
+    s = int(seconds)
+    return f"0 ({s // 3600}h{s % 3600 // 60:02d}m)" if s >= 3600 else f"0 ({s // 60}m{s % 60:02d}s)" if s >= 60 \
+        else f"0 ({s}s)"
+
+
+def secret_lines(view: Mapping[str, Any]) -> list[str]:
+    rows = [[r["name"], r["type"], r["status"], str(r["valid"]).lower(), r["serial_number"] or "-",
+             str(r["not_after"] or "-"), str(r["not_before"] or "-"), _left(r), ", ".join(r["spiffe_ids"]) or "-"]
+            for r in view["secrets"]]
+    if not rows:
+        return ["no certificates in use (no TLS context has a certificate or a trust bundle yet)"]
+    roots = view["root_fingerprints_sha256"]
+    out = [*render(SECRET_HEAD, rows), ""]
+    out.append(f"ROOTCA: trust bundle of {len(roots)} root{'s' if len(roots) != 1 else ''}, SHA-256 fingerprints:")
+    out += [f"  {f}" for f in roots]
+    return out
+
+
 HEADS = {
     "listeners": ["NAME", "ADDRESS", "PORT", "DESTINATION"],
     "routes": ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "DESTINATION", "VIRTUAL SERVICE"],
@@ -266,7 +356,31 @@ HEADS = {
 }
 
 
+def run_secret(args: argparse.Namespace) -> int:
+    """`proxy-config secret`: the sidecar's /certs as a table (or JSON)."""
+    if args.source == "control-plane":
+        print("error: secrets come from the proxy itself (its /certs): the control plane never sees a proxy's "
+              "certificate; drop --from control-plane", file=sys.stderr)
+        return 2
+    try:
+        address = admin_address(args)
+        view = secret_view(fetch(address, "/certs"))
+    except client.ControlPlaneError as e:
+        client.print_error(e)
+        return 1
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps({"workload": args.workload, "admin": address, **view}, indent=2))
+    else:
+        print("\n".join(secret_lines(view)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.section in ("secret", "secrets"):
+        return run_secret(args)
     section = args.section if args.section == "all" or args.section.endswith("s") else f"{args.section}s"
     wanted = list(SECTIONS) if section == "all" else [section]
     clusters_json: Doc | None = None

@@ -1,5 +1,8 @@
 """Show the local mesh: its control plane (xDS and API addresses, pid), each workload's address, ports,
-processes (alive or dead) and the latest summary (totals, and the split of the last second: "now").
+processes (alive or dead) and the latest summary of each load client (totals, and the split of the last
+second: "now"). A client whose calls fail also shows its statuses now (``now OK=0 UNAVAILABLE=5``), the first
+message of each failing status and what it means: e.g. `up --non-mesh-client`'s ``legacy-client`` (no sidecar)
+once `mesh_ctl mtls strict` makes the sidecars refuse plaintext.
 
 ``-o json`` prints the same as one JSON document (``running``, ``control_plane`` (null with `up --static`),
 ``workloads[]``, ``summary[]`` ...).

@@ -14,6 +14,16 @@ Prometheus) and talk mTLS with certificates generated for the run. The client's 
 v1 and v2 (50/50 by default, until a VirtualService says otherwise). Ctrl-C (or `mesh_ctl down`) stops
 everything, the control plane last; --detach runs in the background.
 
+Identity: each sidecar makes its key and gets its certificate (spiffe://cluster.local/ns/<ns>/sa/<sa>) from the
+control plane's CA, renewing it at half its lifetime: --cert-ttl sets that lifetime (Istio's SECRET_TTL,
+default 24h; e.g. 6s to watch renewals). `mesh_ctl proxy-config secret <workload>` shows the certificate in use.
+
+--non-mesh-client adds `legacy-client`, a pod outside the mesh: its own address, no sidecar, plain gRPC straight
+to payment-v1's inbound port (15006) at --non-mesh-rps calls per second. Mutual TLS is PERMISSIVE by default,
+so its calls succeed; after `mesh_ctl mtls strict` the sidecar refuses them at the handshake: the live summary
+and `mesh_ctl status` show its results apart (OK vs errors now, its first error and what it means), and its
+log (<run dir>/logs/legacy-client.log) says when its calls started failing and why.
+
 Environment: MINIMESH_HOME (run dir), MINIMESH_BASE_ADDRESS, MINIMESH_PORT_OFFSET, MINIMESH_ADDRESS_MODE
 provide defaults for --run-dir, --base-address, --port-offset, --address-mode.
 """
@@ -23,18 +33,46 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from mesh_ctl.addressing import ADDRESS_MODES, plan
+from mesh_ctl.ca.options import parse_duration
 from mesh_ctl.commands._common import add_run_dir, positive_float, positive_int
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime.local import Supervisor, UpOptions
 from mesh_ctl.runtime.prepare import StartupError, preflight
-from mesh_ctl.runtime.specs import DEFAULT_CONTROL_PLANE_HOST, ControlPlaneAddresses
+from mesh_ctl.runtime.specs import (
+    DEFAULT_CONTROL_PLANE_HOST,
+    DEFAULT_NON_MESH_RPS,
+    ControlPlaneAddresses,
+    non_mesh_client,
+)
 from mesh_ctl.runtime.state import RunDir, StateError, new_run_id, resolve_run_dir
 from mesh_ctl.topology import default_topology, load_topology
 
 PROXY_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+MIN_CERT_TTL = timedelta(seconds=1)  # the bounds pyproxy's agent and the CA accept (Istio's max: 90 days)
+MAX_CERT_TTL = timedelta(days=90)
+DEFAULT_CERT_TTL = "24h"  # Istio's SECRET_TTL; passed explicitly, so every sidecar's argv says it
+
+
+def cert_ttl(text: str) -> str:
+    """A certificate lifetime (``24h``, ``90m``, ``6s``, ``30d``), returned as a Go duration in hours, minutes
+    or seconds: the form pyproxy's --cert-ttl reads (it knows no days)."""
+    try:
+        value = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not MIN_CERT_TTL <= value <= MAX_CERT_TTL:
+        raise argparse.ArgumentTypeError(f"must be between 1s and 90d (2160h), got {text!r}")
+    seconds = value.total_seconds()
+    if seconds.is_integer():
+        for unit, size in (("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{int(seconds) // size}{unit}"
+        return f"{int(seconds)}s"
+    return f"{seconds}s"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,6 +98,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static", action="store_true",
                    help="no control plane: static sidecar bootstraps holding the whole configuration")
     p.add_argument("--proxy-log-level", choices=PROXY_LOG_LEVELS, default="info", help="sidecar log level")
+    p.add_argument("--cert-ttl", metavar="DURATION", type=cert_ttl,
+                   help="lifetime of the sidecars' certificates, renewed at half of it (Istio's SECRET_TTL; "
+                        "e.g. 24h, 90m, 6s; default: 24h)")
+    p.add_argument("--non-mesh-client", action="store_true",
+                   help="also run legacy-client: no sidecar, plain gRPC to payment-v1's inbound port (15006), "
+                        "like a pod outside the mesh (refused once `mesh_ctl mtls strict`)")
+    p.add_argument("--non-mesh-rps", metavar="N", type=positive_float,
+                   help=f"calls per second of legacy-client (default: {DEFAULT_NON_MESH_RPS:g})")
     p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
                    help="how long each start-up step may take (default: 30)")
     p.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # the --detach child
@@ -69,12 +115,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(resolve_run_dir(args.run_dir))
     try:
+        if args.static and args.cert_ttl is not None:
+            raise ValueError("--cert-ttl sets what the sidecars ask the control plane's CA for: not with --static "
+                             "(its certificates are files written at start-up)")
+        if args.non_mesh_rps is not None and not args.non_mesh_client:
+            raise ValueError("--non-mesh-rps needs --non-mesh-client")
         topology = load_topology(Path(args.topology)) if args.topology else default_topology()
         topology = topology.with_load(args.rps, args.concurrency)
         placement = plan(topology, base_address=args.base_address, port_offset=args.port_offset,
                          mode=args.address_mode)
         control_plane = (None if args.static
                          else ControlPlaneAddresses.for_offset(args.control_plane_address, args.port_offset))
+        non_mesh = (non_mesh_client(topology, placement, args.non_mesh_rps or DEFAULT_NON_MESH_RPS)
+                    if args.non_mesh_client else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -91,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir=run_dir, topology=topology, placement=placement, run_id=run_id,
         proxy_log_level=args.proxy_log_level, ready_timeout=args.ready_timeout,
         live_summary=not (args.no_summary or args.supervise), foreground=not args.supervise,
-        control_plane=control_plane, port_offset=args.port_offset,
+        control_plane=control_plane, port_offset=args.port_offset, non_mesh=non_mesh,
+        cert_ttl=None if control_plane is None else args.cert_ttl or DEFAULT_CERT_TTL,
     )
     return Supervisor(options).run()
 
@@ -111,4 +165,10 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
         out += ["--concurrency", str(args.concurrency)]
     if args.base_address:
         out += ["--base-address", args.base_address]
+    if args.cert_ttl is not None:
+        out += ["--cert-ttl", args.cert_ttl]
+    if args.non_mesh_client:
+        out.append("--non-mesh-client")
+    if args.non_mesh_rps is not None:
+        out += ["--non-mesh-rps", str(args.non_mesh_rps)]
     return out

@@ -8,7 +8,7 @@
     procs.py     spawn (own session, PDEATHSIG), recognise a PID as ours (/proc cmdline + start time),
                  stop by PID (SIGTERM -> grace -> SIGKILL)
     state.py     run dir layout, state.json, the supervisor lock (flock)
-    summary.py   the load client's JSON lines -> totals per version / status, latency
+    summary.py   the load clients' JSON lines -> totals per version / status, latency, failing now?, first errors
     render.py    tables and lines for people
 
 Invariants: every process is started by exactly one supervisor, which holds the run dir's lock for its

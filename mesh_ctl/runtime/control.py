@@ -26,7 +26,7 @@ from mesh_ctl.runtime.state import (
     read_state,
     remove,
 )
-from mesh_ctl.runtime.summary import Summary, summary_line
+from mesh_ctl.runtime.summary import Summary, error_lines, summary_line
 
 PORTS_FREE_TIMEOUT = 10.0
 
@@ -167,7 +167,7 @@ def status(run_dir: RunDir) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": w.name, "namespace": w.namespace, "app_kind": w.app, "version": w.version,
             "service_account": w.service_account, "spiffe_id": w.spiffe_id, "address": w.address,
-            "ports": w.ports,
+            "ports": w.ports, "in_mesh": w.in_mesh,
         }
         for role in ("app", "sidecar"):
             p = by_role.get((w.name, role))
@@ -234,10 +234,20 @@ def status_text(run_dir: RunDir) -> list[str]:
         if st["control_plane"] is not None:
             lines += [control_plane_status_line(st["control_plane"], supervised=st["running"]), ""]
         lines += [*where_table(state, alive=lambda pid: _alive_in(state, pid)), ""]
-        lines += [summary_line(Summary.from_json(s)) for s in st["summary"]] or ["(no load reports yet)"]
+        lines += _summary_text(st["summary"]) or ["(no load reports yet)"]
         return lines
     lines = [f"no mesh is running from {st['run_dir']}"]
     lines += ["last run: " + summary_line(Summary.from_json(s)) for s in st.get("last_summary", [])]
+    return lines
+
+
+def _summary_text(summaries: list[dict[str, Any]]) -> list[str]:
+    """Each load client's line, and under it the first error of each failing status and what it means."""
+    lines = []
+    for entry in summaries:
+        s = Summary.from_json(entry)
+        lines.append(summary_line(s, with_errors=False))
+        lines += [f"    {line}" for line in error_lines(s)]
     return lines
 
 

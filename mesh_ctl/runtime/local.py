@@ -6,7 +6,7 @@ Lifecycle (:meth:`Supervisor.run`)::
     -> bootstraps (validated as Envoy Bootstraps) -> start the control plane, wait for its API's /ready ->
     a bootstrap token per workload from its CA -> start apps, wait until they listen -> start sidecars,
     wait for /ready (they have their configuration and their certificate from the control plane) -> start
-    the load clients, wait for their first report
+    the load clients (with `up --non-mesh-client`, also legacy-client: no sidecar), wait for their first report
     -> state.json "ready", print what runs where -> every second: summary.json + live summary (+ new
     tokens when half their lifetime is over)
     -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps, control plane (SIGTERM, grace, SIGKILL),
@@ -50,7 +50,7 @@ from mesh_ctl.runtime import control, procs
 from mesh_ctl.runtime.identity import TOKEN_REFRESH_S, mint_tokens
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
 from mesh_ctl.runtime.render import control_plane_lines, hints, stored_config_lines, traffic_lines, where_table
-from mesh_ctl.runtime.specs import ControlPlaneAddresses, ProcessSpec, build_specs
+from mesh_ctl.runtime.specs import ControlPlaneAddresses, NonMeshClient, ProcessSpec, build_specs
 from mesh_ctl.runtime.state import (
     ProcessRecord,
     RunDir,
@@ -97,6 +97,8 @@ class UpOptions:
     python: str = sys.executable
     control_plane: ControlPlaneAddresses | None = None  # None: `up --static`, no control plane
     port_offset: int = 0
+    cert_ttl: str | None = None  # the sidecars' certificate lifetime (pyproxy --cert-ttl); None: 24 h
+    non_mesh: NonMeshClient | None = None  # `up --non-mesh-client`: a load client with no sidecar
 
 
 @dataclass(eq=False, slots=True)
@@ -170,14 +172,14 @@ class Supervisor:
             supervisor_argv=procs.cmdline(os.getpid()) or [],
             supervisor_start_time=procs.start_time(os.getpid()),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"), address_mode=o.placement.mode,
-            workloads=_workload_records(o.topology, o.placement),
-            traffic=traffic_lines(o.topology, o.placement),
+            workloads=_workload_records(o.topology, o.placement, o.non_mesh),
+            traffic=traffic_lines(o.topology, o.placement, o.non_mesh),
             services={s.name: [b.name for b in s.subsets] for s in o.topology.services},
         )
         write_state(o.run_dir, self.state)
         specs = build_specs(o.topology, o.placement, bootstraps, python=o.python,
                             proxy_log_level=o.proxy_log_level, control_plane=o.control_plane, run_dir=o.run_dir,
-                            port_offset=o.port_offset)
+                            port_offset=o.port_offset, cert_ttl=o.cert_ttl, non_mesh=o.non_mesh)
         env = self._env = procs.child_env()
         for group_specs in specs:
             group: list[Running] = []
@@ -228,7 +230,7 @@ class Supervisor:
         if spec.reports:
             assert popen.stdout is not None
             os.set_blocking(popen.stdout.fileno(), False)
-            running.summary = Summary(client=spec.workload, target=_target(spec))
+            running.summary = Summary(client=spec.workload, target=_target(spec), note=spec.note)
             self._selector.register(popen.stdout, selectors.EVENT_READ, running)
         return running
 
@@ -468,7 +470,8 @@ class Supervisor:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _workload_records(topology: Topology, placement: Placement) -> list[WorkloadRecord]:
+def _workload_records(topology: Topology, placement: Placement,
+                      non_mesh: NonMeshClient | None = None) -> list[WorkloadRecord]:
     out = []
     for w in topology.workloads:
         at = placement.of(w.name)
@@ -478,6 +481,13 @@ def _workload_records(topology: Topology, placement: Placement) -> list[Workload
             spiffe_id=topology.spiffe_id(w), address=at.address,
             ports={"app": at.app, "outbound": at.outbound, "inbound": at.inbound, "admin": at.admin,
                    "prometheus": at.prometheus},
+        ))
+    if non_mesh is not None:  # no sidecar, no identity, nothing it listens on
+        out.append(WorkloadRecord(
+            name=non_mesh.name, namespace=non_mesh.namespace, app="payment-client", version=None,
+            service_account="", spiffe_id="", address=non_mesh.address,
+            ports={"app": None, "outbound": None, "inbound": None, "admin": None, "prometheus": None},
+            in_mesh=False,
         ))
     return out
 
@@ -494,8 +504,14 @@ def _stored_resources(api: str) -> list[dict[str, Any]]:
 
 
 def _target(spec: ProcessSpec) -> str:
+    """What a load client calls: the service's authority through its sidecar, or, for the client outside
+    the mesh, the address it dials itself (and the authority)."""
     argv = list(spec.argv)
-    return argv[argv.index("--authority") + 1] if "--authority" in argv else spec.addresses.get("target", "")
+    authority = argv[argv.index("--authority") + 1] if "--authority" in argv else ""
+    if spec.note or not authority:
+        target = spec.addresses.get("target", "")
+        return f"{target} ({authority})" if authority and target else target or authority
+    return authority
 
 
 def split_host_port(address: str) -> tuple[str, int]:

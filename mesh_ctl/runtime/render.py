@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mesh_ctl.addressing import Placement
-from mesh_ctl.runtime.specs import CONTROL_PLANE
+from mesh_ctl.runtime.specs import CONTROL_PLANE, NonMeshClient
 from mesh_ctl.runtime.state import ProcessRecord, State
 from mesh_ctl.topology import Topology
 
@@ -37,14 +37,16 @@ def where_table(state: State, alive: Callable[[int], bool] | None = None) -> lis
     rows = []
     for w in state.workloads:
         ports = [f":{w.ports[key]}" if w.ports.get(key) is not None else "-" for key, _ in PORT_COLUMNS]
-        rows.append([w.name, w.version or "-", w.address, *ports, pid(w.name, "app"), pid(w.name, "sidecar")])
+        sidecar = pid(w.name, "sidecar") if w.in_mesh else "none (outside the mesh)"
+        rows.append([w.name, w.version or "-", w.address, *ports, pid(w.name, "app"), sidecar])
     titles = [title for _, title in PORT_COLUMNS]
     header = ["WORKLOAD", "VERSION", "ADDRESS", *titles, "APP PID", "SIDECAR PID"]
     return table(header, rows)
 
 
-def traffic_lines(topology: Topology, placement: Placement) -> list[str]:
-    """Each path a call takes: app -> its sidecar -(mTLS)-> the destination sidecar -> the destination app."""
+def traffic_lines(topology: Topology, placement: Placement, non_mesh: NonMeshClient | None = None) -> list[str]:
+    """Each path a call takes: app -> its sidecar -(mTLS)-> the destination sidecar -> the destination app;
+    for the client outside the mesh: straight to the destination sidecar's inbound port, in plaintext."""
     lines = []
     for w in topology.workloads:
         src = placement.of(w.name)
@@ -60,6 +62,13 @@ def traffic_lines(topology: Topology, placement: Placement) -> list[str]:
                         f"{w.name} --h2c--> {src.at(src.outbound)} ==mTLS==> {dst.at(dst.inbound)} "
                         f"--h2c--> {e.name} {dst.at(dst.app)}   [{label}: {share * 100:.0f}%]"
                     )
+    if non_mesh is not None:
+        dst = placement.of(non_mesh.target_workload)
+        lines.append(
+            f"{non_mesh.name} (no sidecar) --h2c, plaintext--> {non_mesh.target} --h2c--> "
+            f"{non_mesh.target_workload} {dst.at(dst.app)}   [outside the mesh: accepted under PERMISSIVE, "
+            "refused under STRICT]"
+        )
     return lines
 
 
@@ -107,5 +116,8 @@ def hints(state: State, run_dir: str) -> list[str]:
         client = next((w.name for w in state.workloads if w.ports.get("outbound")), None)
         routes = f"    mesh_ctl proxy-config routes {client}{rd}" if client else ""
         out.append(f"  mesh_ctl proxy-status{rd}{routes}")
+        server = next((w.name for w in state.workloads if w.ports.get("inbound")), None)
+        secret = f"    mesh_ctl proxy-config secret {server}{rd}" if server else ""
+        out.append(f"  mesh_ctl mtls strict{rd}    mesh_ctl mtls permissive{rd}{secret}")
     out.append(f"  mesh_ctl status{rd}    mesh_ctl down{rd}")
     return out

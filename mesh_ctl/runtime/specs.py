@@ -8,11 +8,20 @@ Start order, in groups (each group starts together, the next one waits until it 
                                                                 (with ADS: once it has its configuration
                                                                 and its certificate from the CA)
 3. the load clients      ``python -m payment_service.client``    ready: printed its first JSON report
+   (+ with ``up --non-mesh-client``: ``legacy-client``, the same load client with no sidecar)
 
 With a control plane each sidecar also runs its identity agent (``--ca-address <xDS address> --token-path
-<run dir>/tokens/<workload>.jwt``): the supervisor writes the tokens once the control plane is ready
-(:mod:`mesh_ctl.runtime.identity`). Stopping runs the groups in reverse, so the control plane stops last.
-With ``up --static`` there is no group 0 (the sidecars' bootstraps hold their whole configuration).
+<run dir>/tokens/<workload>.jwt --cert-ttl <TTL>``): the supervisor writes the tokens once the control plane
+is ready (:mod:`mesh_ctl.runtime.identity`). Stopping runs the groups in reverse, so the control plane stops
+last. With ``up --static`` there is no group 0 (the sidecars' bootstraps hold their whole configuration).
+
+The non-mesh client (:class:`NonMeshClient`) is a pod outside the mesh: its own loopback address (the one
+after the mesh's workloads; grpcio cannot pick a source address, so its connections still come from the
+kernel's choice, 127.0.0.1), no sidecar, no identity, plain gRPC (h2c) straight to the inbound port (15006) of
+the first endpoint of the service the mesh's client calls (payment-v1), with that service's authority. Under
+PERMISSIVE its calls succeed (the sidecar takes plaintext on the same port); under STRICT the sidecar closes
+the connection during the handshake and every call fails with UNAVAILABLE. It is not in the topology: the
+control plane knows nothing about it, as Istio knows nothing about a pod without a sidecar.
 
 The control plane is the one process the supervisor restarts when it dies (``restart=True``), the way
 Kubernetes restarts istiod: the sidecars keep serving their last configuration meanwhile and resync when it
@@ -27,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mesh_ctl.addressing import AddressingError, Placement
+from mesh_ctl.addressing import RESERVED_ADDRESSES, AddressingError, Placement
 from mesh_ctl.runtime.identity import token_path
 from mesh_ctl.runtime.state import Role, RunDir
 from mesh_ctl.topology import Topology, Workload
@@ -38,6 +47,9 @@ XDS_PORT = 15010  # istiod's plain-text xDS port
 API_PORT = 15014  # istiod's monitoring/debug port; here the management API the CLI calls
 DEFAULT_CONTROL_PLANE_HOST = "127.0.0.1"
 CONTROL_PLANE = "control-plane"  # its process name, workload and role in state.json
+NON_MESH_CLIENT = "legacy-client"  # the workload `up --non-mesh-client` adds
+NON_MESH_NOTE = "outside the mesh: no sidecar, plaintext"
+DEFAULT_NON_MESH_RPS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,55 @@ class ProcessSpec:
     ready_at: str | None  # host:port to probe for "tcp" / "http-ready"
     reports: bool = False  # stdout carries the client's JSON reports
     restart: bool = False  # the supervisor starts it again when it exits (the control plane)
+    note: str = ""  # for a load client outside the mesh: what it is (shown with its summary)
+
+
+@dataclass(frozen=True, slots=True)
+class NonMeshClient:
+    """`up --non-mesh-client`: a load client with no sidecar calling ``target`` (a sidecar's inbound port)
+    directly in plaintext, with the ``authority`` of the service behind it."""
+
+    address: str  # its own loopback address (a pod IP)
+    target: str  # host:port it dials: the inbound listener of ``target_workload``'s sidecar
+    target_workload: str
+    namespace: str
+    authority: str  # <service>:<port>
+    rps: float = DEFAULT_NON_MESH_RPS
+    concurrency: int = 1
+    name: str = NON_MESH_CLIENT
+
+
+def non_mesh_client(topology: Topology, placement: Placement, rps: float = DEFAULT_NON_MESH_RPS) -> NonMeshClient:
+    """Where `up --non-mesh-client` points the client outside the mesh: the first endpoint (in topology order)
+    of the service the first mesh client calls (``payment-v1`` in the default topology), else of any service.
+    Raises :class:`AddressingError` when no workload serves anything."""
+    callers = [w for w in topology.workloads if w.calls]
+    services = [*(topology.called_services(callers[0]) if callers else ()), *topology.services]
+    for service in services:
+        for endpoint in topology.endpoints(service):
+            at = placement.of(endpoint.name)
+            target = at.at(at.inbound)
+            if target is not None:
+                return NonMeshClient(address=next_address(placement), target=target,
+                                     target_workload=endpoint.name, namespace=service.namespace,
+                                     authority=f"{service.name}:{service.port}", rps=rps)
+    raise AddressingError("--non-mesh-client: no workload of the topology serves a service")
+
+
+def next_address(placement: Placement) -> str:
+    """A loopback address of its own for one more workload: in the per-workload mode the address after the
+    highest one placed (skipping reserved ones, .0 and .255, as the placement does), else the shared one."""
+    first = placement.workloads[0].address if placement.workloads else DEFAULT_CONTROL_PLANE_HOST
+    if placement.mode == "shared":
+        return first
+    n = max(int(ipaddress.ip_address(w.address)) for w in placement.workloads) + 1
+    while True:
+        ip = ipaddress.ip_address(n)
+        if not ip.is_loopback:
+            raise AddressingError(f"no loopback address left after {placement.workloads[-1].address}")
+        if str(ip) not in RESERVED_ADDRESSES and (n & 0xFF) not in (0, 255):
+            return str(ip)
+        n += 1
 
 
 def sidecar_name(workload: str) -> str:
@@ -106,20 +167,31 @@ def build_specs(
     control_plane: ControlPlaneAddresses | None = None,
     run_dir: RunDir | None = None,
     port_offset: int = 0,
+    cert_ttl: str | None = None,
+    non_mesh: NonMeshClient | None = None,
 ) -> list[list[ProcessSpec]]:
     """The start groups for ``topology`` placed by ``placement``: [control plane], apps, sidecars, clients.
 
-    With ``control_plane`` (then ``run_dir`` is needed too) the first group runs `mesh_ctl serve` there."""
+    With ``control_plane`` (then ``run_dir`` is needed too) the first group runs `mesh_ctl serve` there, and
+    every sidecar's identity agent asks its CA for certificates of ``cert_ttl`` (a duration pyproxy reads,
+    e.g. ``24h`` or ``6s``; None: the agent's default, 24 h). ``non_mesh`` adds the client outside the mesh
+    to the clients."""
     ws = topology.workloads
     apps = [_app(placement, w, python) for w in ws if w.app == "payment-server"]
     clients = [_client(topology, placement, w, python) for w in ws if w.app == "payment-client"]
+    if non_mesh is not None:
+        clients.append(_non_mesh_client(non_mesh, python))
     if control_plane is None:
+        if cert_ttl is not None:
+            raise ValueError("a certificate TTL needs the control plane's CA (not with --static)")
         sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level) for w in ws]
         return [apps, sidecars, clients]
     if run_dir is None:
         raise ValueError("the control plane needs the run dir")
+    ttl = ("--cert-ttl", cert_ttl) if cert_ttl is not None else ()
     sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level,
-                         ("--ca-address", control_plane.xds, "--token-path", str(token_path(run_dir.tokens, w.name))))
+                         ("--ca-address", control_plane.xds, "--token-path", str(token_path(run_dir.tokens, w.name)),
+                          *ttl))
                 for w in ws]
     return [[_control_plane(placement, control_plane, run_dir, port_offset, python)], apps, sidecars, clients]
 
@@ -178,4 +250,14 @@ def _client(topology: Topology, placement: Placement, w: Workload, python: str) 
               "--authority", f"{service.name}:{service.port}", "--rps", f"{call.rps:g}", "--duration", "0",
               "--concurrency", str(call.concurrency), "--json", "--interval", "1"),
         addresses={"target": target}, ready="first-report", ready_at=None, reports=True,
+    )
+
+
+def _non_mesh_client(c: NonMeshClient, python: str) -> ProcessSpec:
+    return ProcessSpec(
+        name=c.name, workload=c.name, role="app",
+        argv=(python, "-m", "payment_service.client", "--target", c.target, "--authority", c.authority,
+              "--rps", f"{c.rps:g}", "--duration", "0", "--concurrency", str(c.concurrency), "--json",
+              "--interval", "1"),
+        addresses={"target": c.target}, ready="first-report", ready_at=None, reports=True, note=NON_MESH_NOTE,
     )

@@ -111,9 +111,10 @@ class WorkloadRecord:
     app: str
     version: str | None
     service_account: str
-    spiffe_id: str
+    spiffe_id: str  # "" outside the mesh: no sidecar, no identity
     address: str
     ports: dict[str, int | None]
+    in_mesh: bool = True  # False: `up --non-mesh-client`'s client, with no sidecar
 
 
 @dataclass(slots=True)

@@ -173,6 +173,7 @@ class H2Connection:
         self._priority_frames = 0
         self._window_update_frames = 0
         self._data_frames_sent = 0
+        self._local_streams_opened = 0
         self._premature_resets = 0
         self._streams_opened = 0
 
@@ -229,6 +230,7 @@ class H2Connection:
             self.streams[stream_id] = stream
             self._next_stream_id += 2
             self.open_local_streams += 1
+            self._local_streams_opened += 1
             for name, value in headers:  # :method comes first: one iteration
                 if name == b":method":
                     if value == b"HEAD":
@@ -262,7 +264,7 @@ class H2Connection:
             stream.outbound_window -= n
             self.outbound_window -= n
         self._out.append(fr.data_frames(stream_id, data, end_stream, self.remote_max_frame_size))
-        self._data_frames_sent += 1
+        self._data_frames_sent += 1 + (n - 1) // self.remote_max_frame_size if n else 1
         if end_stream:
             self._close_send(stream)
 
@@ -881,10 +883,13 @@ class H2Connection:
         if len(payload) != 4:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE frame must be 4 bytes")
         increment = _UINT32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
-        # Envoy's max_inbound_window_update_frames_per_data_frame_sent: WINDOW_UPDATE frames cost work and
-        # answer nothing we sent; a peer sending far more of them than our DATA frames warrant is flooding.
+        # Envoy's max_inbound_window_update_frames_per_data_frame_sent, with Envoy's formula: a peer may send
+        # 5 + 2 * (streams + limit * our DATA frames) WINDOW_UPDATEs (a client opening a stream often raises its
+        # window at once); beyond that it is flooding.
         self._window_update_frames += 1
-        if self._window_update_frames > 5 + self.local.max_window_updates_per_data * (self._data_frames_sent + 1):
+        allowed = 5 + 2 * (self._streams_opened + self._local_streams_opened
+                           + self.local.max_window_updates_per_data * self._data_frames_sent)
+        if self._window_update_frames > allowed:
             raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames")
         if sid == 0:
             if increment == 0:

@@ -295,7 +295,8 @@ class TlsTransport(Transport):
                     raise TransportClosed("connection closed during the TLS handshake") from None
             except ssl.SSLError as e:
                 self._flush_tls()  # send the alert
-                raise TransportClosed(f"TLS error: {e.reason or e}") from None
+                why = f" ({e.verify_message})" if isinstance(e, ssl.SSLCertVerificationError) else ""
+                raise TransportClosed(f"TLS error: {e.reason or e}{why}") from None
         self._flush_tls()
 
     async def receive(self) -> bytes:

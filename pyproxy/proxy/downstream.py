@@ -229,6 +229,28 @@ def select_filter_chain(listener: Listener, port: int, is_tls: bool,
     return listener.default_filter_chain
 
 
+def _tls_only(listener: Listener) -> bool:
+    """Every filter chain matches TLS only (``transport_protocol: tls``): plaintext can match none."""
+    return bool(listener.filter_chains) and all(c.match.transport_protocol == "tls" for c in listener.filter_chains)
+
+
+_last_plaintext_warning: dict[str, float] = {}
+
+
+def _refuse_plaintext(runtime: Runtime, listener_name: str, sock: socket.socket, first_bytes: bytes) -> None:
+    """Count a plaintext client on a TLS-only listener and say so (at most one warning per second per
+    listener: a non-mesh client retrying must not flood the log; the counter has every one)."""
+    runtime.stats.downstream_plaintext_refused += 1
+    now = trio.current_time()
+    if now - _last_plaintext_warning.get(listener_name, -10.0) < 1.0:
+        return
+    _last_plaintext_warning[listener_name] = now
+    what = "plaintext HTTP/2 (h2c)" if PREFACE.startswith(first_bytes[:len(PREFACE)]) else "plaintext"
+    log.warning("listener %s: %s connection from %s refused: this listener requires (m)TLS "
+                "(PeerAuthentication STRICT); %d refused so far", listener_name, what, _peer(sock),
+                runtime.stats.downstream_plaintext_refused)
+
+
 def _sni_matches(names: tuple[str, ...], sni: str) -> bool:
     sni = sni.lower()
     for name in names:
@@ -296,8 +318,12 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
                 hello = parse_client_hello(prefix)
         chain = select_filter_chain(listener, sock.getsockname()[1], is_tls, hello)
         if chain is None:
-            log.info("listener %s: no filter chain matches connection from %s", listener_name,
-                     _peer(sock))
+            if prefix and not is_tls and _tls_only(listener):
+                # Istio's STRICT inbound has TLS chains only, so plaintext matches none: say that.
+                _refuse_plaintext(runtime, listener_name, sock, prefix)
+            else:
+                log.info("listener %s: no filter chain matches connection from %s", listener_name,
+                         _peer(sock))
             sock.close()
             return
         ctx = entry.contexts[id(chain)]
@@ -312,11 +338,7 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
             except (TransportClosed, trio.TooSlowError) as e:
                 runtime.stats.downstream_tls_failures += 1
                 if transport.first_bytes and not looks_like_tls(transport.first_bytes):
-                    runtime.stats.downstream_plaintext_refused += 1
-                    what = "plaintext HTTP/2 (h2c)" if PREFACE.startswith(transport.first_bytes[:len(PREFACE)]) \
-                        else "plaintext"
-                    log.warning("listener %s: %s connection from %s refused: this listener requires (m)TLS "
-                                "(PeerAuthentication STRICT)", listener_name, what, _peer(sock))
+                    _refuse_plaintext(runtime, listener_name, sock, transport.first_bytes)
                 else:
                     log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock),
                              e if str(e) else "timeout")

@@ -255,6 +255,7 @@ p.add_argument("--stats-address")
 p.add_argument("-l", default="info")
 p.add_argument("--ca-address")
 p.add_argument("--token-path")
+p.add_argument("--cert-ttl")
 a = p.parse_args()
 if a.token_path:
     assert open(a.token_path).read().count(".") == 2, "not a JWT"
@@ -424,7 +425,7 @@ def test_lifecycle_detach_status_refuse_down(
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
     assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
     assert sidecar["argv"][9:] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
-                                   str(run_dir / "tokens" / "client.jwt")]
+                                   str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h"]
     assert stat.S_IMODE((run_dir / "tokens").stat().st_mode) == 0o700
     for name, sa in (("payment-v1", "payment"), ("payment-v2", "payment"), ("client", "client")):
         validate_bootstrap(yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text()))
@@ -474,6 +475,48 @@ def test_lifecycle_detach_status_refuse_down(
     final = json.loads((run_dir / "summary.json").read_text())["clients"][0]
     assert final["final"] and final["requests"] >= 80
     assert "no mesh is running" in cli("status", "--run-dir", run_dir).stdout
+
+
+def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    """`up --non-mesh-client --non-mesh-rps 10 --cert-ttl 6s`: legacy-client, with no sidecar, on the address
+    after the mesh's, dialing payment-v1's inbound port; every sidecar asks for 6 s certificates; `status`
+    shows its own summary; `down` stops it first (it started last)."""
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    prefix = base.rsplit(".", 1)[0]
+    r = cli(*up_args(run_dir, base, "--non-mesh-client", "--non-mesh-rps", 10, "--cert-ttl", "6s"), env=standin_env)
+    assert r.returncode == 0, output(r, run_dir)
+    assert f"legacy-client (no sidecar) --h2c, plaintext--> {prefix}.10:15006" in r.stdout, r.stdout
+    state = meshes.record(run_dir)
+    names = [p["name"] for p in state["processes"]]
+    assert names[-2:] == ["client", "legacy-client"] and "legacy-client-sidecar" not in names
+    legacy = state["processes"][-1]
+    assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
+    assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
+    assert legacy["addresses"] == {"target": f"{prefix}.10:15006"}
+    assert all(p["argv"][-2:] == ["--cert-ttl", "6s"] for p in state["processes"] if p["role"] == "sidecar")
+
+    def reported() -> bool:
+        s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
+        return len(s) == 2 and all(c["requests"] >= 20 for c in s)
+
+    wait_for(reported, 30, "both clients' reports in `status`")
+    st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+    [w] = [w for w in st["workloads"] if w["name"] == "legacy-client"]
+    assert (w["address"], w["in_mesh"], w["spiffe_id"], w["sidecar"], w["app"]["alive"]) == (
+        f"{prefix}.13", False, "", None, True)
+    [s] = [s for s in st["summary"] if s["client"] == "legacy-client"]
+    assert s["note"] == "outside the mesh: no sidecar, plaintext" and s["target"] == f"{prefix}.10:15006 (payment:8080)"
+    table = cli("status", "--run-dir", run_dir).stdout
+    assert "none (outside the mesh)" in table and "legacy-client (outside the mesh: no sidecar, plaintext): " in table
+
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert "final totals: legacy-client (outside the mesh" in r.stdout and "ports are free" in r.stdout
+    assert_gone(state)
 
 
 def test_lifecycle_no_orphans_when_the_supervisor_is_killed(

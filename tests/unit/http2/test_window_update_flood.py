@@ -10,8 +10,8 @@ from tests.unit.http2.helpers import assert_connection_error, raw, server, u32
 
 def test_window_updates_beyond_what_our_data_warrants_end_the_connection() -> None:
     conn, _ = server(H2Settings(max_window_updates_per_data=10))
-    # 5 + 10 * (0 + 1) = 15 are tolerated before we sent any DATA.
-    events = conn.receive_data(raw(fr.WINDOW_UPDATE, 0, 0, u32(1)) * 15)
+    # Envoy's formula: 5 + 2 * (streams + 10 * DATA frames sent) = 5 before any stream or DATA.
+    events = conn.receive_data(raw(fr.WINDOW_UPDATE, 0, 0, u32(1)) * 5)
     assert not conn.closed, events
     conn.data_to_send()
     events = conn.receive_data(raw(fr.WINDOW_UPDATE, 0, 0, u32(1)))
