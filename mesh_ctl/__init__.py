@@ -11,14 +11,17 @@ Architecture (data flows top to bottom; each layer only imports the ones below i
       procs.py            spawn with PDEATHSIG, identity check via /proc, stop by PID (TERM -> KILL)
       state.py            run dir layout and the JSON state file that `down` / `status` read
       summary.py          the load client's JSON lines -> per-version counts (total and live), errors, latency
+      identity.py         bootstrap tokens for each sidecar (its proof of identity to the CA)
     bootstrap.py          topology + placement -> one Envoy v3 bootstrap per sidecar: ADS to the control plane
                           (default) or the whole configuration, static (`up --static`) (pure)
-    server.py             `mesh_ctl serve`: store + registry + ADS server (xds/) + management API, wired
+    server.py             `mesh_ctl serve`: store + registry + ADS server (xds/) + CA + management API, wired
+    xds/                  ADS state of the world: versions, nonces, ACK/NACK, debounced pushes, proxy status
     client.py             how commands find and call the control plane's management API
     store.py              durable, versioned Istio resources; resources/ validates them (field paths)
     translate/            registry + Istio resources -> xDS resources per proxy (pure)
     registry.py           the workloads and services the control plane knows (from the topology)
-    ca/                   self-signed root + SPIFFE workload certificates (signing is a pure function)
+    ca/                   roots (self-signed or cacerts), bootstrap tokens, CreateCertificate (a CSR is signed
+                          only for the identity its token proves), root rotation with overlap
     addressing.py         where each workload lives: 127.0.0.x per workload, or port blocks on 127.0.0.1
     topology.py           ONE description of services and workloads (built-in default or a YAML file)
 

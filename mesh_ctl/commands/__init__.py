@@ -14,7 +14,7 @@ COMMANDS: dict[str, str] = {
     "up": "start the local mesh (payment v1 + v2, a load client, a sidecar each)",
     "down": "stop the local mesh (and clean up after a crashed one)",
     "status": "list the workloads of the local mesh and the latest traffic summary",
-    "serve": "run the control plane (config store, registry, xDS v3 ADS server, management API)",
+    "serve": "run the control plane (config store, registry, xDS v3 ADS server, CA, management API)",
     "apply": "create or update Istio resources from files (-f FILE|DIR|-)",
     "get": "show stored Istio resources (-o yaml|json)",
     "delete": "delete Istio resources (by kind and name, or -f FILE)",
@@ -22,6 +22,6 @@ COMMANDS: dict[str, str] = {
     "mtls": "set the mutual TLS mode: mtls strict|permissive|disable [-n NS] [--workload W] (a PeerAuthentication)",
     "analyze": "validate Istio resources without applying them (-f FILE)",
     "proxy-status": "xDS sync state of every connected proxy (SYNCED / STALE / NOT SENT / NACKED)",
-    "proxy-config": "a proxy's live listeners, routes, clusters or endpoints",
+    "proxy-config": "a proxy's live listeners, routes, clusters, endpoints or secret (certificates)",
     "ca": "the mesh's CA: status, trust bundle, rotate-root, mint-token",
 }

@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mesh_ctl.ca.proto import istio_ca_pb2, istio_ca_pb2_grpc
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
-from tests.integration.test_traffic_shifting import Load, Mesh, failures, free_base_address, requests_total, wait_until
 from tests.support.certs import TestCA
+from tests.support.live_mesh import Load, Mesh, failures, free_base_address, requests_total, wait_until
 from tests.support.procs import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(300)

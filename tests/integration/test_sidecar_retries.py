@@ -124,7 +124,8 @@ def _charge_many(channel: grpc.Channel, n: int, threads: int = 4) -> tuple[Count
             except grpc.RpcError as e:
                 code = e.code().name
                 # A trailers-only reply's headers are the call's trailing metadata for grpcio.
-                meta = dict(e.trailing_metadata() or ()) | dict(e.initial_metadata() or ())
+                failed: Any = e  # also the finished grpc.Call
+                meta = dict(failed.trailing_metadata() or ()) | dict(failed.initial_metadata() or ())
             with lock:
                 statuses[code] += 1
                 attempts[str(meta.get("x-envoy-attempt-count", "?"))] += 1
