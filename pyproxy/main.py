@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -37,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config-path", help="Envoy v3 bootstrap file (YAML, JSON, .pb or .pb_text)")
     p.add_argument("--config-yaml", help="YAML merged over the bootstrap file (Envoy semantics)")
     p.add_argument("-l", "--log-level", default="info", choices=sorted(_LEVELS))
-    p.add_argument("--mode", choices=["serve", "validate"], default="serve",
-                   help="validate: check the configuration and exit (0 = valid)")
+    p.add_argument("--mode", choices=["serve", "validate", "init_only"], default="serve",
+                   help="validate: check the configuration and exit (0 = valid); init_only: the same, plus "
+                        "bind every listener once")
     p.add_argument("--service-node", help="overrides node.id")
     p.add_argument("--service-cluster", help="overrides node.cluster")
     p.add_argument("--stats-address", metavar="HOST:PORT", action="append", default=[],
@@ -64,15 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--service-account", help="overrides the bootstrap's node.metadata SERVICE_ACCOUNT")
     agent.add_argument("--secret-dir", metavar="DIR",
                        help="where the private key directory is made (default /dev/shm, else the temp dir)")
-    # Envoy flags accepted for compatibility with existing launch scripts; they have no effect here.
-    for flag, takes_value in (("--base-id", True), ("--concurrency", True), ("--restart-epoch", True),
-                              ("--parent-shutdown-time-s", True), ("--log-format", True),
-                              ("--component-log-level", True), ("--disable-hot-restart", False),
-                              ("--use-dynamic-base-id", False), ("--log-format-escaped", False)):
-        if takes_value:
-            p.add_argument(flag, help=argparse.SUPPRESS)
-        else:
-            p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    envoy = p.add_argument_group("Envoy's other flags", "accepted so that Envoy launch scripts work unchanged")
+    envoy.add_argument("--service-zone", help="overrides node.locality.zone")
+    envoy.add_argument("--admin-address-path", metavar="FILE",
+                       help="write the admin listener's address (HOST:PORT, the port it really got) to FILE")
+    envoy.add_argument("--allow-unknown-static-fields", "--allow-unknown-fields", action="store_true",
+                       help="ignore (with a warning) unknown fields in the bootstrap instead of refusing it")
+    envoy.add_argument("--drain-strategy", choices=["gradual", "immediate"], default="gradual",
+                       help="accepted; draining always sends GOAWAY at once and waits --drain-time-s")
+    envoy.add_argument("--hot-restart-version", action="store_true", help="print that hot restart is disabled")
+    envoy.add_argument("--local-address-ip-version", choices=["v4", "v6"], help=argparse.SUPPRESS)
+    # Accepted with no effect here: process model, hot restart, logging details and build features that a
+    # one-event-loop Python process does not have.
+    for flag in ("--base-id", "--base-id-path", "--concurrency", "--restart-epoch", "--parent-shutdown-time-s",
+                 "--log-format", "--component-log-level", "--file-flush-interval-msec", "--file-flush-min-size-kb",
+                 "--disable-extensions", "--socket-path", "--socket-mode", "--stats-tag"):
+        envoy.add_argument(flag, action="append" if flag == "--stats-tag" else "store", help=argparse.SUPPRESS)
+    for flag in ("--disable-hot-restart", "--use-dynamic-base-id", "--log-format-escaped",
+                 "--log-format-prefix-with-location", "--enable-fine-grain-logging", "--enable-mutex-tracing",
+                 "--enable-core-dump", "--cpuset-threads", "--reject-unknown-dynamic-fields",
+                 "--ignore-unknown-dynamic-fields", "--skip-hot-restart-on-no-parent",
+                 "--skip-hot-restart-parent-stats", "--skip-deprecated-logs"):
+        envoy.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -93,6 +108,9 @@ def _parse_address(text: str) -> tuple[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.hot_restart_version:
+        print("hot restart is disabled: pyproxy has no hot restart")
+        return 0
     _setup_logging(args.log_level, args.log_path)
     if not args.config_path and not args.config_yaml:
         print("pyproxy: a configuration is required (-c BOOTSTRAP.yaml or --config-yaml)", file=sys.stderr)
@@ -102,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         snapshot = load_bootstrap(args.config_path, args.config_yaml, service_node=args.service_node,
-                                  service_cluster=args.service_cluster)
+                                  service_cluster=args.service_cluster, service_zone=args.service_zone,
+                                  allow_unknown_fields=args.allow_unknown_static_fields)
     except ConfigError as e:
         print(f"pyproxy: invalid configuration {args.config_path or ''}:\n{e}", file=sys.stderr)
         return 1
@@ -131,18 +150,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "validate":
         print(f"configuration '{args.config_path}' OK")
         return 0
+    if args.mode == "init_only":
+        return _init_only(snapshot)
     if args.concurrency not in (None, "1"):
         log.info("--concurrency %s: pyproxy runs one event loop per process; the flag is ignored",
                  args.concurrency)
     stats_addresses = [_parse_address(a) for a in args.stats_address]
     try:
-        return trio.run(serve, snapshot, stats_addresses, args.drain_time_s, agent_options)
+        return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
+                                          admin_address_path=args.admin_address_path))
     except KeyboardInterrupt:
         return 0
 
 
+def _init_only(snapshot: object) -> int:
+    """Envoy's ``--mode init_only``: initialise (here: bind every listener and the admin address), then exit."""
+    from pyproxy.config.model import Snapshot
+    from pyproxy.proxy.runtime import Runtime
+
+    assert isinstance(snapshot, Snapshot)
+
+    async def bind_and_close() -> int:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(Runtime(snapshot).run)
+                if snapshot.admin.address is not None:
+                    for listener in await trio.open_tcp_listeners(snapshot.admin.address.port,
+                                                                  host=snapshot.admin.address.host):
+                        await listener.aclose()
+            except OSError as e:
+                log.error("%s", e)
+                return 1
+            finally:
+                nursery.cancel_scope.cancel()
+        return 0
+
+    return trio.run(bind_and_close)
+
+
+def _write_admin_address(path: str, host: str, port: int) -> None:
+    """``--admin-address-path``: the admin address as Envoy writes it (``HOST:PORT``, IPv6 in brackets)."""
+    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
-                agent_options: object = None) -> int:
+                agent_options: object = None, *, admin_address_path: str | None = None) -> int:
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
@@ -159,7 +215,9 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
             nursery.cancel_scope.cancel()
             return 1
         if snapshot.admin.address is not None:
-            await nursery.start(admin.serve, snapshot.admin.address.host, snapshot.admin.address.port)
+            bound = await nursery.start(admin.serve, snapshot.admin.address.host, snapshot.admin.address.port)
+            if admin_address_path:
+                _write_admin_address(admin_address_path, snapshot.admin.address.host, bound)
         for host, port in stats_addresses:
             await nursery.start(functools.partial(admin.serve, host, port, prometheus_only=True))
         if snapshot.dynamic is not None:

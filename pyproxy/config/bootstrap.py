@@ -10,6 +10,7 @@ parse (every unknown field / bad value at once, :mod:`~pyproxy.config.protojson`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -86,13 +87,13 @@ def _load_yaml(text: str, origin: str) -> object:
     return data
 
 
-def _parse_data(data: object, origin: str) -> Any:
+def _parse_data(data: object, origin: str, ignored_unknown: list[str] | None = None) -> Any:
     if not isinstance(data, dict):
         raise ConfigError([("", f"{origin}: the bootstrap must be a mapping at the top level")])
-    return parse_message(data, bootstrap_pb2.Bootstrap())
+    return parse_message(data, bootstrap_pb2.Bootstrap(), ignored_unknown=ignored_unknown)
 
 
-def _read_file(path: str) -> Any:
+def _read_file(path: str, ignored_unknown: list[str] | None = None) -> Any:
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -113,12 +114,12 @@ def _read_file(path: str) -> Any:
         except text_format.ParseError as err:
             raise ConfigError([("", f"{path}: {err}")]) from None
     if path.endswith(_YAML_SUFFIXES):
-        return _parse_data(_load_yaml(text, path), path)
+        return _parse_data(_load_yaml(text, path), path, ignored_unknown)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError([("", f"{path}: invalid JSON: {err}")]) from None
-    return _parse_data(data, path)
+    return _parse_data(data, path, ignored_unknown)
 
 
 def _redact(value: object, key: str = "") -> object:
@@ -151,19 +152,24 @@ def load_bootstrap(
     *,
     service_node: str | None = None,
     service_cluster: str | None = None,
+    service_zone: str | None = None,
+    allow_unknown_fields: bool = False,
     material: MaterialStore | None = None,
 ) -> m.Snapshot:
-    """Envoy's ``-c PATH``, ``--config-yaml YAML``, ``--service-node`` and ``--service-cluster``: read, merge,
-    override ``node.id``/``node.cluster``, validate, translate.
+    """Envoy's ``-c PATH``, ``--config-yaml YAML``, ``--service-node``, ``--service-cluster``,
+    ``--service-zone`` and ``--allow-unknown-static-fields``: read, merge, override ``node.id``/``node.cluster``/
+    ``node.locality.zone``, validate, translate. Unknown fields dropped by ``allow_unknown_fields`` become
+    warnings of the snapshot.
 
     Raises :class:`ConfigError` listing every problem (field path and reason) found.
     """
+    ignored: list[str] | None = [] if allow_unknown_fields else None
     if path is None and not config_yaml:
         raise ConfigError([("", "no configuration: give a bootstrap file (-c) or --config-yaml")])
-    bootstrap = _read_file(path) if path is not None else bootstrap_pb2.Bootstrap()
+    bootstrap = _read_file(path, ignored) if path is not None else bootstrap_pb2.Bootstrap()
     if config_yaml:
         try:
-            overlay = _parse_data(_load_yaml(config_yaml, "--config-yaml"), "--config-yaml")
+            overlay = _parse_data(_load_yaml(config_yaml, "--config-yaml"), "--config-yaml", ignored)
         except ConfigError as err:
             raise ConfigError(
                 Problem(f"--config-yaml {p.path}" if p.path else "", p.reason) for p in err.problems
@@ -173,7 +179,13 @@ def load_bootstrap(
         bootstrap.node.id = service_node
     if service_cluster:
         bootstrap.node.cluster = service_cluster
-    return _finish(bootstrap, material)
+    if service_zone:
+        bootstrap.node.locality.zone = service_zone
+    snapshot = _finish(bootstrap, material)
+    if ignored:
+        snapshot = dataclasses.replace(snapshot, warnings=(
+            *snapshot.warnings, *(f"{p}: unknown field ignored (--allow-unknown-static-fields)" for p in ignored)))
+    return snapshot
 
 
 def validate_bootstrap(path: str | None, config_yaml: str | None = None) -> list[str]:

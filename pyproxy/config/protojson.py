@@ -141,8 +141,10 @@ def _describe(value: object) -> str:
 class _ShapeChecker:
     """Walks JSON-like data against a descriptor; normalises enum case in place; records problems."""
 
-    def __init__(self, problems: Problems) -> None:
+    def __init__(self, problems: Problems, allow_unknown: bool = False) -> None:
         self.problems = problems
+        self.allow_unknown = allow_unknown
+        self.ignored: list[str] = []  # paths of unknown fields dropped (allow_unknown)
 
     def message(self, value: Any, desc: Any, path: str) -> Any:
         full = desc.full_name
@@ -160,7 +162,11 @@ class _ShapeChecker:
             if field is None and isinstance(key, str):
                 field = by_json.get(key)
             if field is None:
-                self.problems.add(child, self._unknown_field(key, desc))
+                if self.allow_unknown:  # Envoy's --allow-unknown-static-fields: drop it, warn
+                    self.ignored.append(child)
+                    del value[key]
+                else:
+                    self.problems.add(child, self._unknown_field(key, desc))
                 continue
             if field.name in seen_fields:
                 self.problems.add(child, f"set twice (also as {seen_fields[field.name]!r})")
@@ -355,14 +361,19 @@ def _parse_error_problem(err: json_format.ParseError, root: str) -> tuple[str, s
     return path, reason.rstrip(". ") or text
 
 
-def parse_message(data: object, message: M, problems: Problems | None = None) -> M:
+def parse_message(data: object, message: M, problems: Problems | None = None, *,
+                  ignored_unknown: list[str] | None = None) -> M:
     """Fill ``message`` from JSON-like ``data`` (a deep copy is taken; ``data`` is not changed).
 
-    Raises :class:`ConfigError` listing every problem found.
+    Unknown fields are problems, unless ``ignored_unknown`` is given (Envoy's ``--allow-unknown-static-fields``):
+    then they are dropped and their paths appended to it. Raises :class:`ConfigError` listing every problem found.
     """
     own = problems if problems is not None else Problems()
     work = copy.deepcopy(data)
-    _ShapeChecker(own).message(work, message.DESCRIPTOR, "")
+    checker = _ShapeChecker(own, allow_unknown=ignored_unknown is not None)
+    checker.message(work, message.DESCRIPTOR, "")
+    if ignored_unknown is not None:
+        ignored_unknown.extend(checker.ignored)
     own.raise_if_any()
     try:
         json_format.ParseDict(work, message)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
-from pyproxy.config.model import FilterChain, Listener, Snapshot, TlsContext
+from pyproxy.config.model import FilterChain, Listener, Snapshot, SocketAddress, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
 from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
 from pyproxy.routing.table import RouteTable
@@ -204,7 +204,7 @@ class Runtime:
         entry.socket = sock
         entry.scope = trio.CancelScope()
         self.spawn(self._accept_loop, entry.listener.name, sock, entry.scope)
-        log.info("listener %s on %s", entry.listener.name, addr)
+        log.info("listener %s on %s", entry.listener.name, SocketAddress(addr.host, sock.getsockname()[1]))
 
     async def _accept_loop(self, name: str, sock: socket.socket, scope: trio.CancelScope) -> None:
         with scope:

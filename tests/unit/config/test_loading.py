@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -249,3 +251,56 @@ def test_pyproxy_mode_validate_reports_paths(tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert f"{CLUSTER}.lb_policy: MAGLEV is not supported" in failed.stderr
+
+
+def test_allow_unknown_static_fields_drops_them_with_a_warning(tmp_path: Path, material: MaterialStore) -> None:
+    text = (BOOTSTRAPS / "envoy_docs_grpc_proxy.yaml").read_text() + "\nnot_a_bootstrap_field: 1\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_bootstrap(path, material=material)
+    assert [p.path for p in info.value.problems] == ["not_a_bootstrap_field"]
+    snap = load_bootstrap(path, allow_unknown_fields=True, material=material)
+    assert "not_a_bootstrap_field: unknown field ignored (--allow-unknown-static-fields)" in snap.warnings
+    assert snap.listeners  # everything else was read
+
+
+def test_service_zone_overrides_the_locality(render: Render, material: MaterialStore) -> None:
+    snap = load_bootstrap(str(render("sidecar_server_mtls.yaml")), service_zone="zone-a", material=material)
+    assert snap.source["node"]["locality"]["zone"] == "zone-a"  # type: ignore[index]
+
+
+def test_envoy_launch_flags_are_accepted_and_admin_address_path_is_written(tmp_path: Path) -> None:
+    """An Envoy launch line works unchanged: admin on port 0, its real address written where Envoy writes it;
+    ``--mode init_only`` binds and exits 0; ``--hot-restart-version`` answers."""
+    text = (BOOTSTRAPS / "envoy_docs_grpc_proxy.yaml").read_text()
+    doc = yaml.safe_load(text)
+    doc["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
+    for listener in doc["static_resources"]["listeners"]:
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
+    path = _write(tmp_path, yaml.safe_dump(doc))
+    envoy_flags = ["--concurrency", "2", "--base-id", "7", "--disable-hot-restart", "--drain-strategy", "immediate",
+                   "--service-zone", "z", "--local-address-ip-version", "v4", "--file-flush-interval-msec", "100",
+                   "--log-format", "[%Y] %v", "--component-log-level", "upstream:debug", "--enable-core-dump",
+                   "--ignore-unknown-dynamic-fields", "-l", "warning"]
+    run = [sys.executable, "-m", "pyproxy", "-c", path, *envoy_flags]
+    init = subprocess.run([*run, "--mode", "init_only"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert init.returncode == 0, init.stderr
+    version = subprocess.run([sys.executable, "-m", "pyproxy", "--hot-restart-version"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert version.returncode == 0 and "disabled" in version.stdout
+    address_file = tmp_path / "admin.address"
+    proc = subprocess.Popen([*run, "--admin-address-path", str(address_file)], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not address_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert address_file.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else "no file"
+        host, port = address_file.read_text().rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=5) as reply:
+            assert reply.read() == b"LIVE\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
