@@ -135,11 +135,24 @@ class ProxyStats:
         self.downstream_plaintext_refused = 0
         self.downstream_rq_total = 0
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
-        self.rbac: dict[str, RbacCounters] = {}
+        # (HCM stat_prefix, rules_stat_prefix, shadow_rules_stat_prefix) -> counters
+        self.rbac: dict[tuple[str, str, str], RbacCounters] = {}
 
-    def rbac_counters(self, config: RbacConfig) -> RbacCounters:
-        """Counters shared by every snapshot's copy of the same RBAC filter (keyed by its stat prefix)."""
-        return self.rbac.setdefault(config.stat_prefix, RbacCounters())
+    def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters:
+        """Counters shared by every snapshot's copy of the same RBAC filter: Envoy's
+        ``http.<hcm stat_prefix>.rbac.<rules_stat_prefix>{allowed,denied}`` and
+        ``...rbac.<shadow_rules_stat_prefix>shadow_{allowed,denied}``."""
+        key = (hcm_stat_prefix, config.stat_prefix, config.shadow_stat_prefix)
+        return self.rbac.setdefault(key, RbacCounters())
+
+    def rbac_stats(self) -> list[tuple[str, str, int]]:
+        """``(hcm stat_prefix, name after "http.<hcm>.rbac.", value)`` of every RBAC counter."""
+        out = []
+        for (hcm, rules, shadow), c in sorted(self.rbac.items()):
+            out += [(hcm, f"{rules}allowed", c.allowed), (hcm, f"{rules}denied", c.denied),
+                    (hcm, f"{shadow}shadow_allowed", c.shadow_allowed),
+                    (hcm, f"{shadow}shadow_denied", c.shadow_denied)]
+        return out
 
     def recorder(self, node: NodeInfo) -> Callable[[ChainContext, ProxyStream], None]:
         me = Workload.from_node(node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ HELP = """pyproxy admin commands:
 """
 
 _ADMIN_TYPES = "type.googleapis.com/envoy.admin.v3."
+_PROM_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")  # Envoy sanitizes Prometheus names to [a-zA-Z0-9_]
 
 
 def config_dump(rt: Runtime, resource: str | None = None) -> dict[str, Any]:
@@ -142,6 +144,7 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
     for name, state in sorted(rt.clusters.clusters.items()):
         for key in state.stats.__slots__:
             out.append((f"cluster.{name}.{key}", getattr(state.stats, key)))
+    out += [(f"http.{hcm}.rbac.{name}", value) for hcm, name, value in rt.stats.rbac_stats()]
     return out
 
 
@@ -165,11 +168,14 @@ def prometheus(rt: Runtime) -> str:
         kind = "gauge" if metric.endswith("_active") else "counter"
         lines.append(f"# TYPE {metric} {kind}")
         lines.extend(samples)
-    for field in ("allowed", "denied", "shadow_allowed", "shadow_denied"):
-        lines.append(f"# TYPE envoy_http_rbac_{field} counter")
-        for prefix, counters in sorted(rt.stats.rbac.items()):
-            esc = prefix.replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'envoy_http_rbac_{field}{{rules_stat_prefix="{esc}"}} {getattr(counters, field)}')
+    rbac: dict[str, list[str]] = {}
+    for hcm, name, value in rt.stats.rbac_stats():
+        esc = hcm.replace("\\", "\\\\").replace('"', '\\"')
+        rbac.setdefault(f"envoy_http_rbac_{_PROM_UNSAFE.sub('_', name)}", []).append(
+            f'{{envoy_http_conn_manager_prefix="{esc}"}} {value}')
+    for metric, samples in rbac.items():
+        lines.append(f"# TYPE {metric} counter")
+        lines.extend(metric + sample for sample in samples)
     lines.append("# TYPE envoy_http_downstream_rq_total counter")
     lines.append(f"envoy_http_downstream_rq_total {rt.stats.downstream_rq_total}")
     lines.append("# TYPE envoy_http_downstream_cx_active gauge")

@@ -81,7 +81,7 @@ class ChainContext:
         router = next((f.config for f in hcm.http_filters if isinstance(f.config, RouterConfig)), None)
         self.suppress_envoy_headers = bool(router and router.suppress_envoy_headers)
         self.access_loggers = tuple(AccessLogger(a) for a in hcm.access_logs)
-        self.rbac_filters = tuple(RbacFilter(f.name, f.config, runtime.stats.rbac_counters(f.config))
+        self.rbac_filters = tuple(RbacFilter(f.name, f.config, runtime.stats.rbac_counters(f.config, hcm.stat_prefix))
                                   for f in hcm.http_filters if isinstance(f.config, RbacConfig))
         self.underscores = hcm.headers_with_underscores_action
         self.use_remote_address = hcm.use_remote_address
