@@ -380,8 +380,8 @@ def test_root_rotation_with_overlap(procs: ProcessGroup, tmp_path: Path, control
     sidecar = start_sidecar(procs, cp, tmp_path, token, "--cert-ttl", "4s", "--key-algorithm", "ecdsa")
     wait_until("the sidecar is ready", sidecar.ready, proc=sidecar.proc)
     wait_until("an SDS answer", lambda: "SDS version" in sidecar.proc.output(), proc=sidecar.proc)
-    if re.search(r"SDS version \S+ accepted \(0 resources\)", sidecar.proc.output()):
-        pytest.skip("the control plane does not push ROOTCA over SDS yet (mesh_ctl/server.py _on_trust_bundle)")
+    assert not re.search(r"SDS version \S+ accepted \(0 resources\)", sidecar.proc.output()), \
+        "the control plane must push ROOTCA over SDS"
     [old_root] = cp.roots()
 
     def fingerprints() -> list[str]:
