@@ -49,6 +49,8 @@ from mesh_ctl.addressing import Placement, WorkloadAddresses
 from mesh_ctl.ca.files import CertFiles
 from mesh_ctl.registry import sidecar_node_id
 from mesh_ctl.topology import CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL, Service, Topology, Workload
+from mesh_ctl.translate.telemetry import access_logs
+from mesh_ctl.translate.values import source_bind_config
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -116,10 +118,10 @@ def build_bootstrap(topology: Topology, placement: Placement, workload: str, cer
     if here.outbound is not None:
         listeners.append(_outbound_listener(topology, w, here))
         for service in topology.called_services(w):
-            clusters.extend(_outbound_clusters(topology, placement, service, certs))
+            clusters.extend(_outbound_clusters(topology, placement, service, certs, here.address))
     served = topology.served_by(w)
     if served is not None and here.inbound is not None and here.app is not None:
-        listeners.append(_inbound_listener(served, here, certs))
+        listeners.append(_inbound_listener(topology, served, here, certs))
         clusters.append(_inbound_cluster(served, here, topology.domain_suffix))
     return {
         "node": _node(topology, w, here),
@@ -203,7 +205,7 @@ def _outbound_listener(topology: Topology, w: Workload, here: WorkloadAddresses)
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{
             "name": "virtualOutbound-http",
-            "filters": [_hcm(f"outbound_{here.address}_{here.outbound}", route_config)],
+            "filters": [_hcm(f"outbound_{here.address}_{here.outbound}", route_config, topology)],
         }],
     }
 
@@ -229,13 +231,13 @@ def _outbound_vhost(topology: Topology, service: Service) -> Json:
 
 
 def _outbound_clusters(topology: Topology, placement: Placement, service: Service, certs: CertFiles,
-                       ) -> list[Json]:
+                       source_address: str) -> list[Json]:
     subsets: list[str | None] = [None, *(s.name for s in service.subsets)]
-    return [_outbound_cluster(topology, placement, service, subset, certs) for subset in subsets]
+    return [_outbound_cluster(topology, placement, service, subset, certs, source_address) for subset in subsets]
 
 
 def _outbound_cluster(topology: Topology, placement: Placement, service: Service, subset: str | None,
-                      certs: CertFiles) -> Json:
+                      certs: CertFiles, source_address: str) -> Json:
     suffix = topology.domain_suffix
     name = outbound_cluster_name(service, suffix, subset or "")
     endpoints = topology.endpoints(service, subset)
@@ -267,10 +269,11 @@ def _outbound_cluster(topology: Topology, placement: Placement, service: Service
             "sni": outbound_sni(service, suffix, subset or ""),
         }},
         "metadata": {"filter_metadata": {"istio": istio_meta}},
+        "upstream_bind_config": source_bind_config(source_address),
     }
 
 
-def _inbound_listener(service: Service, here: WorkloadAddresses, certs: CertFiles) -> Json:
+def _inbound_listener(topology: Topology, service: Service, here: WorkloadAddresses, certs: CertFiles) -> Json:
     assert here.inbound is not None
     cluster = inbound_cluster_name(service.port)
     route_config = {
@@ -291,7 +294,7 @@ def _inbound_listener(service: Service, here: WorkloadAddresses, certs: CertFile
         "traffic_direction": "INBOUND",
         "filter_chains": [{
             "name": cluster,
-            "filters": [_hcm(f"inbound_{here.address}_{here.app}", route_config)],
+            "filters": [_hcm(f"inbound_{here.address}_{here.app}", route_config, topology)],
             "transport_socket": {"name": TLS, "typed_config": {
                 "@type": DOWNSTREAM_TLS_TYPE,
                 "common_tls_context": _common_tls(certs, None),
@@ -320,13 +323,17 @@ def _inbound_cluster(service: Service, here: WorkloadAddresses, domain_suffix: s
 # --------------------------------------------------------------------------------------------- pieces
 
 
-def _hcm(stat_prefix: str, route_config: Json) -> Json:
-    return {"name": HCM, "typed_config": {
+def _hcm(stat_prefix: str, route_config: Json, topology: Topology) -> Json:
+    hcm: Json = {
         "@type": HCM_TYPE,
         "stat_prefix": stat_prefix,
         "route_config": route_config,
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
-    }}
+    }
+    logs = access_logs(topology.access_log_file, topology.access_log_format)
+    if logs:
+        hcm["access_log"] = logs
+    return {"name": HCM, "typed_config": hcm}
 
 
 def _common_tls(certs: CertFiles, peer_sans: list[str] | None) -> Json:

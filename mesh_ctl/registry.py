@@ -116,6 +116,8 @@ class Registry:
     domain_suffix: str = "cluster.local"
     cluster_id: str = "Kubernetes"
     mesh_id: str = "cluster.local"
+    access_log_file: str = ""  # Istio's meshConfig.accessLogFile ("" = off)
+    access_log_format: str | None = None
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -175,6 +177,8 @@ class Registry:
             domain_suffix=suffix,
             cluster_id=topology.cluster_id,
             mesh_id=topology.mesh_id,
+            access_log_file=topology.access_log_file,
+            access_log_format=topology.access_log_format,
         )
 
     def with_proxyless(self, node_id: str, namespace: str, metadata: Mapping[str, Any] | None = None,

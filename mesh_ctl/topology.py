@@ -12,6 +12,8 @@ A topology file is YAML (camelCase keys, like Kubernetes); unknown keys are reje
     meshId: cluster.local
     clusterId: Kubernetes
     namespace: default
+    accessLogFile: /dev/stdout          # optional: Istio's meshConfig (demo profile); "" = no access logs
+    accessLogFormat: "[%START_TIME%] %REQ(:PATH)% %GRPC_STATUS% %DOWNSTREAM_PEER_URI_SAN%"   # optional
     services:
       - name: payment
         port: 8080
@@ -132,6 +134,8 @@ class Topology:
     mesh_id: str = DEFAULT_TRUST_DOMAIN  # Istio's MESH_ID defaults to the trust domain
     cluster_id: str = DEFAULT_CLUSTER_ID
     domain_suffix: str = "cluster.local"  # the DNS suffix of <svc>.<ns>.svc.<suffix>
+    access_log_file: str = "/dev/stdout"  # Istio's meshConfig.accessLogFile ("" = off)
+    access_log_format: str | None = None  # meshConfig.accessLogFormat (None = Istio's + peer identities)
 
     # ------------------------------------------------------------------------------------------ lookups
 
@@ -228,7 +232,7 @@ def load_topology(path: Path) -> Topology:
 
 def topology_from_dict(doc: object) -> Topology:
     root = _obj(doc, "", {"trustDomain", "meshId", "clusterId", "domainSuffix", "namespace", "services",
-                          "workloads"})
+                          "workloads", "accessLogFile", "accessLogFormat"})
     trust_domain = _str(root.get("trustDomain", DEFAULT_TRUST_DOMAIN), "trustDomain")
     ns_default = _name(root.get("namespace", DEFAULT_NAMESPACE), "namespace")
     services = tuple(_service(s, f"services[{i}]", ns_default)
@@ -242,9 +246,31 @@ def topology_from_dict(doc: object) -> Topology:
         mesh_id=_str(root.get("meshId", trust_domain), "meshId"),
         cluster_id=_str(root.get("clusterId", DEFAULT_CLUSTER_ID), "clusterId"),
         domain_suffix=_str(root.get("domainSuffix", "cluster.local"), "domainSuffix"),
+        access_log_file=_access_log_file(root.get("accessLogFile", "/dev/stdout")),
+        access_log_format=_access_log_format(root.get("accessLogFormat")),
     )
     validate(t)
     return t
+
+
+def _access_log_file(v: object) -> str:
+    if not isinstance(v, str) or (v and not v.startswith("/")):
+        raise TopologyError(f"accessLogFile: expected an absolute path or \"\" (off), got {v!r}")
+    return v
+
+
+def _access_log_format(v: object) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise TopologyError(f"accessLogFormat: expected an Envoy format string, got {v!r}")
+    from pyproxy.accesslog import compile_format  # the sidecars' own check: refuse what they would NACK
+
+    try:
+        compile_format(v)
+    except ValueError as e:
+        raise TopologyError(f"accessLogFormat: {e}") from None
+    return v
 
 
 def topology_to_dict(t: Topology) -> dict[str, Any]:
@@ -254,6 +280,8 @@ def topology_to_dict(t: Topology) -> dict[str, Any]:
         "meshId": t.mesh_id,
         "clusterId": t.cluster_id,
         "domainSuffix": t.domain_suffix,
+        "accessLogFile": t.access_log_file,
+        **({"accessLogFormat": t.access_log_format} if t.access_log_format is not None else {}),
         "services": [
             {"name": s.name, "namespace": s.namespace, "port": s.port, "selector": dict(s.selector),
              "subsets": [{"name": b.name, "labels": dict(b.labels), "weight": b.weight} for b in s.subsets]}

@@ -2,9 +2,10 @@
 
 A format string is compiled once per snapshot into a list of small functions; a request only pays for it
 when an access log is configured. Supported command operators (Envoy's names): START_TIME, REQ(X?Y):N,
-RESP(X?Y):N, TRAILER(X?Y):N, PROTOCOL, RESPONSE_CODE, RESPONSE_FLAGS, RESPONSE_CODE_DETAILS, GRPC_STATUS,
-GRPC_STATUS_NUMBER, BYTES_RECEIVED, BYTES_SENT, DURATION, RESPONSE_DURATION, UPSTREAM_HOST, UPSTREAM_CLUSTER,
-UPSTREAM_TRANSPORT_FAILURE_REASON, ROUTE_NAME, DOWNSTREAM_REMOTE_ADDRESS,
+RESP(X?Y):N, TRAILER(X?Y):N, PROTOCOL, RESPONSE_CODE, RESPONSE_FLAGS, RESPONSE_CODE_DETAILS,
+CONNECTION_TERMINATION_DETAILS, GRPC_STATUS, GRPC_STATUS_NUMBER, BYTES_RECEIVED, BYTES_SENT, DURATION,
+RESPONSE_DURATION, UPSTREAM_HOST, UPSTREAM_CLUSTER, UPSTREAM_CLUSTER_RAW, UPSTREAM_LOCAL_ADDRESS,
+UPSTREAM_REQUEST_ATTEMPT_COUNT, UPSTREAM_TRANSPORT_FAILURE_REASON, ROUTE_NAME, DOWNSTREAM_REMOTE_ADDRESS,
 DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, DOWNSTREAM_LOCAL_ADDRESS, DOWNSTREAM_PEER_URI_SAN,
 DOWNSTREAM_LOCAL_URI_SAN, UPSTREAM_PEER_URI_SAN, REQUESTED_SERVER_NAME, CONNECTION_ID, HOSTNAME. Unknown
 operators are rejected when the configuration is loaded (``compile_format`` raises ValueError).
@@ -107,6 +108,10 @@ _SIMPLE: dict[str, Field] = {
     "RESPONSE_DURATION": _resp_duration,
     "UPSTREAM_HOST": lambda s: str(s.host.address) if s.host is not None else None,
     "UPSTREAM_CLUSTER": lambda s: s.cluster.name if s.cluster is not None else None,
+    "UPSTREAM_CLUSTER_RAW": lambda s: s.cluster.name if s.cluster is not None else None,
+    "UPSTREAM_LOCAL_ADDRESS": lambda s: _addr(s.upstream_local),
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda s: str(s.attempts),
+    "CONNECTION_TERMINATION_DETAILS": lambda s: None,  # set by network filters pyproxy does not have
     "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda s: s.failure_reason or None,
     "ROUTE_NAME": lambda s: s.route.route.name if s.route is not None and s.route.route.name else None,
     "DOWNSTREAM_REMOTE_ADDRESS": lambda s: _addr(s.down.peer_address),
@@ -116,7 +121,7 @@ _SIMPLE: dict[str, Field] = {
     "DOWNSTREAM_PEER_URI_SAN": lambda s: ",".join(s.down.peer.uri_sans) or None,
     "DOWNSTREAM_LOCAL_URI_SAN": lambda s: s.ctx.local_principal or None,
     "UPSTREAM_PEER_URI_SAN": lambda s: (s.upstream_principal or None),
-    "REQUESTED_SERVER_NAME": lambda s: None,
+    "REQUESTED_SERVER_NAME": lambda s: s.down.requested_server_name,
     "CONNECTION_ID": lambda s: str(id(s.down) & 0xFFFFFFFF),
     "HOSTNAME": lambda s: _HOSTNAME,
 }
@@ -206,7 +211,7 @@ class AccessLogger:
             return sys.stderr
         if self._file is None:
             assert self.config.path is not None
-            self._file = open(self.config.path, "a", buffering=1)  # noqa: SIM115 - kept for the process
+            self._file = _open_shared(self.config.path)
         return self._file
 
     def log(self, stream: ProxyStream) -> None:
@@ -214,3 +219,15 @@ class AccessLogger:
             self._sink().write(self.render(stream))
         except OSError:
             pass
+
+
+_FILES: dict[str, IO[str]] = {}
+
+
+def _open_shared(path: str) -> IO[str]:
+    """One line-buffered handle per path for the whole process, like Envoy's AccessLogManager: loggers are
+    rebuilt with every listener update, the file is not reopened (no descriptor per update)."""
+    f = _FILES.get(path)
+    if f is None or f.closed:
+        f = _FILES[path] = open(path, "a", buffering=1)  # noqa: SIM115 - kept for the process
+    return f

@@ -43,7 +43,16 @@ from mesh_ctl.translate.policy import (
     tls_mode,
 )
 from mesh_ctl.translate.tls import TlsSource, client_tls_mode, upstream_tls
-from mesh_ctl.translate.values import ANY_KEY, Json, array, join, obj, proto_duration, string
+from mesh_ctl.translate.values import (
+    ANY_KEY,
+    Json,
+    array,
+    join,
+    obj,
+    proto_duration,
+    source_bind_config,
+    string,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class Viewer:
     labels: Labels
     proxyless: bool
     tls: TlsSource | None = None
+    source_address: str | None = None  # a sidecar's workload address: its upstream connections come from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,8 @@ def _cluster(plan: ServicePlan, sub: Subset | None, policy: TrafficPolicy, regis
         "typed_extension_protocol_options": http_protocol_options(pool),
         "metadata": {"filter_metadata": {"istio": _metadata(service, subset, plan.rule)}},
     }
+    if viewer.source_address is not None:
+        cluster["upstream_bind_config"] = source_bind_config(viewer.source_address)
     if outlier is not None:
         cluster["outlier_detection"], panic = outlier
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": panic}}

@@ -55,16 +55,21 @@ def _rds(route_config_name: str) -> Json:
     return {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": route_config_name}
 
 
-def _hcm(stat_prefix: str, routes: Json, filters: list[Json] | None = None) -> Json:
+def _hcm(stat_prefix: str, routes: Json, filters: list[Json] | None = None, access_log: list[Json] | None = None,
+         ) -> Json:
     """``routes`` is either ``{"rds": ...}`` or ``{"route_config": ...}``; ``filters`` go before the router."""
-    return {"name": HCM, "typed_config": {"@type": HCM_TYPE, "stat_prefix": stat_prefix, **routes,
-                                          "http_filters": [*(filters or ()), _router()]}}
+    hcm: Json = {"@type": HCM_TYPE, "stat_prefix": stat_prefix, **routes,
+                 "http_filters": [*(filters or ()), _router()]}
+    if access_log:
+        hcm["access_log"] = access_log
+    return {"name": HCM, "typed_config": hcm}
 
 
 # --------------------------------------------------------------------------------------------- sidecar
 
 
-def outbound_listener(workload: WorkloadEntry, route_config_name: str) -> Json:
+def outbound_listener(workload: WorkloadEntry, route_config_name: str, access_log: list[Json] | None = None,
+                      ) -> Json:
     assert workload.outbound_port is not None
     return {
         "name": OUTBOUND_LISTENER,
@@ -73,7 +78,7 @@ def outbound_listener(workload: WorkloadEntry, route_config_name: str) -> Json:
         "filter_chains": [{
             "name": f"{OUTBOUND_LISTENER}-http",
             "filters": [_hcm(f"outbound_{workload.address}_{workload.outbound_port}",
-                             {"rds": _rds(route_config_name)})],
+                             {"rds": _rds(route_config_name)}, access_log=access_log)],
         }],
     }
 
@@ -102,7 +107,7 @@ def virtual_host(service: ServiceEntry, caller_namespace: str, routes: list[Json
 
 
 def inbound_listener(workload: WorkloadEntry, service: ServiceEntry, mode: MtlsMode, source: TlsSource,
-                     trust_domain: str, http_filters: list[Json]) -> Json:
+                     trust_domain: str, http_filters: list[Json], access_log: list[Json] | None = None) -> Json:
     assert workload.inbound_port is not None
     cluster = inbound_cluster(service.port)
     route_config = {
@@ -118,7 +123,8 @@ def inbound_listener(workload: WorkloadEntry, service: ServiceEntry, mode: MtlsM
             }, "decorator": {"operation": f"{service.fqdn}:{service.port}/*"}}],
         }],
     }
-    hcm = _hcm(f"inbound_{workload.address}_{workload.app_port}", {"route_config": route_config}, http_filters)
+    hcm = _hcm(f"inbound_{workload.address}_{workload.app_port}", {"route_config": route_config}, http_filters,
+               access_log)
     chains, listener_filters = inbound_chains(mode, cluster, [hcm], source, trust_domain)
     listener: Json = {
         "name": INBOUND_LISTENER,

@@ -76,6 +76,7 @@ from mesh_ctl.translate.names import (
     TYPE_URLS,
 )
 from mesh_ctl.translate.routes import RouteScope, default_route, referenced_clusters, virtual_service_routes
+from mesh_ctl.translate.telemetry import access_logs
 from mesh_ctl.translate.tls import MATERIALS, TlsMaterial, TlsSource
 from mesh_ctl.translate.values import Json
 
@@ -292,7 +293,8 @@ def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy, material: Tls
                                "sidecar needs them for mTLS with tls=files)")
     b = _Builder()
     source = TlsSource(material, w.certs)
-    viewer = Viewer(proxy.namespace, proxy.labels, proxyless=False, tls=source)
+    viewer = Viewer(proxy.namespace, proxy.labels, proxyless=False, tls=source, source_address=w.address)
+    logs = access_logs(registry.access_log_file, registry.access_log_format)
     if w.outbound_port is not None:
         called = [s for s in (registry.service(fqdn) for fqdn in w.calls) if s is not None]
         seen = {s.fqdn for s in called}
@@ -308,7 +310,7 @@ def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy, material: Tls
                 vhosts.append(virtual_host(service, proxy.namespace, routes, with_ports_only=False))
                 all_routes.extend(routes)
                 pending.extend(_referenced(registry, routes, seen))
-        b.add(LISTENER_TYPE, outbound_listener(w, OUTBOUND_ROUTE))
+        b.add(LISTENER_TYPE, outbound_listener(w, OUTBOUND_ROUTE, logs))
         b.add(ROUTE_TYPE, outbound_route_configuration(OUTBOUND_ROUTE, vhosts))
         _check_references(b, all_routes, OUTBOUND_ROUTE)
     served = registry.selected_by(w)
@@ -317,7 +319,7 @@ def _sidecar(registry: Registry, istio: IstioConfig, proxy: Proxy, material: Tls
         rule = istio.destination_rule(service.fqdn, service.namespace, service.namespace, w.labels)
         mode = istio.mtls(w.namespace, w.labels).for_port(service.port)
         filters = rbac_filters(istio.authorization(w.namespace, w.labels), service.port)
-        b.add(LISTENER_TYPE, inbound_listener(w, service, mode, source, registry.trust_domain, filters))
+        b.add(LISTENER_TYPE, inbound_listener(w, service, mode, source, registry.trust_domain, filters, logs))
         b.add(CLUSTER_TYPE, inbound_cluster_for(service, w, rule))
         b.services.add(service.fqdn)
     return b.build(proxy)

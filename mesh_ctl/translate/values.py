@@ -138,3 +138,10 @@ def wrapped_bool(value: object, path: str) -> bool | None:
     if isinstance(value, Mapping):
         return boolean(obj(value, path, {"value"}).get("value", False), join(path, "value"))
     return boolean(value, path)
+
+
+def source_bind_config(address: str) -> Json:
+    """``upstream_bind_config`` making a sidecar's upstream connections come from its workload's address (its
+    "pod IP"): on loopback the kernel would otherwise pick 127.0.0.1 for every workload, and the callee's
+    metrics, access logs and AuthorizationPolicy ``ipBlocks`` would not see who is calling."""
+    return {"source_address": {"address": address, "port_value": 0}}

@@ -584,6 +584,8 @@ class Cluster:
     dns_lookup_family: Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"] = "AUTO"
     respect_dns_ttl: bool = False
     high_priority_circuit_breakers: CircuitBreakers = CircuitBreakers()
+    # upstream_bind_config.source_address.address: the local IP upstream connections are made from.
+    source_address: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- snapshot

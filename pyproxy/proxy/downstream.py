@@ -53,13 +53,17 @@ _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/
 
 class DownstreamConnection:
     transport: Transport
+    requested_server_name: str | None
     peer: PeerIdentity
     peer_address: tuple[str, int]
-    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "local_port", "peer", "peer_address", "runtime",
-                 "streams", "transport")
+    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "local_port", "peer", "peer_address",
+                 "requested_server_name", "runtime", "streams", "transport")
 
-    def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity) -> None:
+    def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity,
+                 requested_server_name: str | None = None) -> None:
         self.ctx = ctx
+        # The SNI, when a listener filter read the ClientHello (%REQUESTED_SERVER_NAME%).
+        self.requested_server_name: str | None = requested_server_name
         self.runtime = ctx.runtime
         self.transport = transport
         transport.set_buffer_limit(ctx.buffer_limit)
@@ -358,7 +362,7 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
                 await transport.flush(1.0)
                 transport.close()
                 return
-        await DownstreamConnection(ctx, transport, identity).run()
+        await DownstreamConnection(ctx, transport, identity, hello.server_name if hello else None).run()
     except (OSError, ssl.SSLError) as e:
         log.debug("connection error: %s", e)
         try:

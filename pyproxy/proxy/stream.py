@@ -71,7 +71,7 @@ class ProxyStream:
         "shadows", "start_time", "timer", "tried_hosts", "up", "up_sid", "upstream_headers",
         # For access logs and traces:
         "details", "end_time", "failure_reason", "response_headers", "response_headers_time",
-        "response_trailers_seen", "start_wallclock", "upstream_principal", "upstream_start",
+        "response_trailers_seen", "start_wallclock", "upstream_local", "upstream_principal", "upstream_start",
         "idle_timer", "last_activity", "request_timer",
     )
     # Read by the access log, the stats and the admin API (declared for type checkers; set in __init__).
@@ -135,10 +135,11 @@ class ProxyStream:
         self.details = ""
         self.failure_reason = ""
         self.upstream_principal = ""
+        self.upstream_local: tuple[str, int] | None = None
         self.upstream_start = 0.0
         self.last_activity = self.start_time
         # Retries.
-        self.attempts = 0
+        self.attempts: int = 0
         self.retry_policy: RetryPolicy | None = None
         self.retry_timer: TimerHandle | None = None
         self.per_try_timer: TimerHandle | None = None
@@ -452,6 +453,7 @@ class ProxyStream:
         self.up_sid = sid
         self.pool = None
         self.upstream_principal = conn.peer_principal
+        self.upstream_local = conn.local_address
         self.upstream_start = trio.current_time()
         headers = self.upstream_headers
         if self.attempts > 1:

@@ -46,8 +46,8 @@ class ConnectError(Exception):
     """Could not connect; the message is Envoy's "transport failure reason"."""
 
 
-async def open_tcp(host: str, port: int, family: int = 0) -> socket.socket:
-    """A connected non-blocking TCP socket with TCP_NODELAY."""
+async def open_tcp(host: str, port: int, family: int = 0, source: str | None = None) -> socket.socket:
+    """A connected non-blocking TCP socket with TCP_NODELAY (from ``source``'s IP when given)."""
     try:
         infos = await trio.socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     except OSError as e:
@@ -57,6 +57,11 @@ async def open_tcp(host: str, port: int, family: int = 0) -> socket.socket:
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source is not None:
+            try:
+                sock.bind((source, 0))
+            except OSError as e:
+                raise ConnectError(f"cannot bind source address {source}: {e.strerror}") from None
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             raise ConnectError(f"delayed connect error: {err} ({os.strerror(err)})")
@@ -72,11 +77,11 @@ async def open_tcp(host: str, port: int, family: int = 0) -> socket.socket:
 
 
 async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl.SSLContext | None,
-                  timeout: float, family: int = 0) -> Transport:
+                  timeout: float, family: int = 0, source: str | None = None) -> Transport:
     """Connect (and handshake) within ``timeout`` seconds; raises ConnectError."""
     try:
         with trio.fail_after(timeout):
-            sock = await open_tcp(host, port, family)
+            sock = await open_tcp(host, port, family, source)
             if tls is None or ssl_context is None:
                 return Transport(sock)
             transport = TlsTransport(sock, ssl_context, server_side=False, server_hostname=tls.sni or None)
@@ -103,8 +108,8 @@ async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl
 class UpstreamConnection:
     """The client side of one HTTP/2 connection to an upstream host."""
 
-    __slots__ = ("closing", "dirty", "engine", "keepalive", "peer_principal", "pool", "runtime", "streams",
-                 "streams_opened", "transport")
+    __slots__ = ("closing", "dirty", "engine", "keepalive", "local_address", "peer_principal", "pool", "runtime",
+                 "streams", "streams_opened", "transport")
 
     def __init__(self, runtime: Runtime, pool: HostPool, transport: Transport, settings: H2Settings) -> None:
         self.runtime = runtime
@@ -117,6 +122,7 @@ class UpstreamConnection:
         self.dirty = False
         self.closing = False  # GOAWAY received or connection failing: no new streams
         self.peer_principal = identity_from_cert(transport.peer_certificate()).principal
+        self.local_address = transport.local_address  # for %UPSTREAM_LOCAL_ADDRESS%
         self.streams_opened = 0
         h2 = pool.cluster.config.http2
         self.keepalive: Keepalive | None = None

@@ -87,7 +87,8 @@ class HostPool:
         cluster.stats.upstream_cx_total += 1
         try:
             transport = await connect(host.address.host, host.address.port, cluster.config.tls,
-                                      cluster.ssl_context, cluster.config.connect_timeout, cluster.address_family)
+                                      cluster.ssl_context, cluster.config.connect_timeout, cluster.address_family,
+                                      cluster.config.source_address)
         except ConnectError as e:
             self.connecting -= 1
             cluster.open_connections -= 1

@@ -111,7 +111,8 @@ class AdsClient:
         if host is None:
             raise ConnectError(f"ADS cluster {self.dynamic.ads_cluster!r} has no hosts")
         transport = await connect(host.address.host, host.address.port, cluster.config.tls, cluster.ssl_context,
-                                  cluster.config.connect_timeout, cluster.address_family)
+                                  cluster.config.connect_timeout, cluster.address_family,
+                                  cluster.config.source_address)
         channel = GrpcChannel(transport, self.dynamic.ads_cluster)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(channel.run)

@@ -80,6 +80,16 @@ spec:
   rules:
   - to: [{operation: {paths: ["/payment.PaymentService/Refund"]}}]
 """
+ALLOW_IP_BLOCK = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-ip, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: payment}}}}
+  action: ALLOW
+  rules:
+  - from: [{{source: {{ipBlocks: ["{ip}/32"]}}}}]
+"""
 ALLOW_NOTHING = """\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -322,6 +332,17 @@ def test_permissive_by_default_the_client_outside_the_mesh_gets_through_in_plain
     assert mtls > 0 and requests_total(text, **dest, connection_security_policy="mutual_tls",
                                        source_principal=SPIFFE["client"], source_workload="client") == mtls
     assert "FAIL" not in mesh.log("legacy-client")
+    # The access log (Istio's format + gRPC status and peer identities) says the same, call by call: the
+    # mesh client's calls come from its own address with its SPIFFE ID; legacy-client's have no identity.
+    lines = [line for line in mesh.log("payment-v1-sidecar").splitlines() if '"POST /payment.' in line]
+    client_ip = mesh.workload("client")["address"]
+    from_client = [line for line in lines if line.endswith(f' OK "{SPIFFE["client"]}" "-"')]
+    anonymous = [line for line in lines if line.endswith(' OK "-" "-"')]
+    assert from_client and all(f" {client_ip}:" in line for line in from_client), lines[-5:]
+    assert len(anonymous) >= before["requests"] and all(" inbound|8080|| " in line for line in anonymous), \
+        lines[-5:]
+    outbound = [line for line in mesh.log("client-sidecar").splitlines() if '"POST /payment.' in line]
+    assert outbound and all(line.endswith(f' "-" "{SPIFFE["payment"]}"') for line in outbound[-20:]), outbound[-3:]
     status = mesh.cli("status").stdout
     assert re.search(r"legacy-client \(outside the mesh: no sidecar, plaintext\): .* errors 0 ", status), status
     assert re.search(r"^legacy-client +- +127\.\S+\.13 .* none \(outside the mesh\)$", status, re.MULTILINE), status
@@ -520,6 +541,27 @@ def test_deny_beats_allow_and_an_empty_policy_denies_everything(mesh: SecureMesh
     finally:
         mesh.delete("allow-nothing.yaml", ALLOW_NOTHING)
     assert outcomes(target, "Charge") == outcomes(target, "Refund") == {("OK", "")}
+
+
+def test_ip_blocks_see_each_workloads_own_address(mesh: SecureMesh) -> None:
+    """Sidecars connect from their workload's address (``upstream_bind_config``, like a pod IP), so
+    ``source.ipBlocks`` tells callers apart: allowing the client's address lets the mesh client through and
+    denies legacy-client (no sidecar: it connects from 127.0.0.1); allowing another address denies the client."""
+    client_ip = mesh.workload("client")["address"]
+    target = mesh.client_target()
+    policy = ALLOW_IP_BLOCK.format(ip=client_ip)
+    try:
+        mesh.apply("allow-ip.yaml", policy)
+        assert outcomes(target, "Charge") == {("OK", "")}
+        wait_until("legacy-client denied", lambda: set(mesh.summary("legacy-client")["recent_by_status"]) ==
+                   {"PERMISSION_DENIED"}, timeout=10)
+        mesh.apply("allow-ip.yaml", ALLOW_IP_BLOCK.format(ip="127.0.0.1"))
+        assert outcomes(target, "Charge") == {("PERMISSION_DENIED", DENIED[1])}
+    finally:
+        mesh.delete("allow-ip.yaml", policy)
+    assert outcomes(target, "Charge") == {("OK", "")}
+    wait_until("legacy-client allowed again",
+               lambda: set(mesh.summary("legacy-client")["recent_by_status"]) == {"OK"}, timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------ 6. rotation

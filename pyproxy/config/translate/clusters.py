@@ -10,6 +10,7 @@ The upstream protocol (HTTP/2 required), circuit breakers and outlier detection 
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pyproxy.config import model as m
@@ -69,6 +70,7 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
             "transport_socket",
             "metadata",
             "common_http_protocol_options",
+            "upstream_bind_config",
         },
         empty_ok={"round_robin_lb_config"},
         reasons={
@@ -145,6 +147,9 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
     metadata = (
         flatten_metadata(ctx, proto.metadata, join(path, "metadata")) if proto.HasField("metadata") else ()
     )
+    source_address = None
+    if proto.HasField("upstream_bind_config"):
+        source_address = _bind_config(ctx, proto.upstream_bind_config, join(path, "upstream_bind_config"))
     if http2 is None or lb is None or len(ctx.problems) != before:
         return None
     if discovery == "EDS":
@@ -176,7 +181,31 @@ def cluster(ctx: Ctx, proto: Any, path: str) -> m.Cluster | None:
         metadata=metadata,
         dns_lookup_family=enum_name(proto, "dns_lookup_family"),  # type: ignore[arg-type]
         respect_dns_ttl=_respect_dns_ttl(ctx, proto, path),
+        source_address=source_address,
     )
+
+
+def _bind_config(ctx: Ctx, bc: Any, path: str) -> str | None:
+    """``upstream_bind_config``: the source IP of upstream connections (``source_address``, port 0: the kernel
+    picks a port per connection, as a pool of connections needs)."""
+    ctx.check(bc, path, {"source_address"})
+    spath = join(path, "source_address")
+    if not bc.HasField("source_address"):
+        ctx.add(spath, "is required (pyproxy supports only source_address)")
+        return None
+    sa = bc.source_address
+    ctx.check(sa, spath, {"protocol", "address", "port_value"})
+    if sa.protocol != 0:
+        ctx.add(join(spath, "protocol"), "only TCP is supported")
+    try:
+        ipaddress.ip_address(sa.address)
+    except ValueError:
+        ctx.add(join(spath, "address"), f"{sa.address!r} is not an IP address")
+        return None
+    if sa.port_value:
+        ctx.add(join(spath, "port_value"), "a fixed source port is not supported (use 0: one port per connection)")
+        return None
+    return str(sa.address)
 
 
 def _eds_config(ctx: Ctx, proto: Any, path: str) -> str | None:

@@ -130,6 +130,14 @@ def test_cluster_defaults(grpc_proxy: Bootstrap, material: MaterialStore) -> Non
     assert (c.least_request_choice_count, c.active_request_bias) == (2, 1.0)
 
 
+def test_upstream_bind_config_sets_the_source_address(grpc_proxy: Bootstrap, material: MaterialStore) -> None:
+    cluster = grpc_proxy["static_resources"]["clusters"][0]
+    assert parse_bootstrap_dict(grpc_proxy, material=material).clusters[cluster["name"]].source_address is None
+    cluster["upstream_bind_config"] = {"source_address": {"address": "127.0.0.12", "port_value": 0}}
+    assert parse_bootstrap_dict(grpc_proxy, material=material).clusters[cluster["name"]].source_address == \
+        "127.0.0.12"
+
+
 def test_least_request_settings_with_another_policy_warn(
     grpc_proxy: Bootstrap, material: MaterialStore
 ) -> None:
@@ -191,6 +199,23 @@ def test_least_request_settings_with_another_policy_warn(
                 ]
             },
             [(f"{CLUSTER}.health_checks", "active health checking is not supported")],
+        ),
+        (
+            {"upstream_bind_config": {"source_address": {"address": "127.0.0.12", "port_value": 40000}}},
+            [(f"{CLUSTER}.upstream_bind_config.source_address.port_value",
+              "a fixed source port is not supported (use 0: one port per connection)")],
+        ),
+        (
+            {"upstream_bind_config": {"source_address": {"address": "client.local", "port_value": 0}}},
+            [(f"{CLUSTER}.upstream_bind_config.source_address.address", "'client.local' is not an IP address")],
+        ),
+        (
+            {"upstream_bind_config": {"source_address": {"address": "127.0.0.12", "port_value": 0}, "freebind": True}},
+            [(f"{CLUSTER}.upstream_bind_config.freebind", "field not supported by pyproxy")],
+        ),
+        (
+            {"upstream_bind_config": {}},
+            [(f"{CLUSTER}.upstream_bind_config.source_address", "is required (pyproxy supports only source_address)")],
         ),
     ],
 )

@@ -127,6 +127,10 @@ _DELETE = object()
         ),
         ("workloads[2].calls[0].rps", 0, r"^workloads\[2\]\.calls\[0\]\.rps"),
         ("workloads", "none", r"^workloads: expected a list"),
+        ("accessLogFile", "logs/access.log", r"^accessLogFile: expected an absolute path or \"\" \(off\)"),
+        ("accessLogFormat", "%START_TIME% %UPSTREAM_COLOUR%",
+         r"^accessLogFormat: unsupported access log command operator %UPSTREAM_COLOUR%"),
+        ("accessLogFormat", "", r"^accessLogFormat: expected an Envoy format string"),
     ],
 )
 def test_errors_name_the_field(path: str, value: object, error: str) -> None:
@@ -169,3 +173,12 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         load_topology(path)
     with pytest.raises(TopologyError, match=r"missing\.yaml"):
         load_topology(tmp_path / "missing.yaml")
+
+
+def test_access_logs_default_to_istios_demo_profile_and_can_be_turned_off() -> None:
+    assert (default_topology().access_log_file, default_topology().access_log_format) == ("/dev/stdout", None)
+    off = topology_from_dict(_edit("accessLogFile", ""))
+    assert off.access_log_file == ""
+    custom = topology_from_dict(_edit("accessLogFormat", "%REQ(:PATH)% %GRPC_STATUS%"))
+    assert custom.access_log_format == "%REQ(:PATH)% %GRPC_STATUS%"
+    assert topology_from_dict(topology_to_dict(custom)) == custom
