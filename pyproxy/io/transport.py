@@ -46,8 +46,8 @@ class TransportClosed(Exception):
 class Transport:
     """A plaintext TCP connection."""
 
-    __slots__ = ("_drain_callbacks", "_immediate_reads", "_out", "_wake_writer", "broken", "closed",
-                 "high_water", "low_water", "pending", "sock")
+    __slots__ = ("_close_when_flushed", "_drain_callbacks", "_immediate_reads", "_out", "_wake_writer", "broken",
+                 "closed", "high_water", "low_water", "pending", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -61,6 +61,7 @@ class Transport:
         self.closed = False
         self.broken: BaseException | None = None
         self._immediate_reads = 0
+        self._close_when_flushed = False
 
     # -------------------------------------------------------------------------------------- reading
 
@@ -97,7 +98,7 @@ class Transport:
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; sends immediately what the socket takes. Never blocks."""
-        if self.closed or self.broken is not None or not data:
+        if self.closed or self.broken is not None or not data or self._close_when_flushed:
             return
         if self._out:
             self._out.append(data)
@@ -164,6 +165,33 @@ class Transport:
                     self._fire_drain()
             if self._drain_callbacks:
                 self._fire_drain()
+            if self._close_when_flushed and not self._out:
+                self._shutdown_write()
+
+    def close_when_flushed(self) -> None:
+        """Graceful close: what is queued goes out, then a FIN (``shutdown(SHUT_WR)``); later writes are dropped.
+
+        The caller keeps reading until the peer closes too (a *lingering close*, as Envoy's delayed close and
+        nginx's lingering_close do: closing a socket with unread input makes the kernel send RST, which can
+        destroy the response the peer has not read yet) and arms a timer that calls :meth:`close`."""
+        if self.closed or self._close_when_flushed:
+            return
+        self._close_when_flushed = True
+        if not self._out:
+            self._shutdown_write()
+        else:
+            self._wake_writer.set()
+
+    @property
+    def closing(self) -> bool:
+        """:meth:`close_when_flushed` was called."""
+        return self._close_when_flushed
+
+    def _shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _fire_drain(self) -> None:
         callbacks = self._drain_callbacks
@@ -326,7 +354,7 @@ class TlsTransport(Transport):
                 return b""
 
     def write(self, data: bytes) -> None:
-        if self.closed or self.broken is not None or not data:
+        if self.closed or self.broken is not None or not data or self._close_when_flushed:
             return
         try:
             self._ssl.write(data)
@@ -335,14 +363,22 @@ class TlsTransport(Transport):
             return
         Transport.write(self, self._tls_out.read())
 
+    def _send_close_notify(self) -> None:
+        try:
+            self._ssl.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass
+        self._flush_tls()
+
     def close(self) -> None:
-        if not self.closed and self.broken is None:
-            try:
-                self._ssl.unwrap()
-            except ssl.SSLError:
-                pass
-            self._flush_tls()
+        if not self.closed and self.broken is None and not self._close_when_flushed:
+            self._send_close_notify()
         super().close()
+
+    def close_when_flushed(self) -> None:
+        if not self.closed and self.broken is None and not self._close_when_flushed:
+            self._send_close_notify()
+        super().close_when_flushed()
 
     @property
     def secure(self) -> bool:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.downstream")
 
 HANDSHAKE_TIMEOUT = 10.0
+CLOSE_FLUSH_TIMEOUT = 1.0  # how long a closing connection's last bytes may take to go out
 _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: 39\r\n\r\npyproxy serves HTTP/2 only (h2 or h2c)\n")
 
@@ -90,7 +91,19 @@ class DownstreamConnection:
     def stream_done(self, sid: int) -> None:
         self.streams.pop(sid, None)
         if self.draining and not self.streams and self.engine.goaway_sent_last_id != 2**31 - 1:
-            self.transport.close()
+            self._close_gracefully()
+
+    def _close_gracefully(self) -> None:
+        """The last stream of a draining connection is done: its response (still in the engine or the
+        transport's queue) goes out first, then a FIN; the read loop goes on until the peer closes too, or
+        :data:`CLOSE_FLUSH_TIMEOUT` seconds have passed (see :meth:`Transport.close_when_flushed`)."""
+        transport = self.transport
+        if transport.closed or transport.closing:
+            return
+        self.flush()
+        transport.close_when_flushed()
+        if not transport.closed:
+            self.runtime.timers.call_later(CLOSE_FLUSH_TIMEOUT, transport.close)
 
     def drain(self) -> None:
         """Graceful shutdown, as Envoy's connection manager does it: a GOAWAY with the maximum stream id
@@ -111,7 +124,7 @@ class DownstreamConnection:
         self.runtime.mark_dirty(self)
         self.runtime.flush()
         if not self.streams:
-            self.transport.close()
+            self._close_gracefully()
 
     async def run(self) -> None:
         engine = self.engine
@@ -182,9 +195,10 @@ class DownstreamConnection:
                                 self.draining = True
                         runtime.mark_dirty(self)
                         runtime.flush()
-                        if engine.closed or (self.draining and not streams
-                                             and engine.goaway_sent_last_id != 2**31 - 1):
+                        if engine.closed:
                             break
+                        if self.draining and not streams and engine.goaway_sent_last_id != 2**31 - 1:
+                            self._close_gracefully()  # and read on until the peer closes (lingering close)
                 except TransportClosed:
                     pass
                 finally:

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from pyproxy.upstream.pool import HostPool
 
 
+CLOSE_FLUSH_TIMEOUT = 1.0  # how long a closing connection's last bytes may take to go out
+
+
 class ConnectError(Exception):
     """Could not connect; the message is Envoy's "transport failure reason"."""
 
@@ -220,8 +223,10 @@ class UpstreamConnection:
                                         errors="replace")
                         runtime.mark_dirty(self)
                         runtime.flush()
-                        if engine.closed or (self.closing and not self.streams):
+                        if engine.closed:
                             break
+                        if self.closing and not self.streams:
+                            self.close_gracefully()  # and read on until the peer closes (lingering close)
                 except TransportClosed as e:
                     reason = f"connection termination ({e})" if str(e) else reason
                 finally:
@@ -231,6 +236,9 @@ class UpstreamConnection:
                 self.keepalive.stop()
             self.runtime.log.debug("upstream connection to %s closed: %s", self.pool.host.address, reason)
             self.closing = True
+            if not transport.closed and transport.pending and transport.broken is None:
+                with trio.CancelScope(shield=True):
+                    await transport.flush(CLOSE_FLUSH_TIMEOUT)  # the GOAWAY / last frames we queued
             transport.close()
             self.pool.connection_closed(self)
             lost = list(self.streams.values())
@@ -246,4 +254,15 @@ class UpstreamConnection:
             self.engine.send_goaway(ErrorCode.NO_ERROR)
             self.runtime.mark_dirty(self)
         if not self.streams:
-            self.transport.close()
+            self.close_gracefully()
+
+    def close_gracefully(self) -> None:
+        """What is queued (the GOAWAY, the last frames) goes out, then a FIN; the read loop goes on until the
+        peer closes too, within :data:`CLOSE_FLUSH_TIMEOUT` seconds (a lingering close)."""
+        transport = self.transport
+        if transport.closed or transport.closing:
+            return
+        self.flush()
+        transport.close_when_flushed()
+        if not transport.closed:
+            self.runtime.timers.call_later(CLOSE_FLUSH_TIMEOUT, transport.close)

@@ -121,7 +121,7 @@ class HostPool:
 
     def connection_idle(self, conn: UpstreamConnection) -> None:
         if conn.closing:
-            conn.transport.close()
+            conn.close_gracefully()
         elif self.pending:
             self._assign()
 

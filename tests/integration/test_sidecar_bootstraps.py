@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401 - registers the @type
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 - registers the @type
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,

@@ -19,7 +19,14 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from tests.protocol.deviations import H2_TOO_MANY_STREAMS, NGINX_EMPTY_DATA
 from tests.protocol.flood import Drained, FloodResult, Outcome, TargetWatch, chunked, drain, flood
-from tests.protocol.grpc_shapes import STREAM, expect_grpc_ok, request_headers, send_request
+from tests.protocol.grpc_shapes import (
+    STREAM,
+    expect_grpc_ok,
+    grpc_messages,
+    read_response,
+    request_headers,
+    send_request,
+)
 from tests.protocol.h2peer import (
     Closed,
     ErrorCode,
@@ -204,3 +211,23 @@ def _after_reset_verdict(peer: H2Peer, event: Event) -> Verdict:
     if isinstance(event, GoAwayFrame | Closed) or (isinstance(event, RstStreamFrame) and event.stream_id == 3):
         return Verdict.FAIL
     return Verdict.PASS if peer.stream(3).header_blocks else Verdict.CONTINUE
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_a_client_goaway_lets_the_streams_in_flight_finish(peer: H2Peer, streams: int) -> None:
+    """RFC 9113 6.8: a GOAWAY from the client refuses *server*-initiated streams only; the client's own streams
+    in flight complete, and the connection closes after their last bytes went out (a sidecar draining an
+    upstream pool sends exactly this). The responses are large enough to still be queued when the last stream
+    ends, so closing without flushing would lose them."""
+    peer.handshake({Setting.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    peer.send_window_update(0, 2**31 - 1 - 65535)
+    ids = [1 + 2 * i for i in range(streams)]
+    size = 60_000
+    for sid in ids:
+        send_request(peer, sid, b"x", path=STREAM, extra=[("x-stream-count", "8"), ("x-stream-size", str(size))])
+    peer.send_goaway(0, ErrorCode.NO_ERROR, b"draining")
+    for sid in ids:
+        response = read_response(peer, sid)
+        assert response.ok, response.summary()
+        assert grpc_messages(response.body) == [b"s" * size] * 8, response.summary()
+    peer.expect_connection_closed()
