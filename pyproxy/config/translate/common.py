@@ -404,12 +404,14 @@ def header_mutation(ctx: Ctx, msg: Any, path: str, add_field: str, remove_field:
 def flatten_metadata(ctx: Ctx, metadata: Any, path: str) -> tuple[tuple[str, str], ...]:
     """``envoy.config.core.v3.Metadata.filter_metadata`` -> (("ns.key", "value"), ...).
 
-    String values stay as they are; anything else (numbers, lists, nested maps) becomes compact JSON.
+    String values stay as they are; anything else (numbers, lists, nested maps) becomes compact JSON. Keys are
+    sorted: a Struct is a protobuf map, whose order on the wire is not defined, and the same metadata must give
+    the same model (a cluster whose model differs is rebuilt and its connections drained).
     """
     ctx.check(metadata, path, {"filter_metadata"})
     out: list[tuple[str, str]] = []
     for namespace in sorted(metadata.filter_metadata):
-        for key, value in struct_to_python(metadata.filter_metadata[namespace]).items():
+        for key, value in sorted(struct_to_python(metadata.filter_metadata[namespace]).items()):
             text = (
                 value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
             )

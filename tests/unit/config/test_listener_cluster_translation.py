@@ -275,3 +275,17 @@ def test_any_mutation_gives_a_snapshot_or_a_config_error(
         assert err.problems and all(isinstance(p, Problem) and p.reason for p in err.problems)
     else:
         assert isinstance(snap, m.Snapshot)
+
+
+def test_cluster_metadata_does_not_depend_on_map_order(grpc_proxy: Bootstrap, material: MaterialStore) -> None:
+    """A Struct is a protobuf map: the same metadata may arrive in another key order (another control-plane
+    process serializes it differently). The model must be the same, or the xDS update would rebuild the cluster
+    and drain its connections for nothing."""
+    cluster = grpc_proxy["static_resources"]["clusters"][0]
+    keys = ["services", "default_original_port", "subset", "zeta", "alpha"]
+    models = []
+    for order in (keys, list(reversed(keys))):
+        cluster["metadata"] = {"filter_metadata": {"istio": {k: f"value-{k}" for k in order}}}
+        models.append(parse_bootstrap_dict(grpc_proxy, material=material).clusters[cluster["name"]])
+    assert models[0] == models[1]
+    assert [k for k, _ in models[0].metadata] == sorted(f"istio.{k}" for k in keys)
