@@ -12,8 +12,11 @@ Why not ``trio.SocketStream``/``trio.SSLStream``: they cost ~11 us and ~22 us pe
 synchronous, coalesced write path is the cheaper shape. The waiting is still trio's (``wait_readable`` /
 ``wait_writable``), so cancellation and nurseries work as usual.
 
-Resource handling: the transport owns its socket; :meth:`close` closes it (after ``notify_closing`` so tasks
-blocked on it wake up with ``trio.ClosedResourceError``).
+Resource handling: the transport owns its socket; :meth:`close` closes it at once, dropping queued output (after
+``notify_closing`` so tasks blocked on it wake up with ``trio.ClosedResourceError``). A connection that ends
+normally uses :meth:`close_lingering` instead: queued output goes out, then a FIN, and the owner reads on until
+the peer closes (closing with unread input would make the kernel send RST, which can destroy the last response
+before the peer reads it).
 Error handling: socket errors surface from ``receive`` as :class:`TransportClosed`; write errors mark the
 transport broken and are reported by the next ``receive``.
 """
@@ -37,6 +40,9 @@ _YIELD_EVERY = 16  # successive immediate reads before a forced scheduling point
 # which fragmented it: RSS crept up by several MB under load.
 _RECV_BUF = bytearray(RECV_SIZE)
 _RECV_VIEW = memoryview(_RECV_BUF)
+
+
+CLOSE_LINGER_TIMEOUT = 1.0  # how long a closing connection waits for its last bytes to go and the peer to close
 
 
 class TransportClosed(Exception):
@@ -181,6 +187,16 @@ class Transport:
             self._shutdown_write()
         else:
             self._wake_writer.set()
+
+    def close_lingering(self, call_later: Callable[[float, Callable[[], None]], object],
+                        timeout: float = CLOSE_LINGER_TIMEOUT) -> None:
+        """:meth:`close_when_flushed`, and :meth:`close` for good after ``timeout`` seconds (``call_later`` is
+        the runtime's timer) if the peer has neither read everything nor closed by then. Idempotent."""
+        if self.closed or self._close_when_flushed:
+            return
+        self.close_when_flushed()
+        if not self.closed:
+            call_later(timeout, self.close)
 
     @property
     def closing(self) -> bool:

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.downstream")
 
 HANDSHAKE_TIMEOUT = 10.0
-CLOSE_FLUSH_TIMEOUT = 1.0  # how long a closing connection's last bytes may take to go out
 _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: 39\r\n\r\npyproxy serves HTTP/2 only (h2 or h2c)\n")
 
@@ -95,15 +94,10 @@ class DownstreamConnection:
 
     def _close_gracefully(self) -> None:
         """The last stream of a draining connection is done: its response (still in the engine or the
-        transport's queue) goes out first, then a FIN; the read loop goes on until the peer closes too, or
-        :data:`CLOSE_FLUSH_TIMEOUT` seconds have passed (see :meth:`Transport.close_when_flushed`)."""
-        transport = self.transport
-        if transport.closed or transport.closing:
-            return
+        transport's queue) goes out first, then a FIN; the read loop goes on until the peer closes too (see
+        :meth:`Transport.close_lingering`)."""
         self.flush()
-        transport.close_when_flushed()
-        if not transport.closed:
-            self.runtime.timers.call_later(CLOSE_FLUSH_TIMEOUT, transport.close)
+        self.transport.close_lingering(self.runtime.timers.call_later)
 
     def drain(self) -> None:
         """Graceful shutdown, as Envoy's connection manager does it: a GOAWAY with the maximum stream id

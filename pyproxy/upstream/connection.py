@@ -32,7 +32,7 @@ from pyproxy.http2.events import (
     WindowUpdated,
 )
 from pyproxy.http2.frames import ErrorCode
-from pyproxy.io.transport import TlsTransport, Transport, TransportClosed
+from pyproxy.io.transport import CLOSE_LINGER_TIMEOUT, TlsTransport, Transport, TransportClosed
 from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.tls import identity_from_cert, san_matches
 
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
     from pyproxy.proxy.runtime import Runtime
     from pyproxy.proxy.stream import ProxyStream
     from pyproxy.upstream.pool import HostPool
-
-
-CLOSE_FLUSH_TIMEOUT = 1.0  # how long a closing connection's last bytes may take to go out
 
 
 class ConnectError(Exception):
@@ -238,7 +235,7 @@ class UpstreamConnection:
             self.closing = True
             if not transport.closed and transport.pending and transport.broken is None:
                 with trio.CancelScope(shield=True):
-                    await transport.flush(CLOSE_FLUSH_TIMEOUT)  # the GOAWAY / last frames we queued
+                    await transport.flush(CLOSE_LINGER_TIMEOUT)  # the GOAWAY / last frames we queued
             transport.close()
             self.pool.connection_closed(self)
             lost = list(self.streams.values())
@@ -258,11 +255,6 @@ class UpstreamConnection:
 
     def close_gracefully(self) -> None:
         """What is queued (the GOAWAY, the last frames) goes out, then a FIN; the read loop goes on until the
-        peer closes too, within :data:`CLOSE_FLUSH_TIMEOUT` seconds (a lingering close)."""
-        transport = self.transport
-        if transport.closed or transport.closing:
-            return
+        peer closes too (see :meth:`Transport.close_lingering`)."""
         self.flush()
-        transport.close_when_flushed()
-        if not transport.closed:
-            self.runtime.timers.call_later(CLOSE_FLUSH_TIMEOUT, transport.close)
+        self.transport.close_lingering(self.runtime.timers.call_later)
