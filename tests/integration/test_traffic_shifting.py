@@ -22,15 +22,18 @@ Definitions used by the weight-change test (for a change applied at ``t0``, the 
 - the change **took effect** at ``after[k]``, ``k`` the smallest index such that the v2 share of
   ``after[k : k + 1000]`` is within 5 points of ``T``; the **delay** is ``after[k].start - t0`` and must be
   at most 2 s (the share of those 1,000 calls is within 5 points by construction);
-- the **steady split**: the first 1,000 calls that started at or after ``t0 + 2 s`` must be within 5 points of
-  ``T`` too (whatever ``k`` was, 2 s after the apply the new split holds);
+- the **steady split**: the first 1,000 calls that started at or after ``t0 + 2 s`` must be within
+  ``max(5 points, 4 standard deviations)`` of ``T`` (whatever ``k`` was, 2 s after the apply the new split
+  holds; 4 sigma is 6.3 points at 50/50, 5 points below 30/70);
 - for a 0/100 or 100/0 target, the **switch** is exact: the last call answered by the version that lost all
   its weight started less than 2 s after ``t0``.
 
 With a random weighted pick (Envoy's), a window of 1,000 calls at 50/50 has a standard deviation of 1.6
-points, so a correct mesh fails a 5-point bound on a fixed window with probability ~0.2% (50/50), 0.05%
-(70/30) and less for the other targets: about 0.5% for the whole test. A mesh that applies changes late,
-partially or not at all, or drops calls, fails it every time.
+points. The settling window (the issue's "next 1,000 requests") is found by a search, so it meets the 5-point
+bound whenever any window does; the steady window is a fixed one, and a 5-point bound on it would fail a
+correct mesh with probability ~0.2% per 50/50 change (it did once in CI: 44.1% v2, 3.7 sigma), hence the
+4-sigma bound there (~0.006% per window). A mesh that applies changes late, partially or not at all, or drops
+calls, fails either check every time (consecutive targets are at least 30 points apart).
 """
 
 from __future__ import annotations
@@ -106,6 +109,12 @@ def v2_share(calls: Sequence[Call]) -> float:
     return 100.0 * sum(c.version == "v2" for c in calls) / len(calls) if calls else math.nan
 
 
+def steady_tolerance(target: float, window: int = WINDOW) -> float:
+    """Percentage points a fixed window of a correct random split may stray: 4 binomial sigmas, at least 5."""
+    p = target / 100.0
+    return max(TOLERANCE, 400.0 * math.sqrt(p * (1.0 - p) / window))
+
+
 def settle_index(after: Sequence[Call], target: float, window: int = WINDOW, tolerance: float = TOLERANCE,
                  ) -> int | None:
     """The smallest ``k`` such that the v2 share of ``after[k:k + window]`` is within ``tolerance`` points of
@@ -140,6 +149,7 @@ def test_the_split_analysis_itself() -> None:
     assert settle_index(mk("1" * 1000), 0.0) == 0
     assert settle_index(mk("1" * 999), 0.0) is None  # not a full window
     assert v2_share(mk("1122")) == 50.0 and math.isnan(v2_share([]))
+    assert round(steady_tolerance(50.0), 2) == 6.32 and steady_tolerance(10.0) == steady_tolerance(0.0) == 5.0
     assert [c.seq for c in calls_between(calls, 1.0, 1.05)] == [100, 101, 102, 103, 104]
     assert failures([*calls[:2], Call(9, 0, 0, "UNAVAILABLE", "unknown", "", "", False)])[0].seq == 9
 
@@ -216,7 +226,7 @@ def test_weight_changes_under_load_fail_no_call_and_take_effect_within_2_s(mesh:
         print("  " + json.dumps(f))
     for f in figures:
         assert f["delay_s"] is not None and f["delay_s"] <= SETTLE, figures
-        assert abs(f["steady_v2"] - f["target_v2"]) <= TOLERANCE, figures
+        assert abs(f["steady_v2"] - f["target_v2"]) <= steady_tolerance(f["target_v2"]), figures
         assert f["last_call_to_dropped_version_s"] is None or f["last_call_to_dropped_version_s"] < SETTLE, figures
     # The mesh's own load client saw no error either.
     assert all(s["errors"] == 0 for s in mesh.status()["summary"]), mesh.status()["summary"]
