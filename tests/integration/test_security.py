@@ -25,7 +25,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,8 +47,7 @@ from mesh_ctl.ca.proto import istio_ca_pb2, istio_ca_pb2_grpc
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
 from tests.support.certs import TestCA
-from tests.support.live_mesh import Load, Mesh, failures, free_base_address, requests_total, wait_until
-from tests.support.procs import REPO_ROOT
+from tests.support.live_mesh import Load, Mesh, failures, requests_total, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -153,17 +151,10 @@ class SecureMesh(Mesh):
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureMesh]:
     work = tmp_path_factory.mktemp("security")
-    base = free_base_address()
     m = SecureMesh(work / "run", work)
-    up = subprocess.run(
-        [sys.executable, "-m", "mesh_ctl", "up", "--detach", "--run-dir", str(m.run_dir), "--base-address", base,
-         "--control-plane-address", base.rsplit(".", 1)[0] + ".9", "--rps", "20", "--concurrency", "2",
-         "--non-mesh-client", "--non-mesh-rps", str(NON_MESH_RPS), "--cert-ttl", f"{TTL_S}s",
-         "--ready-timeout", "30"],
-        capture_output=True, text=True, timeout=180, cwd=REPO_ROOT, check=False)
     try:
-        assert up.returncode == 0, f"{up.stdout}{up.stderr}"
-        m.state()
+        m.up("--rps", "20", "--concurrency", "2", "--non-mesh-client", "--non-mesh-rps", str(NON_MESH_RPS),
+             "--cert-ttl", f"{TTL_S}s")
         m.wait_converged()
         yield m
     finally:

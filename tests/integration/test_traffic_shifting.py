@@ -44,8 +44,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,7 +55,7 @@ import yaml
 
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
-from tests.support.live_mesh import LOAD_RPS, Call, Load, Mesh, failures, free_base_address, requests_total, wait_until
+from tests.support.live_mesh import LOAD_RPS, Call, Load, Mesh, failures, requests_total, wait_until
 from tests.support.procs import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(240)
@@ -160,16 +158,9 @@ def test_the_split_analysis_itself() -> None:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     work = tmp_path_factory.mktemp("traffic")
-    base = free_base_address()
     m = Mesh(work / "run", work)
-    up = subprocess.run(
-        [sys.executable, "-m", "mesh_ctl", "up", "--detach", "--run-dir", str(m.run_dir), "--base-address", base,
-         "--control-plane-address", base.rsplit(".", 1)[0] + ".9", "--rps", "2", "--concurrency", "1",
-         "--ready-timeout", "30"],
-        capture_output=True, text=True, timeout=180, cwd=REPO_ROOT, check=False)
     try:
-        assert up.returncode == 0, f"{up.stdout}{up.stderr}"
-        m.state()
+        m.up("--rps", "2", "--concurrency", "1")
         m.apply("dr.yaml", DR)
         yield m
     finally:

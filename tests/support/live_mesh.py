@@ -239,12 +239,24 @@ class Mesh:
                                     timeout=5) as r:
             return str(r.read().decode())
 
+    def up(self, *options: str) -> None:
+        """`mesh_ctl up --detach` on loopback addresses of its own (workloads on 127.x.y.10+, the control plane
+        on 127.x.y.9) with ``options``; fails the test if it does not come up. Call :meth:`stop` in any case."""
+        base = free_base_address()
+        done = subprocess.run(
+            [sys.executable, "-m", "mesh_ctl", "up", "--detach", "--run-dir", str(self.run_dir), "--base-address",
+             base, "--control-plane-address", base.rsplit(".", 1)[0] + ".9", "--ready-timeout", "30", *options],
+            capture_output=True, text=True, timeout=180, cwd=REPO_ROOT, check=False)
+        assert done.returncode == 0, f"{done.stdout}{done.stderr}"
+        self.state()
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.state()
         control.down(RunDir(self.run_dir), io.StringIO(), timeout=60)
         for pid, (argv, started) in self.seen.items():
             rprocs.terminate(pid, argv, started, 2.0)
+
 
 _SAMPLE = re.compile(r"^istio_requests_total\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
