@@ -108,7 +108,9 @@ class ControlPlane:
         self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)],
                                  implicit_subsets=self._implicit_subsets)
         snapshot = self.store.snapshot()
-        self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)))
+        self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)),
+                             catch_up=self._catch_up)
+        self._flush_lock = asyncio.Lock()
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
         run_root = options.run_dir.root if options.run_dir is not None else None
         self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain)
@@ -194,7 +196,22 @@ class ControlPlane:
         woken = self.ads.set_trust_bundle("".join(bundle).encode(), f"CA root rotation: {len(bundle)} root(s)")
         log.info("trust bundle changed: %d root(s), pushed to %d proxies", len(bundle), woken)
 
+    async def _catch_up(self) -> None:
+        """A proxy is connecting: if an applied change still waits for the debounce, install it now, so the
+        proxy's first configuration is the applied one (the batch's own flush then finds nothing to do)."""
+        if str(self.store.revision) != self.ads.generation.revision:
+            await self._install_latest("a proxy connected before the debounced push")
+
     async def _flush(self, reasons: list[str]) -> None:
+        await self._install_latest(f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}")
+
+    async def _install_latest(self, reason: str) -> None:
+        """Translate the store's latest revision for every connected proxy, unless it already is the pushed one.
+        One at a time: the debouncer's flush and a connecting proxy's catch-up share a lock."""
+        async with self._flush_lock:
+            await self._install_latest_locked(reason)
+
+    async def _install_latest_locked(self, reason: str) -> None:
         snapshot = await asyncio.to_thread(self.store.snapshot)
         revision = str(snapshot.revision)
         if revision == self.ads.generation.revision:
@@ -204,7 +221,7 @@ class ControlPlane:
         except Exception:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
-        await self.ads.update(generation, f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}")
+        await self.ads.update(generation, reason)
 
     async def _watch_store_file(self) -> None:
         """Pick up a store.json that another process replaced (the store notifies on refresh)."""

@@ -14,6 +14,12 @@ still awaiting the ACK of its previous response is not pushed again until that a
 flow control), and neither is any type after it in that order, so the order holds across round trips.
 Responses to a first request or to a subscription change go out at once.
 
+A proxy that connects is answered from the configuration that was *applied*, never an older one: before it is
+translated, ``catch_up`` (the control plane's hook) makes the generation current if the store has moved on and
+the debounce has not flushed yet (an ``apply`` has returned, so that is what the user expects the proxy to
+get). A generation installed while a new connection was being translated makes it translate again before its
+first response, so no connection is ever registered with resources of a superseded generation.
+
 SDS: the server answers ``envoy.extensions.transport_sockets.tls.v3.Secret`` requests with ``ROOTCA`` only,
 the CA's trust bundle (:meth:`AdsServer.set_trust_bundle`, called again on every root rotation: the new
 bundle is pushed to every sidecar that subscribed to it). ``default`` (the workload's key and certificate) is
@@ -36,7 +42,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -104,6 +110,7 @@ class Connection:
     proxy: Proxy
     peer: str
     resources: ProxyResources
+    revision: str  # the store revision ``resources`` were translated from
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
@@ -133,7 +140,7 @@ class Connection:
         return {
             "name": self.name, "connection": self.id, "node_id": self.node.id, "kind": self.proxy.kind,
             "workload": w.name if w is not None else None, "namespace": self.proxy.namespace,
-            "peer": self.peer, "connected_at": self.connected_at,
+            "peer": self.peer, "connected_at": self.connected_at, "revision": self.revision,
             "user_agent": f"{self.node.user_agent_name} {self.node.user_agent_version}".strip(),
             "types": [type_status(t, self.types.get(t), self.current_version(t)).to_json()
                       for t in PUSH_ORDER if t in TYPE_URLS or t in self.types],
@@ -176,7 +183,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def __init__(self, generation: Generation, *, identifier: str | None = None,
                  on_push: Callable[[Connection, str, str], None] | None = None, tls: TlsMaterial = "sds",
-                 trust_bundle: bytes | None = None) -> None:
+                 trust_bundle: bytes | None = None,
+                 catch_up: Callable[[], Awaitable[None]] | None = None) -> None:
         if trust_bundle is not None:
             check_trust_bundle(trust_bundle)
         self._trust_bundle = trust_bundle
@@ -188,6 +196,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._counter = itertools.count(1)
         self._identifier = identifier or f"minimesh-{socket.gethostname()}-{os.getpid()}"
         self._on_push = on_push
+        self._catch_up = catch_up
         self.stats = Stats()
 
     # ------------------------------------------------------------------------------------------ queries
@@ -260,6 +269,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     continue
                 changed = result.changed(c.resources)
                 c.resources = result
+                c.revision = generation.revision
                 self._log_warnings(c)
                 if changed:
                     woken += 1
@@ -277,6 +287,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         for warning in sorted(fresh):
             log.warning("%s: %s", conn.name, warning)
         conn.warned = frozenset(conn.resources.warnings)
+
+    async def _translate_current(self, node: base_pb2.Node) -> tuple[ProxyResources, str]:
+        """The node's resources for the generation that is current when this returns: a generation installed
+        while translating (its :meth:`update` did not see this connection yet) means translating again.
+        The caller registers the connection without awaiting in between, so later updates include it."""
+        for _ in range(100):  # each round needs a new generation installed meanwhile: ends at once in practice
+            generation = self._generation
+            resources = await self._translate(node)
+            if self._generation is generation:
+                return resources, generation.revision
+        raise TranslationError("", "the configuration changed 100 times while this proxy was connecting")
 
     async def _translate(self, node: base_pb2.Node) -> ProxyResources:
         cached = self._cache.get(node.id)
@@ -328,8 +349,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first DiscoveryRequest must carry node.id")
         try:
+            if self._catch_up is not None:
+                await self._catch_up()
             proxy = identify(self._generation.registry, node)
-            resources = await self._translate(node)
+            resources, revision = await self._translate_current(node)
         except UnknownProxyError as e:
             log.warning("refused ADS stream from %s: %s", context.peer(), e)
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
@@ -339,7 +362,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"translation failed: {e}")
             raise
         stream = next(self._counter)
-        conn = Connection(f"{node.id}-{stream}", node, proxy, context.peer(), resources, events=events)
+        conn = Connection(f"{node.id}-{stream}", node, proxy, context.peer(), resources, revision, events=events)
         self._connections[conn.id] = conn
         self.stats.connects += 1
         self._log_warnings(conn)

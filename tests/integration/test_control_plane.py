@@ -179,8 +179,19 @@ def proxy_types(cp: ControlPlane) -> dict[str, dict[str, Any]]:
 
 
 def all_synced(cp: ControlPlane) -> bool:
-    types = proxy_types(cp)
-    return all(types.get(t, {}).get("status") == "SYNCED" for t in ("LDS", "RDS", "CDS", "EDS"))
+    """The proxyless client ACKed every type, and what it runs was translated from the store's latest
+    revision (no applied change is still waiting for the debounce)."""
+    status = cp.json("proxy-status")
+    for p in status["proxies"]:
+        if p["node_id"] == NODE_ID:
+            types = {t["type"]: t for t in p["types"]}
+            return (p["revision"] == str(status["store_revision"])
+                    and all(types.get(t, {}).get("status") == "SYNCED" for t in ("LDS", "RDS", "CDS", "EDS")))
+    return False
+
+
+def answered(client: ManagedProcess, since: float = 0.0) -> int:
+    return len([c for c in calls(client) if "v" in c and c["t"] >= since])
 
 
 def test_cli_against_a_running_control_plane(control_plane: ControlPlane, tmp_path: Path) -> None:
@@ -258,10 +269,11 @@ def test_proxyless_client_follows_weights_and_survives_a_restart(control_plane: 
     client = cp.procs.start("proxyless-client", [sys.executable, str(script), TARGET, "120"],
                             env={"GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONPATH": str(REPO_ROOT)})
 
-    # 100/0: only v1 answers.
-    wait_until("20 calls answered", lambda: len([c for c in calls(client) if "v" in c]) >= 20)
-    assert {c.get("v") for c in calls(client)} == {"v1"}, calls(client)[-5:]
-    wait_until("the client is SYNCED on every type", lambda: all_synced(cp))
+    # 100/0: only v1 answers, from the first call: a proxy that connects after `apply` returned gets the
+    # applied configuration, even while the change still waits for the debounced push (issue 8).
+    wait_until("the client is SYNCED at the applied revision", lambda: all_synced(cp))
+    wait_until("20 calls answered", lambda: answered(client) >= 20)
+    assert {c.get("v") for c in calls(client)} == {"v1"}, calls(client)[:5]
 
     # 0/100: every call moves to v2 within a few seconds.
     changed = time.time()
@@ -281,7 +293,8 @@ def test_proxyless_client_follows_weights_and_survives_a_restart(control_plane: 
     cp.proc.kill(signal.SIGKILL)
     cp.proc.popen.wait(timeout=10)
     killed = time.time()
-    time.sleep(2.0)
+    # The client goes on with its last configuration while no control plane runs (30 calls: ~1.5 s).
+    wait_until("30 calls answered without a control plane", lambda: answered(client, killed) >= 30)
     cp.start()
     wait_until("the client reconnected and is SYNCED", lambda: all_synced(cp), timeout=30)
     after = {t: v["sent_version"] for t, v in proxy_types(cp).items()}
@@ -377,18 +390,29 @@ def test_sidecars_keep_serving_while_the_control_plane_restarts(procs: ProcessGr
     cp.cli("apply", "-f", str(tmp_path / "dr.yaml"))
     cp.cli("set-weight", "payment", "v1=100", "v2=0")
     load = procs.python("load", "payment_service.client", "--target", f"{base}.12:15001", "--authority",
-                        "payment:8080", "--rps", "50", "--duration", "14", "--json", "--interval", "1")
-    wait_until("load running", lambda: '"interval"' in load.output())
+                        "payment:8080", "--rps", "50", "--duration", "90", "--json", "--interval", "0.5")
 
+    def reports() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in load.output().splitlines() if line.startswith("{")]
+
+    wait_until("load running on v1", lambda: any(r.get("by_version") == {"v1": r["requests"]} and r["requests"]
+                                                 for r in reports()))
     assert cp.proc is not None
     cp.proc.kill(signal.SIGKILL)
     cp.proc.popen.wait(timeout=10)
-    time.sleep(2.0)
+    # The sidecars serve on while no control plane runs: two more reports (~1 s of calls) before the restart.
+    down = len(reports())
+    wait_until("calls go on without a control plane", lambda: len(reports()) >= down + 2)
     cp.start()
     wait_until("every sidecar reconnected", lambda: len(cp.json("proxy-status")["proxies"]) == 3, timeout=30)
     cp.cli("set-weight", "payment", "v1=0", "v2=100")
-    load.popen.wait(timeout=30)
-    reports = [json.loads(line) for line in load.output().splitlines() if line.startswith("{")]
-    final = reports[-1]
+    pushed = len(reports())
+    # The push after the restart arrives: two consecutive half-second reports answered by v2 alone.
+    def on_v2() -> bool:
+        recent = [r for r in reports()[pushed:] if r.get("type") == "interval" and r["requests"]]
+        return len(recent) >= 3 and all(r["by_version"] == {"v2": r["requests"]} for r in recent[-2:])
+
+    wait_until("calls moved to v2", on_v2, timeout=30)
+    load.stop()  # SIGTERM: the load client prints its final report
+    final = reports()[-1]
     assert final["type"] == "final" and final["by_status"] == {"OK": final["requests"]}, final
-    assert reports[-2]["by_version"] == {"v2": reports[-2]["requests"]}  # the push after the restart arrived

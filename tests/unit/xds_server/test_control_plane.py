@@ -17,8 +17,8 @@ from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json
 from mesh_ctl.server import DISCOVERY_FILE, ControlPlane, ServeOptions
 from mesh_ctl.translate import translate_for_proxy
-from mesh_ctl.translate.names import ROUTE_TYPE
-from tests.unit.xds_server.conftest import CLIENT_NODE, Stream, node, run
+from mesh_ctl.translate.names import CLUSTER_TYPE, ROUTE_TYPE
+from tests.unit.xds_server.conftest import CLIENT_NODE, V1_NODE, Stream, node, run
 
 # Subsets need a DestinationRule: the store does not know the topology's implicit ones (yet).
 DR_YAML = """\
@@ -45,9 +45,10 @@ spec:
 
 
 @contextlib.asynccontextmanager
-async def control_plane(registry: Registry, tmp: Path) -> AsyncIterator[tuple[ControlPlane, Client, Stream]]:
+async def control_plane(registry: Registry, tmp: Path, **options: Any,
+                        ) -> AsyncIterator[tuple[ControlPlane, Client, Stream]]:
     cp = ControlPlane(ServeOptions(registry=registry, state_dir=tmp / "store", xds_address="127.0.0.1:0",
-                                   api_address="127.0.0.1:0", run_dir=RunDir(tmp)))
+                                   api_address="127.0.0.1:0", run_dir=RunDir(tmp), **options))
     await cp.start()
     channel = grpc.aio.insecure_channel(cp.xds_address)
     try:
@@ -96,6 +97,81 @@ def test_ten_quick_changes_make_one_or_two_pushes(registry: Registry, tmp_path: 
             status = await call(api.proxy_status)
             [proxy] = status["proxies"]
             assert {t["type"]: t["status"] for t in proxy["types"]}["RDS"] == "SYNCED"
+
+    run(scenario)
+
+
+def route_weights(response: Any) -> list[tuple[str, int]]:
+    """(cluster, weight) of the first route of the first RouteConfiguration in an RDS response."""
+    from envoy.config.route.v3 import route_pb2
+
+    config = route_pb2.RouteConfiguration()
+    response.resources[0].Unpack(config)
+    for vhost in config.virtual_hosts:
+        for route in vhost.routes:
+            if route.route.HasField("weighted_clusters"):
+                return [(c.name.split("|")[2], c.weight.value) for c in route.route.weighted_clusters.clusters]
+    return []
+
+
+def test_a_proxy_connecting_after_apply_gets_the_applied_config(registry: Registry, tmp_path: Path) -> None:
+    """Issue 8.1: `apply` returned, then a proxy connects before the debounce flushed: its first
+    configuration is the applied one, not the one before (a debounce of 30 s would otherwise hold it back)."""
+
+    async def scenario() -> None:
+        async with control_plane(registry, tmp_path, debounce_after=30.0, debounce_max=30.0) as (cp, api, s):
+            await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML},
+                                   {"origin": "vs.yaml", "text": VS_YAML.replace("weight: 50", "weight: 100", 1)
+                                    .replace("weight: 50", "weight: 0")}])
+            assert cp.debouncer.pending and cp.ads.generation.revision == "0"
+            await s.send(ROUTE_TYPE, ["virtualOutbound"])
+            first = await s.recv()
+            assert route_weights(first) == [("v1", 100)]  # Istio drops a weight-0 destination
+            assert cp.ads.generation.revision == str(cp.store.revision) == "1"
+            [proxy] = (await call(api.proxy_status))["proxies"]
+            assert proxy["revision"] == "1"
+            await s.ack(first, ("virtualOutbound",))
+            # A second change while this proxy is connected waits for the debounce (30 s here) ...
+            await call(api.set_weight, "payment", "default", {"v1": 0, "v2": 100})
+            await s.silence(0.3)
+            # ... unless another proxy connects: the change is installed for every proxy at once.
+            channel = grpc.aio.insecure_channel(cp.xds_address)
+            try:
+                other = Stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel), node(V1_NODE))
+                await other.send(CLUSTER_TYPE)
+                await other.recv()
+                pushed = await s.recv()
+                assert route_weights(pushed) == [("v2", 100)]
+            finally:
+                await channel.close(None)
+
+    run(scenario)
+
+
+def test_a_generation_installed_during_a_connect_is_not_lost(registry: Registry, tmp_path: Path) -> None:
+    """A new generation installed while a connecting proxy was being translated (the update did not see the
+    connection yet) makes the connection translate again: it never starts with a superseded generation."""
+
+    async def scenario() -> None:
+        async with control_plane(registry, tmp_path, debounce_after=30.0, debounce_max=30.0) as (cp, api, s):
+            await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML}, {"origin": "vs.yaml", "text": VS_YAML}])
+            original = cp.ads._translate
+            swapped = False
+
+            async def translate_then_change(n: Any) -> Any:
+                nonlocal swapped
+                resources = await original(n)
+                if not swapped:  # an apply lands and is installed while this connection is being translated
+                    swapped = True
+                    await call(api.set_weight, "payment", "default", {"v1": 10, "v2": 90})
+                    await cp._flush(["test"])
+                return resources
+
+            cp.ads._translate = translate_then_change  # type: ignore[method-assign,assignment]
+            await s.send(ROUTE_TYPE, ["virtualOutbound"])
+            first = await s.recv()
+            assert swapped and cp.ads.generation.revision == "2"
+            assert route_weights(first) == [("v1", 10), ("v2", 90)]
 
     run(scenario)
 
