@@ -336,7 +336,13 @@ def test_mtls_traffic_keeps_flowing_while_both_sidecars_renew(procs: ProcessGrou
     (tmp_path / "dr.yaml").write_text(DR)
     mesh_ctl(cp, tmp_path / "run", "apply", "-f", str(tmp_path / "dr.yaml"))
     mesh_ctl(cp, tmp_path / "run", "set-weight", "payment", "v1=100", "v2=0")
-    time.sleep(1.0)  # the push
+    def pushed() -> bool:
+        """Both sidecars ACKed the configuration of the store's latest revision (the 100/0 split)."""
+        ps = cp.get("/v1/proxy-status")
+        return (len(ps["proxies"]) == 2 and all(p["revision"] == str(ps["store_revision"]) for p in ps["proxies"])
+                and {t["status"] for p in ps["proxies"] for t in p["types"]} <= {"SYNCED", "NOT SENT"})
+
+    wait_until("both sidecars run the 100/0 split", pushed, timeout=20)
     load = procs.python("load", "payment_service.client", "--target", f"{base}.12:15001", "--authority",
                         "payment:8080", "--rps", "40", "--duration", "12", "--json", "--interval", "1")
     load.popen.wait(timeout=40)

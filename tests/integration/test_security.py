@@ -377,7 +377,7 @@ def test_strict_refuses_plaintext_at_the_handshake_while_mesh_traffic_flows(mesh
     mesh_client = mesh.summary("client")
     try:
         with Load(mesh.client_target(), rps=50, concurrency=8) as load:
-            time.sleep(1.0)
+            wait_until("50 mesh calls before the change", lambda: len(load.calls) >= 50, timeout=30)
             t0 = time.monotonic()
             out = mesh.cli("mtls", "strict").stdout
             assert "PeerAuthentication istio-system/default (mesh-wide)" in out and "-> STRICT" in out, out
@@ -387,7 +387,9 @@ def test_strict_refuses_plaintext_at_the_handshake_while_mesh_traffic_flows(mesh
                 return set(now) == {"UNAVAILABLE"}
 
             delay = wait_until("every legacy-client call of an interval fails", failing_now, timeout=10)
-            time.sleep(3.0)  # a few more refused attempts
+            wait_until("3 plaintext connections refused and 200 mesh calls made", lambda: mesh.counter(
+                "payment-v1", "envoy_listener_downstream_plaintext_refused") - refused_before >= 3
+                and len(load.calls) >= 200, timeout=20)
             legacy = mesh.wait_report("legacy-client", mesh.summary("legacy-client")["elapsed_s"])
         calls = load.calls
         text = mesh.prometheus("payment-v1")

@@ -180,8 +180,9 @@ def test_weight_changes_under_load_fail_no_call_and_take_effect_within_2_s(mesh:
     of the apply (definitions in the module docstring)."""
     mesh.apply("vs.yaml", vs(100, 0))
     changes: list[tuple[float, int, float]] = []  # (t0, v2 target, how long the CLI took)
+    mesh.wait_converged()
     with Load(mesh.client_target()) as load:
-        time.sleep(1.0)
+        wait_until("200 calls before the first change", lambda: len(load.calls) >= 200, timeout=30)
         for v1, v2 in TARGETS:
             t0 = time.monotonic()
             out = mesh.cli("set-weight", "payment", f"v1={v1}", f"v2={v2}").stdout
@@ -236,8 +237,9 @@ def test_control_plane_killed_and_restarted_under_load(mesh: Mesh) -> None:
     before = mesh.versions()
     old = next(p for p in mesh.state().processes if p.role == "control-plane")
 
+    mesh.wait_converged()
     with Load(mesh.client_target()) as load:
-        time.sleep(2.0)
+        wait_until("400 calls before the kill", lambda: len(load.calls) >= 400, timeout=30)
         connections_before = upstream_connections(mesh.prometheus("client"))
         killed = time.monotonic()
         os.kill(old.pid, signal.SIGKILL)
