@@ -298,17 +298,20 @@ class ConfigStore:
             self._commit(new_state, revision, changes)
             return ApplyResult(revision, tuple(changes))
 
-    def set_weights(self, host: str, namespace: str, weights: Mapping[str, int], dry_run: bool = False) -> ApplyResult:
+    def set_weights(self, host: str, namespace: str, weights: Mapping[str, int], dry_run: bool = False,
+                    relative: bool = False) -> ApplyResult:
         """``mesh_ctl set-weight payment v1=90 v2=10``: rewrite the default route of the host's
-        VirtualService (created if there is none) and apply it."""
+        VirtualService (created if there is none) and apply it (``relative``: see
+        :func:`~mesh_ctl.resources.weights.weights_virtual_service`)."""
         self.refresh()
         with self._lock:
             existing = self._virtual_service_for(host, namespace)
             subsets = self._subsets_for(host, namespace)
         doc = weights_virtual_service(
-            host, namespace, weights, existing.to_dict() if existing else None, known_subsets=subsets
+            host, namespace, weights, existing.to_dict() if existing else None, known_subsets=subsets,
+            relative=relative,
         )
-        origin = existing.origin if existing else "<set-weight>"
+        origin = existing.origin if existing else "set-weight"
         resource = Resource(doc["apiVersion"], doc["kind"], doc["metadata"], doc["spec"], origin, 0, doc)
         return self.apply([resource], dry_run=dry_run)
 

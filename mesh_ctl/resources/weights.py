@@ -17,11 +17,30 @@ from typing import Any
 from mesh_ctl.resources.model import InvalidConfig, ValidationProblem
 from mesh_ctl.resources.names import is_dns1123_label
 
-ORIGIN = "<set-weight>"
+ORIGIN = "set-weight"
+MAX_WEIGHT = 100  # a weight is a percentage (Istio's docs: "weights across destinations should add up to 100")
 
 
 def _fail(namespace: str, name: str, path: str, reason: str) -> InvalidConfig:
     return InvalidConfig([ValidationProblem(ORIGIN, "VirtualService", f"{namespace}/{name}", path, reason)])
+
+
+def relative_shares(weights: Mapping[str, int]) -> str:
+    """``v1 66.7 %, v2 33.3 %``: what Istio makes of weights that do not add up to 100 (weight / total)."""
+    total = sum(weights.values())
+    return ", ".join(f"{s} {100 * w / total:.3g} %" for s, w in weights.items()) if total else "no traffic"
+
+
+def sum_problem(weights: Mapping[str, int]) -> str | None:
+    """Why weights that do not add up to 100 are refused, and what Istio would do with them (None: they do)."""
+    total = sum(weights.values())
+    if total == MAX_WEIGHT:
+        return None
+    numbers = " + ".join(str(w) for w in weights.values())
+    return (f"the weights add up to {total} ({numbers}), not 100. Istio would accept them and give each subset "
+            f"its weight divided by the total ({relative_shares(weights)}); set-weight refuses them so that a "
+            "typo cannot move traffic. Give weights that add up to 100, or pass --relative to mean the shares "
+            "above")
 
 
 def weights_virtual_service(
@@ -30,11 +49,13 @@ def weights_virtual_service(
     weights: Mapping[str, int],
     existing_vs: Mapping[str, Any] | None = None,
     known_subsets: Collection[str] | None = None,
+    relative: bool = False,
 ) -> dict[str, Any]:
     """The VirtualService document that sends ``weights`` (subset -> weight) of the default route.
 
-    ``known_subsets``: the subsets the host's DestinationRule defines, when known; an unknown subset is an
-    error here already. Raises :class:`InvalidConfig` naming the weight that is wrong."""
+    Each weight is 0 to 100 and, unless ``relative``, they add up to 100. ``known_subsets``: the subsets the host's
+    DestinationRule defines, when known; an unknown subset is an error here already. Raises
+    :class:`InvalidConfig` naming the weight that is wrong."""
     name = str((existing_vs or {}).get("metadata", {}).get("name") or service_host.split(".", maxsplit=1)[0])
     if not weights:
         raise _fail(namespace, name, "weights", "give at least one subset=weight")
@@ -42,8 +63,8 @@ def weights_virtual_service(
         path = f"weights[{subset}]"
         if not is_dns1123_label(subset):
             raise _fail(namespace, name, path, f"subset name is invalid: {subset}")
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0 or weight > 2**31 - 1:
-            raise _fail(namespace, name, path, f"weight must be an integer >= 0, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+            raise _fail(namespace, name, path, f"a weight is a percentage from 0 to 100, got {weight!r}")
         if known_subsets is not None and subset not in known_subsets:
             known = ", ".join(sorted(known_subsets)) or "none"
             raise _fail(
@@ -52,8 +73,12 @@ def weights_virtual_service(
                 path,
                 f"subset {subset} not found in the DestinationRule of host {service_host} (subsets: {known})",
             )
-    if len(weights) > 1 and sum(weights.values()) == 0:
-        raise _fail(namespace, name, "weights", "total destination weight = 0: at least one weight must be > 0")
+    if sum(weights.values()) == 0:
+        raise _fail(namespace, name, "weights", "all weights are 0: at least one subset must get traffic "
+                    "(Istio refuses a route whose total weight is 0)")
+    problem = None if relative else sum_problem(weights)
+    if problem is not None:
+        raise _fail(namespace, name, "weights", problem)
 
     if existing_vs is None:
         vs: dict[str, Any] = {

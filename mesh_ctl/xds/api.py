@@ -6,7 +6,9 @@
     POST /v1/apply                   {"files": [{"origin", "text"}], "dry_run"}    (YAML/JSON as written)
     POST /v1/analyze                 {"files": [...]}: validate only
     POST /v1/delete                  {"kind", "namespace", "names": [...]} or {"files": [...]}, "dry_run"
-    POST /v1/set-weight              {"service", "namespace", "weights": {"v1": 90}, "dry_run"}
+    POST /v1/set-weight              {"service", "namespace", "weights": {"v1": 90}, "dry_run", "relative"}
+                                     (404: no such service; 422: a weight outside 0-100, a sum other than
+                                     100 without "relative", an unknown subset)
     GET  /v1/proxy-status            per connected proxy and type: SYNCED / STALE / NOT SENT / NACKED
     GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy (CDS, EDS,
                                      LDS, RDS, and SDS: the ROOTCA secret served to it)
@@ -35,7 +37,7 @@ from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
 if TYPE_CHECKING:
     from mesh_ctl.server import ControlPlane
 
-SET_WEIGHT_ORIGIN = "<set-weight>"
+SET_WEIGHT_ORIGIN = "set-weight"
 
 
 def join_address(host: str, port: int) -> str:
@@ -208,6 +210,10 @@ class _Api:
             raise HttpError(400, "weights must be an object {subset: weight}")
         cp = self.cp
         host = resolve_host(service, namespace, cp.registry.domain_suffix)
+        if cp.registry.service(host) is None:
+            services = ", ".join(f"{s.name} (namespace {s.namespace})" for s in cp.registry.services) or "none"
+            raise HttpError(404, f"there is no service {service!r} in namespace {namespace} (host {host}); "
+                                 f"known services: {services}", known_services=[s.fqdn for s in cp.registry.services])
         await asyncio.to_thread(cp.store.refresh)
         vs = next((r for r in cp.store.list("VirtualService", namespace)
                    if any(resolve_host(str(h), namespace, cp.registry.domain_suffix) == host
@@ -231,7 +237,7 @@ class _Api:
         short = service if "." not in service else host
         try:
             result = await asyncio.to_thread(cp.store.set_weights, short, namespace, weights,
-                                             bool(body.get("dry_run")))
+                                             bool(body.get("dry_run")), bool(body.get("relative")))
         except InvalidConfig as e:
             raise _invalid(e) from None
         key = result.changes[0].key if result.changes else None

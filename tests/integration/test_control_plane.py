@@ -233,6 +233,27 @@ def test_cli_against_a_running_control_plane(control_plane: ControlPlane, tmp_pa
     refused = cp.cli("set-weight", "payment", "v1=50", "v3=50", check=1)
     assert "weights[v3]: subset v3 not found" in refused.stderr
 
+    # Issue 8.2: impossible or ambiguous weights are refused in plain words, nothing is stored.
+    over = cp.cli("set-weight", "payment", "v1=150", check=2)
+    assert "v1=150: a weight is a percentage from 0 to 100" in over.stderr, over.stderr
+    partial = cp.cli("set-weight", "payment", "v1=60", "v2=30", check=1)
+    assert partial.stdout == "" and partial.stderr.splitlines() == [
+        "set-weight: VirtualService default/payment: weights: the weights add up to 90 (60 + 30), not 100. Istio "
+        "would accept them and give each subset its weight divided by the total (v1 66.7 %, v2 33.3 %); set-weight "
+        "refuses them so that a typo cannot move traffic. Give weights that add up to 100, or pass --relative to "
+        "mean the shares above"]
+    nosuch = cp.cli("set-weight", "nosuchsvc", "v1=100", check=1)
+    assert nosuch.stderr.splitlines() == [
+        "error: there is no service 'nosuchsvc' in namespace default (host nosuchsvc.default.svc.cluster.local); "
+        "known services: payment (namespace default)"]
+    assert yaml.safe_load(cp.cli("get", "vs", "payment", "-o", "yaml").stdout)["metadata"]["resourceVersion"] == "2"
+    # Which subsets keep or lose traffic, in words.
+    alone = cp.cli("set-weight", "payment", "v1=100", "--dry-run").stdout
+    assert "  v1: now gets all the traffic\n" in alone and \
+        "  v2: not named, so it leaves the route and gets no traffic (was 10%)\n" in alone, alone
+    relative = cp.cli("set-weight", "payment", "v1=60", "v2=30", "--relative", "--dry-run").stdout
+    assert [line.split() for line in relative.splitlines()[2:4]] == [["v1", "90%", "66.67%"], ["v2", "10%", "33.33%"]]
+
     # A DestinationRule whose subset the VirtualService still uses (and the topology does not provide) cannot
     # go; the VirtualService can.
     canary_dr = DR.replace("  - {name: v2, labels: {version: v2}}\n",

@@ -134,12 +134,30 @@ def test_weights_new_virtual_service() -> None:
     ("weights", "known", "reason"),
     [
         ({"v3": 10}, {"v1", "v2"}, "subset v3 not found in the DestinationRule of host payment (subsets: v1, v2)"),
-        ({"v1": -5}, None, "weight must be an integer >= 0, got -5"),
-        ({"v1": 0, "v2": 0}, None, "total destination weight = 0: at least one weight must be > 0"),
+        ({"v1": -5}, None, "a weight is a percentage from 0 to 100, got -5"),
+        ({"v1": 150}, None, "a weight is a percentage from 0 to 100, got 150"),
+        ({"v1": 150, "v2": 0}, None, "a weight is a percentage from 0 to 100, got 150"),
+        ({"v1": 0, "v2": 0}, None, "all weights are 0: at least one subset must get traffic (Istio refuses a route "
+                                   "whose total weight is 0)"),
         ({"V 1": 5}, None, "subset name is invalid: V 1"),
+        ({"v1": 60, "v2": 30}, None, "the weights add up to 90 (60 + 30), not 100. Istio would accept them and give "
+         "each subset its weight divided by the total (v1 66.7 %, v2 33.3 %); set-weight refuses them so that a "
+         "typo cannot move traffic. Give weights that add up to 100, or pass --relative to mean the shares above"),
+        ({"v1": 50}, None, "the weights add up to 50 (50), not 100. Istio would accept them and give each subset "
+         "its weight divided by the total (v1 100 %); set-weight refuses them so that a typo cannot move traffic. "
+         "Give weights that add up to 100, or pass --relative to mean the shares above"),
     ],
 )
 def test_weights_errors(weights: dict[str, int], known: set[str] | None, reason: str) -> None:
     with pytest.raises(InvalidConfig) as err:
         weights_virtual_service("payment", "default", weights, known_subsets=known)
     assert err.value.problems[0].reason == reason
+    assert err.value.problems[0].path in ("weights", f"weights[{next(iter(weights))}]")
+
+
+def test_relative_weights_are_what_istio_does() -> None:
+    """--relative: any sum of weights from 0 to 100, each subset gets weight / total (Istio's rule)."""
+    vs = weights_virtual_service("payment", "default", {"v1": 60, "v2": 30}, relative=True)
+    assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [60, 30]
+    with pytest.raises(InvalidConfig):  # still 0 to 100 each
+        weights_virtual_service("payment", "default", {"v1": 150, "v2": 30}, relative=True)

@@ -191,14 +191,33 @@ def test_the_api_refuses_invalid_config_and_changes_nothing(registry: Registry, 
             with pytest.raises(ControlPlaneError) as info:
                 await call(api.set_weight, "payment", "default", {"v1": 50, "v7": 50})
             assert info.value.problems == [
-                "<set-weight>: VirtualService default/payment: weights[v7]: subset v7 not found in the "
+                "set-weight: VirtualService default/payment: weights[v7]: subset v7 not found in the "
                 "DestinationRule of host payment (subsets: v1, v2)"]
+            # Issue 8.2: a weight of 150, a sum other than 100, an unknown service: refused, nothing stored.
+            refusals = {}
+            for weights in ({"v1": 150}, {"v1": 150, "v2": 0}, {"v1": 60, "v2": 30}, {"v1": 0, "v2": 0}):
+                with pytest.raises(ControlPlaneError) as info:
+                    await call(api.set_weight, "payment", "default", weights)
+                assert info.value.status == 422 and len(info.value.problems) == 1, (weights, info.value)
+                refusals[str(weights)] = info.value.problems[0]
+            assert refusals["{'v1': 150}"].endswith("weights[v1]: a weight is a percentage from 0 to 100, got 150")
+            assert "the weights add up to 90 (60 + 30), not 100. Istio would accept them and give each subset its " \
+                   "weight divided by the total (v1 66.7 %, v2 33.3 %)" in refusals["{'v1': 60, 'v2': 30}"]
+            with pytest.raises(ControlPlaneError) as info:
+                await call(api.set_weight, "nosuchsvc", "default", {"v1": 100})
+            assert info.value.status == 404
+            assert str(info.value) == ("there is no service 'nosuchsvc' in namespace default (host "
+                                       "nosuchsvc.default.svc.cluster.local); known services: payment (namespace "
+                                       "default)")
+            assert cp.store.revision == 1
             result = await call(api.set_weight, "payment", "default", {"v1": 80, "v2": 20})
             assert result["before"] == [["v1", 50], ["v2", 50]]
             assert result["before_source"] == "topology"
             assert result["after"] == [["v1", 80], ["v2", 20]]
             docs = await call(api.resources, "vs", "default", "payment")
             assert docs["items"][0]["metadata"]["resourceVersion"] == "2"
+            relative = await call(api.set_weight, "payment", "default", {"v1": 60, "v2": 30}, False, True)
+            assert relative["after"] == [["v1", 60], ["v2", 30]]  # --relative: Istio's weight / total
             with pytest.raises(ControlPlaneError) as info:
                 await call(api.resources, "vs", "default", "nope")
             assert info.value.status == 404
