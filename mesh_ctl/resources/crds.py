@@ -2,9 +2,10 @@
 
 The CRDs come from ``crds/istio-crds.yaml`` beside this file: the VirtualService, DestinationRule,
 PeerAuthentication and AuthorizationPolicy documents of Istio's ``customresourcedefinitions.gen.yaml``,
-copied unchanged (a test compares them with ``../shared/istio``). ``$MINIMESH_ISTIO_CRDS`` points at another
-CRD file (Istio's full file works as is). The file is parsed once, on first use, and only the documents of
-the supported kinds are parsed at all (a CRD file is large; parsing the four kinds takes ~0.4 s).
+copied unchanged (``tests/unit/resources/test_crds.py`` checks each against the SHA-256 of Istio's document,
+recorded there). ``$MINIMESH_ISTIO_CRDS`` points at another CRD file (Istio's full file works as is). The
+file is parsed once, on first use, and only the documents of the supported kinds are parsed at all (a CRD
+file is large; parsing the four kinds takes ~0.4 s).
 """
 
 from __future__ import annotations
