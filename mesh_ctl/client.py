@@ -9,8 +9,13 @@ Where the control plane is (first match wins):
 4. ``127.0.0.1:15014``.
 
 Calls are blocking (``http.client``) with a timeout; the API answers JSON. A refused connection, a
-timeout, or an error answer raise :class:`ControlPlaneError`, whose text is what the CLI prints; an
-invalid-config answer (422) carries the validator's lines in ``problems``.
+timeout, or an error answer raise :class:`ControlPlaneError`, whose text is what the CLI prints, once; an
+invalid-config answer (422) carries the validator's lines in ``problems``. The text says where the address
+came from, in plain words, and what to do when that is clear::
+
+    no control plane is running for run dir .minimesh (nothing recorded in .minimesh/control-plane.json);
+    start one with: mesh_ctl up --detach
+    cannot reach the control plane at 127.0.0.1:9 (from --control-plane): connection refused
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import argparse
 import http.client
 import json
 import os
+import shlex
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from mesh_ctl.resources.loader import files_in
-from mesh_ctl.resources.model import LoadError, ValidationProblem
+from mesh_ctl.resources.loader import read_paths
+from mesh_ctl.resources.model import LoadError
 from mesh_ctl.runtime.state import RunDir, StateError, read_json, resolve_run_dir
 
 ENV_CONTROL_PLANE = "MINIMESH_CONTROL_PLANE"
@@ -36,10 +43,15 @@ TIMEOUT = 30.0
 
 
 class ControlPlaneError(RuntimeError):
-    """The call failed; ``status`` is the HTTP status (0: no answer); ``problems`` the validator's lines."""
+    """The call failed; ``status`` is the HTTP status (0: no answer); ``problems`` the validator's lines.
 
-    def __init__(self, message: str, status: int = 0, body: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
+    ``str(e)`` is the whole message, with the hint (what to do) after a ``;`` when there is one; ``brief`` is
+    the message without the hint."""
+
+    def __init__(self, message: str, status: int = 0, body: dict[str, Any] | None = None, hint: str = "") -> None:
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.brief = message
+        self.hint = hint
         self.status = status
         self.body = body or {}
 
@@ -51,17 +63,85 @@ class ControlPlaneError(RuntimeError):
     def warnings(self) -> list[str]:
         return [str(w) for w in self.body.get("warnings", [])]
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """What refused files held (``files``, ``documents``, ...: :meth:`mesh_ctl.resources.loader.Loaded.counts`)."""
+        counts = self.body.get("counts")
+        return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user would write it: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """Where the management API is, and how that was decided (for the error messages)."""
+
     address: str  # host:port of the management API
-    source: str  # how it was found, for error messages
+    source: str  # how it was found, in words ("--control-plane", "mesh_ctl up")
     info: dict[str, Any] = field(default_factory=dict)  # the discovery file's content, if any
+    how: str = ""  # "flag", "env", "recorded", "exited" (recorded, its process is gone), "default"; "": given
+    run_dir: Path | None = None  # the run dir looked into (how = recorded, exited, default)
+    run_dir_arg: str | None = None  # --run-dir as given, repeated in the hint
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.address.rpartition(":")
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ControlPlaneError(f"invalid control plane address {self.address!r} ({self.where()}): "
+                                    f"expected HOST:PORT, e.g. {DEFAULT_API}")
         return host.strip("[]"), int(port)
+
+    @property
+    def discovery_file(self) -> str:
+        return shown((self.run_dir or Path(".minimesh").absolute()) / DISCOVERY_FILE)
+
+    def where(self) -> str:
+        """How the address was found, in a few words (no parentheses: it goes inside some)."""
+        if self.how == "recorded":
+            return f"recorded in {self.discovery_file}"
+        if self.how == "exited":
+            return f"recorded in {self.discovery_file} by pid {self.info.get('pid')}, which has exited"
+        if self.how == "default":
+            return f"the default address; nothing is recorded in {self.discovery_file}"
+        return f"from {self.source}"
+
+    def unreachable(self, err: BaseException, timeout: float) -> ControlPlaneError:
+        """The error for a call that got no answer."""
+        if self.how in ("default", "exited") and isinstance(err, ConnectionRefusedError):
+            run_dir = shown(self.run_dir) if self.run_dir is not None else ".minimesh"
+            why = (f"nothing recorded in {self.discovery_file}" if self.how == "default"
+                   else f"the one recorded in {self.discovery_file}, pid {self.info.get('pid')}, has exited")
+            flag = f" --run-dir {shlex.quote(self.run_dir_arg)}" if self.run_dir_arg else ""
+            return ControlPlaneError(f"no control plane is running for run dir {run_dir} ({why})",
+                                     hint=f"start one with: mesh_ctl up --detach{flag}")
+        hint = ""
+        if self.how == "recorded" and isinstance(err, ConnectionRefusedError):
+            hint = "it may be starting or stopping: see mesh_ctl status"
+        return ControlPlaneError(
+            f"cannot reach the control plane at {self.address} ({self.where()}): {_reason(err, timeout)}", hint=hint)
+
+
+def _reason(err: BaseException, timeout: float) -> str:
+    """Why a connection failed, in plain words (no errno)."""
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(err, socket.gaierror):
+        return f"unknown host ({err.strerror or err})"
+    if isinstance(err, http.client.RemoteDisconnected):
+        return "the connection was closed before an answer"
+    if isinstance(err, http.client.HTTPException):
+        return f"not an HTTP answer ({type(err).__name__})"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror[:1].lower() + err.strerror[1:]
+    return str(err) or type(err).__name__
 
 
 def _alive(pid: object) -> bool:
@@ -89,14 +169,15 @@ def discovery(run_dir: RunDir) -> dict[str, Any] | None:
 
 def find(control_plane: str | None = None, run_dir: str | os.PathLike[str] | None = None) -> Endpoint:
     if control_plane:
-        return Endpoint(control_plane, "--control-plane")
+        return Endpoint(control_plane, "--control-plane", how="flag")
     env = os.environ.get(ENV_CONTROL_PLANE)
     if env:
-        return Endpoint(env, f"${ENV_CONTROL_PLANE}")
+        return Endpoint(env, f"${ENV_CONTROL_PLANE}", how="env")
     rd = RunDir(resolve_run_dir(run_dir))
+    arg = os.fspath(run_dir) if run_dir else None
     data = discovery(rd)
     if data is not None:
-        return Endpoint(str(data["api_address"]), str(rd.root / DISCOVERY_FILE), data)
+        return Endpoint(str(data["api_address"]), str(rd.root / DISCOVERY_FILE), data, "recorded", rd.root, arg)
     # The run dir's control plane is not running right now (it is being restarted, or was killed): still talk
     # to *its* address, never silently to another mesh's control plane at the default address.
     try:
@@ -104,10 +185,8 @@ def find(control_plane: str | None = None, run_dir: str | os.PathLike[str] | Non
     except StateError:
         stale = None
     if isinstance(stale, dict) and isinstance(stale.get("api_address"), str):
-        return Endpoint(str(stale["api_address"]),
-                        f"{rd.root / DISCOVERY_FILE} (its control plane, pid {stale.get('pid')}, is not running)",
-                        stale)
-    return Endpoint(DEFAULT_API, f"the default (no control plane recorded in {rd.root / DISCOVERY_FILE})")
+        return Endpoint(str(stale["api_address"]), str(rd.root / DISCOVERY_FILE), stale, "exited", rd.root, arg)
+    return Endpoint(DEFAULT_API, "the default address", {}, "default", rd.root, arg)
 
 
 class Client:
@@ -127,11 +206,8 @@ class Client:
             conn.request(method, target, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
-        except (ConnectionError, OSError, http.client.HTTPException) as e:
-            raise ControlPlaneError(
-                f"cannot reach the control plane at {self.endpoint.address} ({self.endpoint.source}): {e}. "
-                "Is `mesh_ctl serve` (or `mesh_ctl up`) running? Use --control-plane HOST:PORT to point at it."
-            ) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise self.endpoint.unreachable(e, self.timeout) from None
         finally:
             conn.close()
         try:
@@ -164,9 +240,9 @@ class Client:
         return self.call("POST", "/v1/delete", body)
 
     def set_weight(self, service: str, namespace: str, weights: dict[str, int], dry_run: bool = False,
-                   ) -> dict[str, Any]:
+                   relative: bool = False) -> dict[str, Any]:
         return self.call("POST", "/v1/set-weight", {"service": service, "namespace": namespace,
-                                                    "weights": weights, "dry_run": dry_run})
+                                                    "weights": weights, "dry_run": dry_run, "relative": relative})
 
     def proxy_status(self) -> dict[str, Any]:
         return self.call("GET", "/v1/proxy-status")
@@ -182,29 +258,18 @@ def connect(control_plane: str | None = None, run_dir: str | os.PathLike[str] | 
     return Client(find(control_plane, run_dir))
 
 
+def payload(texts: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """``(origin, text)`` pairs as the API takes them."""
+    return [{"origin": origin, "text": text} for origin, text in texts]
+
+
 def read_files(paths: list[str], recursive: bool = False) -> list[dict[str, str]]:
     """The ``-f`` arguments as ``{"origin", "text"}`` (directories expanded like kubectl, ``-`` = stdin).
     Raises :class:`mesh_ctl.resources.LoadError` naming every file that cannot be read."""
-    out: list[dict[str, str]] = []
-    problems: list[ValidationProblem] = []
-    for arg in paths:
-        if arg == "-":
-            out.append({"origin": "<stdin>", "text": sys.stdin.read()})
-            continue
-        p = Path(arg)
-        files = files_in(p, recursive) if p.is_dir() else [p]
-        if p.is_dir() and not files:
-            problems.append(ValidationProblem(str(p), "", "", "", "no .yaml, .yml or .json files in this directory"))
-        for f in files:
-            try:
-                out.append({"origin": str(f), "text": f.read_text(encoding="utf-8")})
-            except OSError as e:
-                problems.append(ValidationProblem(str(f), "", "", "", f"cannot read: {e.strerror or e}"))
-            except UnicodeDecodeError as e:
-                problems.append(ValidationProblem(str(f), "", "", "", f"not UTF-8 text: {e.reason}"))
-    if problems:
-        raise LoadError(problems)
-    return out
+    inputs = read_paths(paths, recursive)
+    if inputs.problems:
+        raise LoadError(inputs.problems)
+    return payload(inputs.texts)
 
 
 # ---------------------------------------------------------------------------------------------- for commands

@@ -75,7 +75,9 @@ def admin_address(args: argparse.Namespace) -> str:
     try:
         workloads = client.from_args(args).workloads()["workloads"]
     except client.ControlPlaneError as e:
-        raise LookupError(f"no admin address for {args.workload!r}: no running mesh in the run dir and {e}") from None
+        then = f"{e.hint}, or give" if e.hint else "give"
+        raise LookupError(f"cannot find the admin address of {args.workload!r}: {e.brief}; {then} it with "
+                          "--admin HOST:PORT") from None
     for w in workloads:
         if w["name"] == name and (not namespace or w["namespace"] == namespace) and w.get("admin_address"):
             return str(w["admin_address"])

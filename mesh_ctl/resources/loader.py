@@ -10,6 +10,10 @@
 - Directories: the ``*.yaml``, ``*.yml`` and ``*.json`` files directly inside, in sorted order; with
   ``recursive=True`` (kubectl's ``-R``) the whole tree, depth first, sorted. Hidden files and directories
   (``.name``) are skipped. ``-`` reads standard input.
+- Whole files: :func:`read_paths` reads every ``-f`` argument and :func:`load_files` parses every file, so one
+  bad file never hides the problems of the others. A problem with a file as a whole (unreadable, not UTF-8,
+  empty, a directory without manifests) names no document: ``nope.yaml: cannot read: No such file or
+  directory``.
 
 Nothing here validates fields: :mod:`mesh_ctl.resources.validate` does.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,27 +77,30 @@ def _yaml_error(err: yaml.YAMLError) -> str:
     return problem
 
 
-def _parse(text: str, origin: str) -> list[tuple[int, Any]]:
-    """Documents of ``text`` as (1-based index, value); raise LoadError on a syntax error."""
+def _parse(text: str, origin: str) -> tuple[list[tuple[int, Any]], ValidationProblem | None]:
+    """Documents of ``text`` as (1-based index, value), and the syntax error that stopped the parsing, if
+    any (the documents before it are kept)."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as err:
-            raise LoadError([_problem(origin, 1, f"line {err.lineno}, column {err.colno}: {err.msg}")]) from None
-        return [(1, value)]
+            return [], _problem(origin, 1, f"line {err.lineno}, column {err.colno}: {err.msg}")
+        return [(1, value)], None
     docs: list[tuple[int, Any]] = []
     loader = _KubeLoader(text)
     index = 0
     try:
-        while loader.check_data():
-            index += 1
+        while True:
+            index += 1  # the document being read: an error while looking for its start is in it too
+            if not loader.check_data():
+                break
             docs.append((index, loader.get_data()))
     except yaml.YAMLError as err:
-        raise LoadError([_problem(origin, index or 1, _yaml_error(err))]) from None
+        return docs, _problem(origin, index, _yaml_error(err))
     finally:
         loader.dispose()
-    return docs
+    return docs, None
 
 
 def _resource(doc: dict[str, Any], origin: str, index: int) -> Resource:
@@ -125,15 +133,75 @@ def _expand(value: Any, origin: str, index: int) -> Iterator[Resource]:
     yield _resource(value, origin, index)
 
 
+@dataclass
+class Loaded:
+    """What a set of files holds: the resources that could be read, the problems of the rest, and counts.
+
+    ``documents`` counts the non-empty documents read (a ``kind: List`` counts once; a document with a
+    syntax error counts, the ones after it in its file cannot be seen); ``files`` the files given."""
+
+    resources: list[Resource] = field(default_factory=list)
+    problems: list[ValidationProblem] = field(default_factory=list)
+    documents: int = 0
+    files: int = 0
+
+    def counts(self, errors: Sequence[ValidationProblem]) -> dict[str, int]:
+        """For a summary of ``errors`` (these problems and the validator's): ``files``, ``documents``,
+        ``invalid_documents`` (documents with at least one error) and ``file_errors`` (errors about a file as a
+        whole: unreadable, empty)."""
+        return {
+            "files": self.files,
+            "documents": self.documents,
+            "invalid_documents": len({(p.origin, p.document) for p in errors if p.document}),
+            "file_errors": sum(1 for p in errors if not p.document),
+        }
+
+
+def _empty_reason(origin: str, text: str) -> str | None:
+    """Why ``text`` holds nothing to load (None: it holds something)."""
+    if text.strip():
+        return None
+    return "standard input is empty" if origin == "<stdin>" else "the file is empty"
+
+
+def load_files(files: Iterable[tuple[str, str]]) -> Loaded:
+    """Every resource of every ``(origin, text)``, and every problem: each file is parsed to its end (or to
+    its syntax error) whatever the others hold. An empty file, or one with only comments, is a problem."""
+    out = Loaded()
+    for origin, text in files:
+        out.files += 1
+        empty = _empty_reason(origin, text)
+        if empty is not None:
+            out.problems.append(_problem(origin, 0, empty))
+            continue
+        docs, error = _parse(text, origin)
+        found = [(index, value) for index, value in docs if value is not None]
+        out.documents += len(found) + (error is not None)
+        if not found and error is None:
+            out.problems.append(_problem(origin, 0, "no documents in this file (only comments or '---')"))
+        for index, value in found:
+            try:
+                out.resources.extend(_expand(value, origin, index))
+            except LoadError as err:
+                out.problems.extend(err.problems)
+        if error is not None:
+            out.problems.append(error)
+    return out
+
+
 def load_documents(text: str, origin: str = "<memory>") -> list[Resource]:
-    """Every resource in ``text`` (YAML or JSON), in order. Raises :class:`LoadError` on bad syntax."""
+    """Every resource in ``text`` (YAML or JSON), in order. Raises :class:`LoadError` on bad syntax.
+    Empty text (or only comments) gives no resources."""
     out: list[Resource] = []
+    docs, error = _parse(text, origin)
     problems: list[ValidationProblem] = []
-    for index, value in _parse(text, origin):
+    for index, value in docs:
         try:
             out.extend(_expand(value, origin, index))
         except LoadError as err:
             problems.extend(err.problems)
+    if error is not None:
+        problems.append(error)
     if problems:
         raise LoadError(problems)
     return out
@@ -158,32 +226,79 @@ def load_path(path: str | Path, recursive: bool = False) -> list[Resource]:
     return load_paths([path], recursive)
 
 
-def load_paths(paths: Iterable[str | Path], recursive: bool = False) -> list[Resource]:
-    """Resources from several ``-f`` arguments; every unreadable or unparsable file is reported at once."""
-    out: list[Resource] = []
-    problems: list[ValidationProblem] = []
+@dataclass
+class Inputs:
+    """The ``-f`` arguments read: ``texts`` as ``(origin, text)``, the ``problems`` of the paths that cannot
+    be read (one per file or directory), ``order`` every file and directory met, in the order given."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[ValidationProblem] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    files: int = 0  # files read or tried (directories not counted)
+    directories: int = 0  # directories with a problem (no manifests, unreadable): in ``order`` and ``problems``
+
+    def in_order(self, problems: Iterable[ValidationProblem]) -> list[ValidationProblem]:
+        return in_order(problems, self.order)
+
+
+def in_order(problems: Iterable[ValidationProblem], origins: Sequence[str]) -> list[ValidationProblem]:
+    """``problems`` sorted by file, in the order of ``origins``, then by document (stable: a document's
+    problems keep their order); problems of an origin not in ``origins`` come last."""
+    rank: dict[str, int] = {}
+    for i, origin in enumerate(origins):
+        rank.setdefault(origin, i)
+    return sorted(problems, key=lambda p: (rank.get(p.origin, len(origins)), p.document))
+
+
+def _no_files(directory: Path, recursive: bool) -> str:
+    reason = "no .yaml, .yml or .json files in this directory"
+    if not recursive and any(e.is_dir() and not e.name.startswith(".") for e in directory.iterdir()):
+        reason += " (its subdirectories are read only with -R)"
+    return reason
+
+
+def read_paths(paths: Iterable[str | Path], recursive: bool = False) -> Inputs:
+    """Read the ``-f`` arguments: files, directories (their manifests, like kubectl; ``recursive``: the whole
+    tree) and ``-`` (standard input). Never raises: what cannot be read is in ``problems``."""
+    out = Inputs()
     for arg in paths:
         if str(arg) == STDIN:
-            sources: list[tuple[str, str | None]] = [("<stdin>", sys.stdin.read())]
-        else:
-            p = Path(arg)
-            if p.is_dir():
+            out.files += 1
+            out.order.append("<stdin>")
+            out.texts.append(("<stdin>", sys.stdin.read()))
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            try:
                 files = files_in(p, recursive)
                 if not files:
-                    problems.append(_problem(str(p), 0, f"no {', '.join(SUFFIXES)} files in this directory"))
-                sources = [(str(f), None) for f in files]
-            else:
-                sources = [(str(p), None)]
-        for origin, text in sources:
-            try:
-                content = text if text is not None else Path(origin).read_text(encoding="utf-8")
-                out.extend(load_documents(content, origin))
+                    out.directories += 1
+                    out.order.append(str(p))
+                    out.problems.append(_problem(str(p), 0, _no_files(p, recursive)))
             except OSError as err:
-                problems.append(_problem(origin, 0, f"cannot read: {err.strerror or err}"))
+                out.directories += 1
+                out.order.append(str(p))
+                out.problems.append(_problem(str(p), 0, f"cannot read this directory: {err.strerror or err}"))
+                continue
+        else:
+            files = [p]
+        for f in files:
+            out.files += 1
+            out.order.append(str(f))
+            try:
+                out.texts.append((str(f), f.read_text(encoding="utf-8")))
+            except OSError as err:
+                out.problems.append(_problem(str(f), 0, f"cannot read: {err.strerror or err}"))
             except UnicodeDecodeError as err:
-                problems.append(_problem(origin, 0, f"not UTF-8 text: {err.reason}"))
-            except LoadError as err:
-                problems.extend(err.problems)
+                out.problems.append(_problem(str(f), 0, f"not UTF-8 text (byte {err.start}: {err.reason})"))
+    return out
+
+
+def load_paths(paths: Iterable[str | Path], recursive: bool = False) -> list[Resource]:
+    """Resources from several ``-f`` arguments; every unreadable or unparsable file is reported at once."""
+    inputs = read_paths(paths, recursive)
+    loaded = load_files(inputs.texts)
+    problems = inputs.in_order([*inputs.problems, *loaded.problems])
     if problems:
         raise LoadError(problems)
-    return out
+    return loaded.resources

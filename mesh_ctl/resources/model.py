@@ -139,16 +139,18 @@ class ValidationProblem:
     document: int = 0
 
     def __str__(self) -> str:
-        where = (
-            f"{self.kind} {self.name}"
-            if self.kind and self.name
-            else (f"{self.kind or 'document'} #{self.document}" if self.document else (self.kind or "document"))
-        )
-        return (
-            f"{self.origin}: {where}: {self.path}: {self.reason}"
-            if self.path
-            else (f"{self.origin}: {where}: {self.reason}")
-        )
+        """``FILE: WHERE: FIELD.PATH: reason``, leaving out what is not known: no segment is ever empty.
+
+        WHERE is ``Kind namespace/name`` when both are known, else ``document #N`` (``document #N (Kind)``);
+        a problem with the file as a whole (unreadable, empty) is just ``FILE: reason``."""
+        if self.kind and self.name:
+            where = f"{self.kind} {self.name}"
+        elif self.document:
+            known = self.kind or self.name
+            where = f"document #{self.document}" + (f" ({known})" if known else "")
+        else:
+            where = self.kind or self.name
+        return ": ".join(part for part in (self.origin, where, self.path, self.reason) if part)
 
 
 class InvalidConfig(Exception):

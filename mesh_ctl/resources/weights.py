@@ -109,3 +109,19 @@ def weights_virtual_service(
         route.append(dest)
     default["route"] = route
     return vs
+
+
+def default_route_weights(spec: Mapping[str, Any]) -> list[tuple[str, int]] | None:
+    """The (subset, weight) split of a VirtualService's default route (the last http entry without
+    ``match``), or None if it has none. One destination gets 100 (Istio's rule for a lone destination)."""
+    http = spec.get("http") or []
+    default = next((r for r in reversed(http) if isinstance(r, Mapping) and not r.get("match")), None)
+    if default is None:
+        return None
+    route = [d for d in default.get("route") or () if isinstance(d, Mapping)]
+    out = []
+    for d in route:
+        dest = d.get("destination") or {}
+        subset = str(dest.get("subset") or "") or f"({dest.get('host', '?')})"
+        out.append((subset, 100 if len(route) == 1 else int(d.get("weight") or 0)))
+    return out

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info, load_documents
+from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info
+from mesh_ctl.resources.loader import Loaded, in_order, load_files
 from mesh_ctl.resources.names import resolve_host
+from mesh_ctl.resources.weights import default_route_weights
 from mesh_ctl.store import ApplyResult, NotFound
 from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
 from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
@@ -58,9 +60,10 @@ def install_routes(http: HttpServer, cp: ControlPlane) -> None:
     http.route("GET", "/v1/workloads", api.workloads)
 
 
-def _invalid(e: InvalidConfig) -> HttpError:
+def _invalid(e: InvalidConfig, counts: dict[str, int] | None = None) -> HttpError:
+    extra: dict[str, Any] = {"counts": counts} if counts is not None else {}
     return HttpError(422, "invalid configuration: nothing was changed", problems=[str(p) for p in e.problems],
-                     warnings=[str(w) for w in e.warnings])
+                     warnings=[str(w) for w in e.warnings], **extra)
 
 
 def _result(r: ApplyResult) -> dict[str, Any]:
@@ -72,23 +75,25 @@ def _result(r: ApplyResult) -> dict[str, Any]:
     }
 
 
-def _files(body: Mapping[str, Any]) -> list[Resource]:
-    """Parse the ``files`` of a request (raises 422 with the loader's problems, 400 on a bad shape)."""
+def _files(body: Mapping[str, Any]) -> tuple[Loaded, list[str]]:
+    """Parse every one of the ``files`` of a request (400 on a bad shape); also their origins, in order."""
     files = body.get("files")
     if not isinstance(files, list) or not files:
         raise HttpError(400, "give files: [{origin, text}, ...]")
-    out: list[Resource] = []
-    problems: list[ValidationProblem] = []
+    texts: list[tuple[str, str]] = []
     for f in files:
         if not isinstance(f, dict) or not isinstance(f.get("text"), str):
             raise HttpError(400, "each file needs a text (and an origin)")
-        try:
-            out.extend(load_documents(f["text"], str(f.get("origin") or "<stdin>")))
-        except InvalidConfig as e:
-            problems.extend(e.problems)
-    if problems:
-        raise _invalid(InvalidConfig(problems))
-    return out
+        texts.append((str(f.get("origin") or "<stdin>"), f["text"]))
+    return load_files(texts), [origin for origin, _ in texts]
+
+
+def _resources(body: Mapping[str, Any]) -> list[Resource]:
+    """The resources of the request's ``files``; 422 with every file's problems if one cannot be parsed."""
+    loaded, _ = _files(body)
+    if loaded.problems:
+        raise _invalid(InvalidConfig(loaded.problems), loaded.counts(loaded.problems))
+    return loaded.resources
 
 
 def _string(body: Mapping[str, Any], key: str, default: str | None = None) -> str:
@@ -96,22 +101,6 @@ def _string(body: Mapping[str, Any], key: str, default: str | None = None) -> st
     if not isinstance(value, str) or not value:
         raise HttpError(400, f"{key} must be a non-empty string")
     return value
-
-
-def default_route_weights(spec: Mapping[str, Any]) -> list[tuple[str, int]] | None:
-    """The (subset, weight) split of a VirtualService's default route (the last http entry without
-    ``match``), or None if it has none. One destination gets 100 (Istio's rule for a lone destination)."""
-    http = spec.get("http") or []
-    default = next((r for r in reversed(http) if isinstance(r, Mapping) and not r.get("match")), None)
-    if default is None:
-        return None
-    route = [d for d in default.get("route") or () if isinstance(d, Mapping)]
-    out = []
-    for d in route:
-        dest = d.get("destination") or {}
-        subset = str(dest.get("subset") or "") or f"({dest.get('host', '?')})"
-        out.append((subset, 100 if len(route) == 1 else int(d.get("weight") or 0)))
-    return out
 
 
 class _Api:
@@ -156,31 +145,35 @@ class _Api:
 
     async def apply(self, request: Request) -> Response:
         body = request.json()
-        resources = _files(body)
+        loaded, origins = _files(body)
+        store = self.cp.store
+        # A file that cannot be parsed refuses the batch; the others are still checked (a dry run), so that
+        # one answer names every problem.
+        dry_run = bool(body.get("dry_run")) or bool(loaded.problems)
         try:
-            result = await asyncio.to_thread(self.cp.store.apply, resources, bool(body.get("dry_run")))
+            result = await asyncio.to_thread(store.apply, loaded.resources, dry_run)
+            problems, warnings = loaded.problems, list(result.warnings)
         except InvalidConfig as e:
-            raise _invalid(e) from None
-        return Response(200, _result(result))
+            problems, warnings = [*loaded.problems, *e.problems], list(e.warnings)
+        if problems:
+            problems = in_order(problems, origins)
+            raise _invalid(InvalidConfig(problems, warnings), loaded.counts(problems))
+        return Response(200, {**_result(result), "counts": loaded.counts([])})
 
     async def analyze(self, request: Request) -> Response:
         body = request.json()
-        try:
-            resources = _files(body)
-        except HttpError as e:
-            if e.status != 422:
-                raise
-            return Response(200, {"errors": e.extra.get("problems", []), "warnings": []})
-        report = await asyncio.to_thread(self.cp.store.analyze, resources)
-        return Response(200, {"errors": [str(p) for p in report.errors], "warnings": [str(w) for w in report.warnings],
-                              "documents": len(resources)})
+        loaded, origins = _files(body)
+        report = await asyncio.to_thread(self.cp.store.analyze, loaded.resources)
+        errors = in_order([*loaded.problems, *report.errors], origins)
+        return Response(200, {"errors": [str(p) for p in errors], "warnings": [str(w) for w in report.warnings],
+                              "documents": loaded.documents, "counts": loaded.counts(errors)})
 
     async def delete(self, request: Request) -> Response:
         body = request.json()
         dry_run = bool(body.get("dry_run"))
         ignore_missing = bool(body.get("ignore_not_found"))
         if "files" in body:
-            targets = [(r.kind, r.namespace, r.name) for r in _files(body)]
+            targets = [(r.kind, r.namespace, r.name) for r in _resources(body)]
         else:
             kind, namespace = _string(body, "kind"), _string(body, "namespace", "default")
             names = body.get("names")

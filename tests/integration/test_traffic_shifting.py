@@ -378,7 +378,8 @@ INVALID = [
 
 def test_invalid_inputs_are_rejected_with_their_field_path_while_traffic_continues(mesh: Mesh) -> None:
     """Each of 28 invalid documents, applied with `mesh_ctl apply -f` under load, is refused: exit 1, nothing
-    on stdout, stderr names the file, the resource, the field path and the reason; nothing is stored or
+    on stdout, stderr names the file, the resource, the field path and the reason (then a one-line summary:
+    ``1 error in 1 document (1 file); nothing was applied``); nothing is stored or
     pushed (same resourceVersion, same versions ACKed by every sidecar), no call fails and the split stays at
     the configured 70/30."""
     assert len(INVALID) >= 20 and len({i.name for i in INVALID}) == len(INVALID)
@@ -391,8 +392,9 @@ def test_invalid_inputs_are_rejected_with_their_field_path_while_traffic_continu
             path = mesh.write(f"invalid-{case.name}.yaml", case.text)
             done = mesh.cli("apply", "-f", str(path), check=None)
             assert (done.returncode, done.stdout) == (1, ""), (case.name, done.stdout, done.stderr)
-            lines = done.stderr.splitlines()
+            *lines, summary = done.stderr.splitlines()
             assert lines and all(line.startswith(f"{path}: ") for line in lines), (case.name, done.stderr)
+            assert summary.endswith(" in 1 document (1 file); nothing was applied"), (case.name, done.stderr)
             prefix = f"{path}: {case.where}: {case.path}: "
             assert any(line.startswith(prefix) and case.reason in line for line in lines), (
                 case.name, prefix, case.reason, done.stderr)
