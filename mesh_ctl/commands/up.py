@@ -24,8 +24,14 @@ so its calls succeed; after `mesh_ctl mtls strict` the sidecar refuses them at t
 and `mesh_ctl status` show its results apart (OK vs errors now, its first error and what it means), and its
 log (<run dir>/logs/legacy-client.log) says when its calls started failing and why.
 
-Environment: MINIMESH_HOME (run dir), MINIMESH_BASE_ADDRESS, MINIMESH_PORT_OFFSET, MINIMESH_ADDRESS_MODE
-provide defaults for --run-dir, --base-address, --port-offset, --address-mode.
+Logs: <run dir>/logs/ holds each process's output (<workload>.log, <workload>-sidecar.log with the access log,
+control-plane.log) and the supervisor's own lines (supervisor.log). Each file is rotated when it reaches
+--log-max-size (default 10m = 10 MiB), keeping --log-max-files files (default 3: x.log, x.log.1, x.log.2), so a
+mesh left running for days takes at most 30 MiB per log.
+
+Environment: MINIMESH_HOME (run dir), MINIMESH_BASE_ADDRESS, MINIMESH_PORT_OFFSET, MINIMESH_ADDRESS_MODE,
+MINIMESH_CONTROL_PLANE_ADDRESS provide defaults for --run-dir, --base-address, --port-offset, --address-mode,
+--control-plane-address.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from mesh_ctl.ca.options import parse_duration
 from mesh_ctl.commands._common import add_run_dir, positive_float, positive_int
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime.local import Supervisor, UpOptions
+from mesh_ctl.runtime.logs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, MIN_MAX_BYTES, parse_size
 from mesh_ctl.runtime.prepare import StartupError, preflight
 from mesh_ctl.runtime.specs import (
     DEFAULT_CONTROL_PLANE_HOST,
@@ -75,6 +82,18 @@ def cert_ttl(text: str) -> str:
     return f"{seconds}s"
 
 
+def log_size(text: str) -> int:
+    """A log file's cap: bytes, or with a unit (``10m``, ``512k``, ``1g``; powers of 1024, as in Docker's
+    ``max-size``); 0 turns rotation off."""
+    try:
+        value = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if 0 < value < MIN_MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"must be 0 (no rotation) or at least 1k, got {text!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_dir(p)
     p.add_argument("--topology", metavar="FILE", help="topology YAML (default: the built-in payment demo)")
@@ -92,7 +111,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=os.environ.get("MINIMESH_ADDRESS_MODE", "auto"),
                    help="per-workload: one 127.0.0.x each; shared: one address, a port block each; "
                         "auto: per-workload if 127.0.0.x can be bound (default)")
-    p.add_argument("--control-plane-address", metavar="ADDR", default=DEFAULT_CONTROL_PLANE_HOST,
+    p.add_argument("--control-plane-address", metavar="ADDR",
+                   default=os.environ.get("MINIMESH_CONTROL_PLANE_ADDRESS", DEFAULT_CONTROL_PLANE_HOST),
                    help="loopback address of the control plane; it listens on ports 15010 (xDS) and 15014 "
                         "(API) plus the port offset (default: 127.0.0.1)")
     p.add_argument("--static", action="store_true",
@@ -101,11 +121,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert-ttl", metavar="DURATION", type=cert_ttl,
                    help="lifetime of the sidecars' certificates, renewed at half of it (Istio's SECRET_TTL; "
                         "e.g. 24h, 90m, 6s; default: 24h)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start without the Istio resources applied in earlier runs (they are kept in the run dir's "
+                        "store across runs; --fresh sets them aside in store.before-fresh-<time>/)")
     p.add_argument("--non-mesh-client", action="store_true",
                    help="also run legacy-client: no sidecar, plain gRPC to payment-v1's inbound port (15006), "
                         "like a pod outside the mesh (refused once `mesh_ctl mtls strict`)")
     p.add_argument("--non-mesh-rps", metavar="N", type=positive_float,
                    help=f"calls per second of legacy-client (default: {DEFAULT_NON_MESH_RPS:g})")
+    p.add_argument("--log-max-size", metavar="SIZE", type=log_size, default=DEFAULT_MAX_BYTES,
+                   help="rotate each file in <run dir>/logs/ when it reaches SIZE (bytes, or 512k, 10m, 1g: powers "
+                        "of 1024, as Docker's max-size; 0: never) (default: 10m)")
+    p.add_argument("--log-max-files", metavar="N", type=positive_int, default=DEFAULT_MAX_FILES,
+                   help="files kept per log, the current one included: x.log, x.log.1, ... x.log.<N-1> "
+                        f"(default: {DEFAULT_MAX_FILES})")
     p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
                    help="how long each start-up step may take (default: 30)")
     p.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # the --detach child
@@ -145,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         proxy_log_level=args.proxy_log_level, ready_timeout=args.ready_timeout,
         live_summary=not (args.no_summary or args.supervise), foreground=not args.supervise,
         control_plane=control_plane, port_offset=args.port_offset, non_mesh=non_mesh,
-        cert_ttl=None if control_plane is None else args.cert_ttl or DEFAULT_CERT_TTL,
+        cert_ttl=None if control_plane is None else args.cert_ttl or DEFAULT_CERT_TTL, fresh=args.fresh,
+        log_max_bytes=args.log_max_size, log_max_files=args.log_max_files,
     )
     return Supervisor(options).run()
 
@@ -154,7 +184,8 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
     """The options of this `up --detach` for the background `up --supervise`, with absolute paths."""
     out = ["--run-dir", str(run_dir), "--port-offset", str(args.port_offset),
            "--address-mode", args.address_mode, "--proxy-log-level", args.proxy_log_level,
-           "--ready-timeout", str(args.ready_timeout), "--control-plane-address", args.control_plane_address]
+           "--ready-timeout", str(args.ready_timeout), "--control-plane-address", args.control_plane_address,
+           "--log-max-size", str(args.log_max_size), "--log-max-files", str(args.log_max_files)]
     if args.static:
         out.append("--static")
     if args.topology:
@@ -169,6 +200,8 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
         out += ["--cert-ttl", args.cert_ttl]
     if args.non_mesh_client:
         out.append("--non-mesh-client")
+    if args.fresh:
+        out.append("--fresh")
     if args.non_mesh_rps is not None:
         out += ["--non-mesh-rps", str(args.non_mesh_rps)]
     return out

@@ -12,10 +12,12 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from mesh_ctl.addressing import can_bind
 from mesh_ctl.runtime import procs
+from mesh_ctl.runtime.logs import generation, tail
 from mesh_ctl.runtime.render import control_plane_line, control_plane_lines, control_plane_record, hints, where_table
 from mesh_ctl.runtime.state import (
     ProcessRecord,
@@ -121,7 +123,7 @@ def down(run_dir: RunDir, out: TextIO, timeout: float = 120.0, grace: float = 5.
     if supervisor_alive(state):
         print(f"stopping run {state.run_id} (supervisor pid {pid}) ...", file=out, flush=True)
         log = run_dir.log("supervisor")
-        seen = log.stat().st_size if log.exists() else 0
+        seen = _position(log)
         os.kill(pid, signal.SIGTERM)
         if not procs.wait_until(lambda: not supervisor_alive(state), timeout, 0.1):
             print(f"warning: supervisor pid {pid} did not stop within {timeout:g} s; killing it", file=out)
@@ -266,8 +268,9 @@ def _summaries(run_dir: RunDir, run_id: str | None) -> list[Summary]:
 
 
 def launch_detached(run_dir: RunDir, run_id: str, up_args: Sequence[str], out: TextIO, timeout: float) -> int:
-    """Run ``mesh_ctl up --supervise`` in the background (own session, output to logs/supervisor.log) and
-    return once its state file says "ready"; on failure, show the supervisor's log and return 1."""
+    """Run ``mesh_ctl up --supervise`` in the background (own session, output to logs/supervisor.log, which
+    it rotates itself once it holds the run dir) and return once its state file says "ready"; on failure, show
+    the supervisor's log and return 1."""
     log = run_dir.log("supervisor")
     argv = [sys.executable, "-m", "mesh_ctl", "up", "--supervise", "--run-id", run_id, *up_args]
     popen = procs.spawn(argv, log=log, cwd=run_dir.root, env=procs.child_env(), die_with_parent=False)
@@ -302,20 +305,36 @@ def launch_detached(run_dir: RunDir, run_id: str, up_args: Sequence[str], out: T
     return 0
 
 
-def _new_lines(path: os.PathLike[str], offset: int) -> list[str]:
+def _position(path: Path) -> tuple[int, int]:
+    """Where the log at ``path`` ends now: (inode, size); (0, 0) if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return 0, 0
+    return st.st_ino, st.st_size
+
+
+def _read_from(path: Path, offset: int) -> bytes:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            return f.read().decode(errors="replace").splitlines()
+            return f.read()
     except OSError:
-        return []
+        return b""
 
 
-def _tail(path: os.PathLike[str], n: int) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()[-n:]
-    except OSError:
-        return "    (no log)"
-    return "\n".join(f"    {line}" for line in lines)
+def _new_lines(path: Path, position: tuple[int, int]) -> list[str]:
+    """The lines added to the log at ``path`` since ``position`` (:func:`_position`). The supervisor rotates
+    its log: if it did meanwhile, the file at ``position`` is now ``path.1``, and ``path`` is all new."""
+    inode, offset = position
+    if inode and _position(path)[0] != inode:
+        data = _read_from(generation(path, 1), offset) + _read_from(path, 0)
+    else:
+        data = _read_from(path, offset)
+    return data.decode(errors="replace").splitlines()
+
+
+def _tail(path: Path, n: int) -> str:
+    lines = tail(path, n)
+    return "\n".join(f"    {line}" for line in lines) if lines else "    (no log)"
 

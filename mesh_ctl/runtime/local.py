@@ -23,6 +23,12 @@ Resource handling: children are spawned from this (main) thread with PDEATHSIG, 
 supervisor is killed outright; ``finally`` stops whatever was started however :meth:`run` ends; the state
 file is written after every start, so `mesh_ctl down` can find processes of a supervisor that crashed.
 
+Logs (:mod:`mesh_ctl.runtime.logs`): each child's stdout and stderr are pipes; a thread per pipe appends what
+the child writes to ``logs/<name>.log``, rotated at ``--log-max-size`` with ``--log-max-files`` files kept.
+After stopping a child the supervisor reads its pipe to the end, so its last lines are in the log. The
+supervisor's own lines go to ``logs/supervisor.log`` (rotated the same way) in both modes: in the foreground
+as a copy of what it prints (without the live summary), detached as its only output.
+
 Error handling: a process that fails to start or become ready stops the start-up; the message names the
 workload and its log file and quotes the log's tail. A process that dies later is reported once and the
 rest keeps running (`mesh_ctl status` shows it dead).
@@ -48,8 +54,10 @@ from mesh_ctl.addressing import Placement, listening
 from mesh_ctl.client import ControlPlaneError
 from mesh_ctl.runtime import control, procs
 from mesh_ctl.runtime.identity import TOKEN_REFRESH_S, mint_tokens
+from mesh_ctl.runtime.in_force import in_force
+from mesh_ctl.runtime.logs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogPump, RotatingLog, tail, text_stream
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
-from mesh_ctl.runtime.render import control_plane_lines, hints, stored_config_lines, traffic_lines, where_table
+from mesh_ctl.runtime.render import control_plane_lines, hints, traffic_lines, where_table
 from mesh_ctl.runtime.specs import ControlPlaneAddresses, NonMeshClient, ProcessSpec, build_specs
 from mesh_ctl.runtime.state import (
     ProcessRecord,
@@ -58,6 +66,7 @@ from mesh_ctl.runtime.state import (
     SupervisorLock,
     WorkloadRecord,
     remove,
+    set_store_aside,
     write_json,
     write_state,
 )
@@ -69,6 +78,7 @@ RESTART_BACKOFF_BASE = 1.0  # then 1, 2, 4 ... s while it keeps dying young
 RESTART_BACKOFF_MAX = 30.0
 RESTART_STABLE_AFTER = 30.0  # a process that ran this long resets the back-off
 RESTART_POLL = 0.25  # how often the supervisor looks for a restartable process that exited
+DRAIN_TIMEOUT = 5.0  # how long to wait, after a child exited, for the end of its output
 
 
 class StartupInterruptedError(Exception):
@@ -99,6 +109,9 @@ class UpOptions:
     port_offset: int = 0
     cert_ttl: str | None = None  # the sidecars' certificate lifetime (pyproxy --cert-ttl); None: 24 h
     non_mesh: NonMeshClient | None = None  # `up --non-mesh-client`: a load client with no sidecar
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # each file in logs/ (0: no rotation)
+    log_max_files: int = DEFAULT_MAX_FILES  # files per log, the current one included
+    fresh: bool = False  # `up --fresh`: set the config store of earlier runs aside, start with none
 
 
 @dataclass(eq=False, slots=True)
@@ -107,6 +120,8 @@ class Running:
     popen: subprocess.Popen[bytes]
     record: ProcessRecord
     log: Path
+    output: RotatingLog
+    pump: LogPump  # the child's output (stdout + stderr; a load client's stderr) -> ``output``
     summary: Summary | None = None
     buffer: bytearray = field(default_factory=bytearray)
     eof: bool = False
@@ -121,6 +136,10 @@ class Supervisor:
         self.o = options
         self.out = out
         self.err = err
+        self._logs: dict[Path, RotatingLog] = {}  # every child's log, kept across restarts
+        self._pumps: list[LogPump] = []  # every child's, restarted ones' included
+        self._own_log: RotatingLog | None = None  # logs/supervisor.log
+        self._tee: RotatingLog | None = None  # the foreground supervisor copies what it says there
         self._tty = out.isatty()
         self.groups: list[list[Running]] = []
         self.state: State | None = None
@@ -146,8 +165,14 @@ class Supervisor:
             return 1
         self._install_signals()
         try:
+            self._open_own_log()
             preflight(self.o.run_dir, self.o.placement, self.out, holding_lock=True,
                       control_plane=self.o.control_plane)
+            if self.o.fresh:
+                kept = set_store_aside(self.o.run_dir)
+                if kept is not None:
+                    self._say(f"--fresh: the Istio resources of earlier runs were set aside in {kept} (restore "
+                              f"them with `mesh_ctl apply -f {kept / 'resources.yaml'}`)")
             bootstraps = prepare(self.o.run_dir, self.o.topology, self.o.placement, self.o.control_plane)
             self._start(bootstraps)
             self._announce()
@@ -163,7 +188,47 @@ class Supervisor:
             self._stop_all()
             self._finish()
             self._restore_signals()
+            self._close_logs()
             lock.release()
+
+    def _open_own_log(self) -> None:
+        """``logs/supervisor.log``, once this supervisor holds the run dir (so it is the log's only writer).
+
+        Detached, it is all this process prints: :attr:`out` and :attr:`err` write to it, and its stdout and
+        stderr descriptors follow each new file, so that what Python prints on its own (a traceback) lands
+        there too. In the foreground, :meth:`_say` copies its lines there."""
+        o = self.o
+        path = o.run_dir.log("supervisor")
+        if o.foreground:
+            log = self._tee = RotatingLog(path, o.log_max_bytes, o.log_max_files)
+        else:
+            log = RotatingLog(path, o.log_max_bytes, o.log_max_files, on_open=_redirect_stdout_stderr)
+            self.out = self.err = text_stream(log)
+        self._own_log = log
+        mode = "foreground" if o.foreground else "detached"
+        log.write(f"=== {_now()} supervisor pid {os.getpid()}, run {o.run_id} ({mode})\n".encode())
+
+    def _child_log(self, name: str) -> RotatingLog:
+        path = self.o.run_dir.log(name)
+        log = self._logs.get(path)
+        if log is None:
+            log = self._logs[path] = RotatingLog(path, self.o.log_max_bytes, self.o.log_max_files)
+        return log
+
+    def _close_logs(self) -> None:
+        """After :meth:`_stop_all`: whatever is still being read (a pipe held open by a grandchild) gets a last
+        moment, then every log is closed."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        for pump in self._pumps:
+            pump.join(max(0.0, deadline - time.monotonic()))
+        for log in self._logs.values():
+            log.close()
+        if self._own_log is not None:
+            dropped = sum(log.dropped for log in self._logs.values())
+            if dropped:
+                self._say(f"warning: {dropped} bytes of output could not be written to {self.o.run_dir.logs}",
+                          err=True)
+            self._own_log.close()
 
     def _start(self, bootstraps: dict[str, Path]) -> None:
         o = self.o
@@ -190,7 +255,10 @@ class Supervisor:
                 write_state(o.run_dir, self.state)
             self._wait_ready(group)
             if o.control_plane is not None and group[0].spec.role == "control-plane":
-                self.state.traffic += stored_config_lines(_stored_resources(o.control_plane.api))
+                # What is in force: the split and policies of the stored resources, not only the topology's.
+                target = o.non_mesh.target_workload if o.non_mesh is not None else None
+                force = in_force(o.topology, _stored_resources(o.control_plane.api), target)
+                self.state.traffic = [*traffic_lines(o.topology, o.placement, o.non_mesh, force), *force.lines]
                 self._mint_tokens()
         self.state.status = "ready"
         write_state(o.run_dir, self.state)
@@ -217,16 +285,19 @@ class Supervisor:
                 self._say(f"warning: {e}; trying again", err=True)
 
     def _spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Running:
-        log = self.o.run_dir.log(spec.name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as f:
-            f.write(f"=== {datetime.now(UTC).isoformat(timespec='seconds')} {' '.join(spec.argv)}\n".encode())
-        popen = procs.spawn(spec.argv, log=log, cwd=self.o.run_dir.root, env=env, stdout_pipe=spec.reports)
+        output = self._child_log(spec.name)
+        log = output.path
+        output.write(f"=== {_now()} {' '.join(spec.argv)}\n".encode())
+        popen = procs.spawn(spec.argv, log=None, cwd=self.o.run_dir.root, env=env, stdout_pipe=spec.reports)
+        pipe = popen.stderr if spec.reports else popen.stdout
+        assert pipe is not None
+        pump = LogPump(pipe, output, spec.name)
+        self._pumps.append(pump)
         record = ProcessRecord(
             name=spec.name, workload=spec.workload, role=spec.role, pid=popen.pid, argv=list(spec.argv),
             start_time=procs.start_time(popen.pid), addresses=dict(spec.addresses), log=str(log),
         )
-        running = Running(spec, popen, record, log)
+        running = Running(spec, popen, record, log, output, pump)
         if spec.reports:
             assert popen.stdout is not None
             os.set_blocking(popen.stdout.fileno(), False)
@@ -243,6 +314,7 @@ class Supervisor:
             for r in list(pending):
                 code = r.popen.poll()
                 if code is not None:
+                    r.pump.join(DRAIN_TIMEOUT)  # its last words, into the log the message quotes
                     raise StartupError(_failure(r, f"exited with code {code} before it was ready"))
                 if _is_ready(r):
                     pending.remove(r)
@@ -345,8 +417,7 @@ class Supervisor:
         data = b"".join(chunks)
         if not data:
             return
-        with open(r.log, "ab") as log:  # keep the reports in the client's log too
-            log.write(data)
+        r.output.write(data)  # keep the reports in the client's log too
         r.buffer += data
         *lines, rest = r.buffer.split(b"\n")
         r.buffer = bytearray(rest)
@@ -385,6 +456,8 @@ class Supervisor:
         if err:
             self._undraw()
         self._emit(text + "\n", err=err)
+        if self._tee is not None:
+            self._tee.write(f"{text}\n".encode("utf-8", "replace"))
 
     def _emit(self, text: str, *, err: bool = False) -> None:
         stream = self.err if err else self.out
@@ -429,6 +502,9 @@ class Supervisor:
                 procs.stop_child(r.popen, 0.0)  # SIGKILL if still there, and reap
             if r.summary is not None:
                 self._read_reports(r)  # the final report, if the client printed one
+            if not r.pump.join(DRAIN_TIMEOUT):  # everything it wrote, into its log
+                self._say(f"warning: the output of {r.spec.name} (pid {r.popen.pid}) is still open after it "
+                          f"exited (a process it started?); {r.log} may miss its last lines", err=True)
 
     def _finish(self) -> None:
         summaries = self._summaries()
@@ -468,6 +544,19 @@ class Supervisor:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _redirect_stdout_stderr(fd: int) -> None:
+    """Point this process's stdout and stderr at ``fd`` (the detached supervisor's current log file)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
 
 
 def _workload_records(topology: Topology, placement: Placement,
@@ -538,10 +627,6 @@ def _is_ready(r: Running) -> bool:
 
 
 def _failure(r: Running, what: str) -> str:
-    try:
-        tail = r.log.read_text(errors="replace").splitlines()[-15:]
-    except OSError:
-        tail = []
-    quoted = "\n".join(f"    {line}" for line in tail) or "    (empty)"
+    quoted = "\n".join(f"    {line}" for line in tail(r.log, 15)) or "    (empty)"
     return (f"{r.spec.workload}: {r.spec.name} ({' '.join(r.spec.argv[1:3])}) {what}.\n"
             f"  log: {r.log}\n  last lines:\n{quoted}")

@@ -6,6 +6,9 @@ Resource handling:
   that started it dies (``prctl(PR_SET_PDEATHSIG)``). That thread must live as long as the supervisor, so
   spawn only from the main thread (this is why the supervisor does not use trio's ``open_process``, which
   calls ``Popen`` in a worker thread that exits when idle).
+- Output: appended to a log file, or (``log=None``, what the supervisor does for the mesh's processes) on
+  pipes the caller reads, so that it can cap the logs (:mod:`mesh_ctl.runtime.logs`). Either way the child
+  holds no descriptor of ours beyond stdin (/dev/null), stdout and stderr (``close_fds``).
 - A PID alone can be reused; a process is "ours" only if its ``/proc/<pid>/cmdline`` is the argv we started
   and its start time matches. Only such processes are ever signalled, and only by PID.
 
@@ -23,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 _LINUX = sys.platform.startswith("linux")
@@ -41,27 +45,38 @@ def _die_with_parent(parent_pid: int) -> None:
 def spawn(
     argv: Sequence[str],
     *,
-    log: Path,
+    log: Path | None,
     cwd: Path,
     env: dict[str, str],
     stdout_pipe: bool = False,
     die_with_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session, output appended to ``log`` (stdout piped instead if asked)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """Start ``argv`` in its own session, its output appended to ``log`` (stdout piped instead if asked).
+
+    With ``log=None`` the output goes to pipes the caller must read to EOF (:class:`~mesh_ctl.runtime.logs.
+    LogPump`): stdout and stderr together on ``popen.stdout``; with ``stdout_pipe``, stdout on ``popen.stdout``
+    and stderr on ``popen.stderr``. That is how the supervisor caps the logs (:mod:`mesh_ctl.runtime.logs`)."""
     parent = os.getpid()
-    with open(log, "ab") as out:
+    preexec = (lambda: _die_with_parent(parent)) if die_with_parent else None
+
+    def popen(stdout: int | IO[bytes], stderr: int | IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout_pipe else out,
-            stderr=out,
+            stdout=stdout,
+            stderr=stderr,
             cwd=cwd,
             env=env,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=(lambda: _die_with_parent(parent)) if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=preexec,  # noqa: PLW1509
         )
+
+    if log is None:
+        return popen(subprocess.PIPE, subprocess.PIPE if stdout_pipe else subprocess.STDOUT)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return popen(subprocess.PIPE if stdout_pipe else out, out)
 
 
 def child_env() -> dict[str, str]:

@@ -3,13 +3,16 @@ builders)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from mesh_ctl.addressing import Placement
 from mesh_ctl.runtime.specs import CONTROL_PLANE, NonMeshClient
 from mesh_ctl.runtime.state import ProcessRecord, State
 from mesh_ctl.topology import Topology
+
+if TYPE_CHECKING:  # `status` renders without loading the translator that in_force needs
+    from mesh_ctl.runtime.in_force import InForce
 
 PORT_COLUMNS = (("app", "APP"), ("outbound", "OUTBOUND"), ("inbound", "INBOUND"), ("admin", "ADMIN"),
                 ("prometheus", "PROM"))
@@ -44,15 +47,19 @@ def where_table(state: State, alive: Callable[[int], bool] | None = None) -> lis
     return table(header, rows)
 
 
-def traffic_lines(topology: Topology, placement: Placement, non_mesh: NonMeshClient | None = None) -> list[str]:
-    """Each path a call takes: app -> its sidecar -(mTLS)-> the destination sidecar -> the destination app;
+def traffic_lines(topology: Topology, placement: Placement, non_mesh: NonMeshClient | None = None,
+                  force: InForce | None = None) -> list[str]:
+    """Each path a call takes: app -> its sidecar -(mTLS)-> the destination sidecar -> the destination app,
+    with the share of the split in force (``force``: the stored resources' effect; else the topology's);
     for the client outside the mesh: straight to the destination sidecar's inbound port, in plaintext."""
     lines = []
     for w in topology.workloads:
         src = placement.of(w.name)
         for service in topology.called_services(w):
-            total = sum(s.weight for s in service.subsets)
-            groups = [(s.name, s.weight / total if total else 0.0, topology.endpoints(service, s.name))
+            split = (dict(force.split(w.name, service)) if force is not None
+                     else {s.name: s.weight for s in service.subsets})
+            total = sum(split.values())
+            groups = [(s.name, split.get(s.name, 0) / total if total else 0.0, topology.endpoints(service, s.name))
                       for s in service.subsets] or [("", 1.0, topology.endpoints(service))]
             for subset, share, endpoints in groups:
                 for e in endpoints:
@@ -88,16 +95,6 @@ def control_plane_lines(state: State) -> list[str]:
         return []
     restarts = f" (restarted {cp.restarts}x)" if cp.restarts else ""
     return [control_plane_line(cp.addresses.get("xds", "?"), cp.addresses.get("api", "?"), cp.pid, restarts), ""]
-
-
-def stored_config_lines(items: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What the control plane's store already holds (it survives `down`): it overrides the split above."""
-    if not items:
-        return []
-    names = [f"{i.get('kind', '?')} {i.get('metadata', {}).get('namespace', '?')}/"
-             f"{i.get('metadata', {}).get('name', '?')}" for i in items]
-    return [f"the config store (kept across runs) holds {len(items)} Istio resource{'s' if len(items) > 1 else ''}: "
-            f"{', '.join(names)}; they take precedence over the split above (`mesh_ctl get vs`)"]
 
 
 def hints(state: State, run_dir: str) -> list[str]:

@@ -4,7 +4,8 @@ Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
 
     state.json        while a mesh runs: run id, supervisor, every process (pid, argv, start time, addresses)
     control-plane.json  written by the control plane (`mesh_ctl serve`): its pid and addresses, for the CLI
-    store/            the control plane's config store (Istio resources): kept across runs
+    store/            the control plane's config store (Istio resources): kept across runs; `up --fresh`
+                      moves it to store.before-fresh-<time>/ (with resources.yaml, for `apply -f`)
     summary.json      the load client's latest totals (kept after the mesh stops: the last run's totals)
     supervisor.lock   flock'ed by the running supervisor: at most one mesh per run dir
     topology.yaml     the topology the mesh was started from
@@ -12,7 +13,8 @@ Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
                       with a control plane each sidecar makes its key and gets its certificate from the CA)
     tokens/           <workload>.jwt: each workload's bootstrap token (what its sidecar shows the CA), 0600
     bootstrap/        <workload>.yaml, one Envoy bootstrap per sidecar
-    logs/             <workload>.log (app), <workload>-sidecar.log, control-plane.log, supervisor.log (--detach)
+    logs/             <workload>.log (app), <workload>-sidecar.log, control-plane.log, supervisor.log; each
+                      rotated at `up --log-max-size` into x.log.1, x.log.2 ... (mesh_ctl.runtime.logs)
 
 Files are replaced atomically (write a temporary file, then rename), so a reader never sees half a file.
 """
@@ -26,8 +28,11 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 STATE_VERSION = 1
 ENV_HOME = "MINIMESH_HOME"
@@ -233,3 +238,37 @@ def lock_is_held(path: Path) -> bool:
     finally:
         os.close(fd)  # also drops the shared lock if we got it
     return False
+
+
+def set_store_aside(run_dir: RunDir) -> Path | None:
+    """`up --fresh`: move the control plane's config store (``<run dir>/store``, kept across runs) to
+    ``<run dir>/store.before-fresh-<time>`` and write its resources there as ``resources.yaml``, which
+    `mesh_ctl apply -f` takes back. Nothing is deleted. Returns where it went (None: there was no store)."""
+    store = run_dir.root / "store"
+    if not store.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    target = run_dir.root / f"store.before-fresh-{stamp}"
+    for n in range(2, 100):
+        if not target.exists():
+            break
+        target = run_dir.root / f"store.before-fresh-{stamp}-{n}"
+    store.rename(target)
+    snapshot = target / "store.json"
+    if snapshot.exists():
+        try:
+            docs = json.loads(snapshot.read_bytes()).get("resources") or []
+        except (OSError, ValueError, AttributeError):
+            docs = []
+        (target / "resources.yaml").write_text(yaml.safe_dump_all([_as_applied(d) for d in docs], sort_keys=False)
+                                               if docs else "")
+    return target
+
+
+def _as_applied(doc: Any) -> Any:
+    """A stored resource as a user would apply it: without what the store set (resourceVersion, generation,
+    creationTimestamp, uid), which a new store refuses on creation, as Kubernetes does."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        return doc
+    keep = ("name", "namespace", "labels", "annotations")
+    return {**doc, "metadata": {k: v for k, v in doc["metadata"].items() if k in keep}}

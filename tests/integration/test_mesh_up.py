@@ -263,6 +263,8 @@ b = yaml.safe_load(open(a.c))
 if os.environ.get("STANDIN_FAIL") == b["node"]["metadata"]["NAME"]:
     print("stand-in sidecar: failing on purpose", flush=True)
     sys.exit(3)
+for i in range(int(os.environ.get("STANDIN_NOISE", "0"))):  # an access log's worth of lines
+    print(f"noise {i:06d} " + "." * 80)
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
@@ -648,6 +650,49 @@ def test_lifecycle_foreground_up_stops_cleanly_on_ctrl_c(
     assert "warning: killing" not in out
     assert_gone(state)
     assert not (run_dir / "state.json").exists()
+    # The foreground supervisor keeps its own log too: what it printed, without the live summary.
+    log = (run_dir / "logs" / "supervisor.log").read_text()
+    assert f"supervisor pid {up.pid}, run {state['run_id']} (foreground)" in log
+    assert "minimesh is up" in log and "final totals" in log and "minimesh stopped" in log
+
+
+def test_lifecycle_logs_are_rotated_at_the_cap_and_complete_after_down(
+    tmp_path: Path, standin_env: dict[str, str], meshes: Meshes
+) -> None:
+    """`up --log-max-size 16k --log-max-files 2`: each stand-in sidecar writes ~480 KB at start (30 files'
+    worth); every log keeps at most 2 files of at most 16 KiB, holding the newest lines without a gap, up
+    to each process's last line once `down` returns."""
+    cap, lines = 16 * 1024, 5000
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    r = cli(*up_args(run_dir, base, "--log-max-size", "16k", "--log-max-files", 2),
+            env={**standin_env, "STANDIN_NOISE": str(lines)})
+    assert r.returncode == 0, output(r, run_dir)
+    state = meshes.record(run_dir)
+
+    def bounded() -> None:
+        for log in sorted((run_dir / "logs").iterdir()):
+            assert log.stat().st_size <= cap, (log.name, log.stat().st_size)
+            assert log.suffix in (".log", ".1"), log.name  # nothing beyond x.log.1
+
+    bounded()
+    r = cli("down", "--run-dir", run_dir)
+    assert r.returncode == 0, output(r, run_dir)
+    assert_gone(state)
+    bounded()
+    expected = [f"noise {i:06d} " + "." * 80 for i in range(lines)]
+    for workload in ("payment-v1", "payment-v2", "client"):
+        log = run_dir / "logs" / f"{workload}-sidecar.log"
+        kept = (Path(f"{log}.1").read_text() + log.read_text()).splitlines()
+        assert kept[-1].startswith("stand-in sidecar listening on"), kept[-2:]
+        noise = kept[:-1] if kept[0] in expected else kept[1:-1]  # the oldest line may have lost its start
+        assert noise == expected[len(expected) - len(noise):] and len(noise) > cap // 100, workload
+    # The supervisor's own log is capped too, and holds its last words.
+    supervisor = (Path(f"{run_dir}/logs/supervisor.log.1").read_text(errors="replace")
+                  if (run_dir / "logs" / "supervisor.log.1").exists() else "")
+    supervisor += (run_dir / "logs" / "supervisor.log").read_text()
+    assert f"minimesh stopped (run {state['run_id']})" in supervisor
 
 
 def test_lifecycle_start_up_failure_names_the_workload_and_stops_the_rest(

@@ -20,7 +20,7 @@ from mesh_ctl.bootstrap import XDS_CLUSTER, build_ads_bootstraps, to_yaml, valid
 from mesh_ctl.commands import serve as serve_command
 from mesh_ctl.registry import Registry, sidecar_node_id
 from mesh_ctl.runtime.local import restart_delay
-from mesh_ctl.runtime.render import control_plane_lines, hints, stored_config_lines
+from mesh_ctl.runtime.render import control_plane_lines, hints
 from mesh_ctl.runtime.specs import ControlPlaneAddresses, build_specs
 from mesh_ctl.runtime.state import ProcessRecord, RunDir, State, WorkloadRecord
 from mesh_ctl.topology import Topology, default_topology, topology_to_dict
@@ -166,10 +166,6 @@ def test_what_people_see_about_the_control_plane() -> None:
     static = _state(sidecar)
     assert control_plane_lines(static) == []
     assert "set-weight" not in "\n".join(hints(static, "/d"))
-    assert stored_config_lines([]) == []
-    [line] = stored_config_lines([{"kind": "VirtualService", "metadata": {"name": "payment", "namespace": "default"}},
-                                  {"kind": "DestinationRule", "metadata": {"name": "payment", "namespace": "default"}}])
-    assert "2 Istio resources: VirtualService default/payment, DestinationRule default/payment" in line
 
 
 def test_state_files_of_a_mesh_without_restarts_still_read(tmp_path: Path) -> None:
