@@ -94,7 +94,7 @@ class Endpoint:
         host, sep, port = self.address.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ControlPlaneError(f"invalid control plane address {self.address!r} ({self.where()}): "
-                                    f"expected HOST:PORT, e.g. {DEFAULT_API}")
+                                    f"expected HOST:PORT, e.g. 127.0.0.1:15014")
         return host.strip("[]"), int(port)
 
     @property

@@ -23,7 +23,8 @@ from typing import Any
 from mesh_ctl import client
 from mesh_ctl.xds.status import COLUMNS, columns_for
 
-ORDER = ("CDS", "LDS", "EDS", "RDS")  # istioctl's column order
+# istioctl's column order, and SDS: the ROOTCA trust bundle this control plane serves
+ORDER = ("CDS", "LDS", "EDS", "RDS", "SDS")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -99,11 +99,12 @@ def _mtls_lines(topology: Topology, istio: Any, outside_caller_target: str | Non
     changed = {name: p for name, p in modes.items() if p.mode != "PERMISSIVE" or p.port_modes}
     if not changed:
         return []
-    out = []
+    groups: dict[tuple[str, str], list[str]] = {}  # (mode and ports, decided by) -> workloads
     for name, policy in changed.items():
         ports = " ".join(f"port {p}: {m}" for p, m in sorted(policy.port_modes.items()))
         by = ", ".join(policy.decided_by) or "PeerAuthentication"
-        out.append(f"  mTLS {policy.mode}{f' ({ports})' if ports else ''} for {name} ({by})")
+        groups.setdefault((f"{policy.mode}{f' ({ports})' if ports else ''}", by), []).append(name)
+    out = [f"  mTLS {mode} for {', '.join(names)} ({by})" for (mode, by), names in groups.items()]
     target = changed.get(outside_caller_target or "")
     if target is not None and target.mode == "STRICT":
         out.append(f"  so the client outside the mesh is refused by {outside_caller_target}: "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OK = "OK"
+NO_VERSION = "unknown"  # what payment-client counts a call under when no reply named a version (it failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +151,26 @@ class Summary:
             self.recent_by_version = dict(report.interval.by_version)
             self.recent_by_status = dict(report.interval.by_status)
 
+    @property
+    def versions(self) -> dict[str, int]:
+        """Calls per version that answered: a failed call has no version (the client counts it as
+        ``unknown``); it shows in the statuses, not in the split."""
+        return {v: n for v, n in self.by_version.items() if v != NO_VERSION}
+
+    @property
+    def recent_versions(self) -> dict[str, int]:
+        return {v: n for v, n in self.recent_by_version.items() if v != NO_VERSION}
+
     def share(self, version: str) -> float:
         """``version``'s fraction of the requests that reported a version (0.0 when there are none)."""
-        total = sum(self.by_version.values())
-        return self.by_version.get(version, 0) / total if total else 0.0
+        total = sum(self.versions.values())
+        return self.versions.get(version, 0) / total if total else 0.0
 
     def recent_share(self, version: str) -> float | None:
         """``version``'s fraction in the latest interval (None before the first one, or if it had no calls):
         where the split is now, e.g. right after `mesh_ctl set-weight`."""
-        total = sum(self.recent_by_version.values())
-        return self.recent_by_version.get(version, 0) / total if total else None
+        total = sum(self.recent_versions.values())
+        return self.recent_versions.get(version, 0) / total if total else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -198,11 +209,11 @@ def summary_lines(s: Summary) -> list[str]:
     head = (f"{s.client} -> {s.target}{note}   {s.elapsed_s:5.0f} s   {s.rps:6.1f} rps   "
             f"{s.requests} requests   {s.errors} errors")
     lines = [head]
-    for version in sorted(s.by_version.keys() | s.recent_by_version.keys()):
+    for version in sorted(s.versions.keys() | s.recent_versions.keys()):
         share = s.share(version)
         recent = s.recent_share(version)
         now = f"now {recent * 100:5.1f}%  {'#' * round(recent * 40)}" if recent is not None else ""
-        lines.append(f"  {version:<8} {s.by_version.get(version, 0):>8}  {share * 100:5.1f}%   {now}".rstrip())
+        lines.append(f"  {version:<8} {s.versions.get(version, 0):>8}  {share * 100:5.1f}%   {now}".rstrip())
     if s.by_status:
         now = f"   now {_statuses(s.recent_by_status)}" if s.errors and s.recent_by_status else ""
         lines.append("  status   " + "  ".join(f"{k}={v}" for k, v in sorted(s.by_status.items())) + now)
@@ -225,10 +236,10 @@ def error_lines(s: Summary, width: int = 200) -> list[str]:
 def summary_line(s: Summary, *, with_errors: bool = True) -> str:
     """The same on one line (logs, pipes, final totals); without the first errors' text with
     ``with_errors=False`` (for callers that print :func:`error_lines` under it)."""
-    versions = "  ".join(f"{v} {n} ({s.share(v) * 100:.1f}%)" for v, n in sorted(s.by_version.items()))
-    if not s.final and s.recent_by_version:
+    versions = "  ".join(f"{v} {n} ({s.share(v) * 100:.1f}%)" for v, n in sorted(s.versions.items()))
+    if not s.final and s.recent_versions:
         versions += "  now " + " ".join(f"{v} {(s.recent_share(v) or 0) * 100:.0f}%"
-                                        for v in sorted(s.recent_by_version))
+                                        for v in sorted(s.recent_versions))
     lat = " ".join(f"{k}={v:.1f}ms" for k, v in s.latency_ms.items() if k in ("p50", "p99"))
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s.by_status.items()) if k != OK)
     now = f"  now {_statuses(s.recent_by_status)}" if s.errors and s.recent_by_status and not s.final else ""

@@ -51,7 +51,7 @@ def test_a_stored_canary_and_strict_mtls_are_what_the_banner_shows() -> None:
     assert force.lines[0].startswith("in force (the config store keeps what was applied across runs; "
                                      "`mesh_ctl up --fresh` starts without it): 3 Istio resources")
     assert "  VirtualService default/payment: payment -> v2 100%; the topology says v1 50%, v2 50%" in text
-    assert "  mTLS STRICT for payment-v1 (PeerAuthentication istio-system/default)" in text
+    assert "  mTLS STRICT for payment-v1, payment-v2, client (PeerAuthentication istio-system/default)" in text
     assert "so the client outside the mesh is refused by payment-v1" in text
     assert "DestinationRule default/payment: host payment, subsets v1, v2" in text
 

@@ -41,7 +41,9 @@ BROKEN = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {n
 
 @pytest.fixture(autouse=True)
 def no_mesh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Run in ``tmp_path`` with no control plane named by the environment."""
+    """Run in ``tmp_path`` with no control plane named by the environment, and none at the default address
+    (a mesh the developer runs on 127.0.0.1:15014 must not answer these tests)."""
+    monkeypatch.setattr(client, "DEFAULT_API", f"127.0.0.1:{free_port()}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(client.ENV_CONTROL_PLANE, raising=False)
     monkeypatch.delenv("MINIMESH_HOME", raising=False)

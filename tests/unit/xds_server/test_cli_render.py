@@ -17,11 +17,13 @@ def test_proxy_status_table_has_istioctls_columns_and_nack_reasons() -> None:
     proxies = [
         {"name": "client.default", "kind": "sidecar", "connected_at": 0.0, "types": [
             _type("CDS", "SYNCED"), _type("EDS", "SYNCED"), _type("LDS", "STALE"),
-            _type("RDS", "NACKED", "route virtualOutbound: unknown cluster\n outbound|8080|v9|payment")]},
+            _type("RDS", "NACKED", "route virtualOutbound: unknown cluster\n outbound|8080|v9|payment"),
+            _type("SDS", "SYNCED")]},
         {"name": "grpc-1", "kind": "proxyless", "connected_at": 0.0, "types": [_type("LDS", "SYNCED")]},
     ]
     lines = proxy_status.table(proxies)
-    assert lines[0].split() == ["NAME", "KIND", "CDS", "LDS", "EDS", "RDS", "CONNECTED"]
+    assert lines[0].split() == ["NAME", "KIND", "CDS", "LDS", "EDS", "RDS", "SDS", "CONNECTED"]
+    assert lines[1].split()[-2] == "SYNCED"  # SDS: the ROOTCA trust bundle
     assert lines[1].split()[:5] == ["client.default", "sidecar", "SYNCED", "STALE", "SYNCED"]
     assert "NACKED(route virtualOutbound: unknown cluster outbou...)" in lines[1]  # one line, cut at 48
     assert lines[2].split()[:6] == ["grpc-1", "proxyless", "NOT", "SENT", "SYNCED", "NOT"]
@@ -33,6 +35,17 @@ def test_set_weight_diff_shows_shares_before_and_after() -> None:
                                                 ["v2", "50%", "10%"]]
     lines = set_weight.diff_lines(None, [["v3", 1]])
     assert [line.split() for line in lines][1] == ["v3", "-", "100%"]
+
+
+def test_set_weight_says_which_subsets_gain_keep_or_lose_traffic() -> None:
+    before = [["v1", 50], ["v2", 50], ["v3", 0]]
+    assert set_weight.effect_lines(before, [["v1", 100]]) == [
+        "v1: now gets all the traffic", "v2: not named, so it leaves the route and gets no traffic (was 50%)",
+        "v3: not named, so it leaves the route (it had no traffic)"]
+    assert set_weight.effect_lines(before, [["v1", 0], ["v2", 90], ["v3", 10]]) == [
+        "v1: loses all its traffic (was 50%)", "v3: starts getting traffic (10%)"]
+    assert set_weight.effect_lines(before, [["v1", 50], ["v2", 50]]) == [
+        "v3: not named, so it leaves the route (it had no traffic)"]
 
 
 def test_age_like_kubectl() -> None:
