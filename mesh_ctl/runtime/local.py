@@ -137,6 +137,7 @@ class Supervisor:
         self.out = out
         self.err = err
         self._logs: dict[Path, RotatingLog] = {}  # every child's log, kept across restarts
+        self._notes: list[str] = []  # said under the traffic lines of the banner (`up --fresh`)
         self._pumps: list[LogPump] = []  # every child's, restarted ones' included
         self._own_log: RotatingLog | None = None  # logs/supervisor.log
         self._tee: RotatingLog | None = None  # the foreground supervisor copies what it says there
@@ -170,9 +171,9 @@ class Supervisor:
                       control_plane=self.o.control_plane)
             if self.o.fresh:
                 kept = set_store_aside(self.o.run_dir)
-                if kept is not None:
-                    self._say(f"--fresh: the Istio resources of earlier runs were set aside in {kept} (restore "
-                              f"them with `mesh_ctl apply -f {kept / 'resources.yaml'}`)")
+                if kept is not None:  # said in the banner (both modes: it is in the state's traffic lines)
+                    self._notes.append(f"--fresh: the Istio resources of earlier runs were set aside in {kept} "
+                                       f"(to restore them: mesh_ctl apply -f {kept / 'resources.yaml'})")
             bootstraps = prepare(self.o.run_dir, self.o.topology, self.o.placement, self.o.control_plane)
             self._start(bootstraps)
             self._announce()
@@ -258,7 +259,8 @@ class Supervisor:
                 # What is in force: the split and policies of the stored resources, not only the topology's.
                 target = o.non_mesh.target_workload if o.non_mesh is not None else None
                 force = in_force(o.topology, _stored_resources(o.control_plane.api), target)
-                self.state.traffic = [*traffic_lines(o.topology, o.placement, o.non_mesh, force), *force.lines]
+                self.state.traffic = [*traffic_lines(o.topology, o.placement, o.non_mesh, force), *force.lines,
+                                      *self._notes]
                 self._mint_tokens()
         self.state.status = "ready"
         write_state(o.run_dir, self.state)
