@@ -77,9 +77,70 @@ def _yaml_error(err: yaml.YAMLError) -> str:
     return problem
 
 
+# Kubernetes' limits, so that what minimesh accepts a real API server accepts too, and a hostile file cannot
+# take the control plane's memory: the API server refuses a request body over 3 MiB; YAML aliases may not
+# expand a document beyond a bounded number of values (sigs.k8s.io/yaml's "excessive aliasing" check does the
+# same job; a 581-byte "billion laughs" file expands to 10^9 values).
+MAX_MANIFEST_BYTES = 3 * 1024 * 1024
+MAX_EXPANDED_VALUES = 1_000_000
+
+
+def _size_problem(text: str) -> str | None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= MAX_MANIFEST_BYTES:
+        return None
+    return (f"the file is {size / 1024 / 1024:.1f} MiB: at most {MAX_MANIFEST_BYTES // 1024 // 1024} MiB is accepted "
+            "(the Kubernetes API server's limit for a request); split it into several files")
+
+
+def _expansion_problem(root: yaml.Node) -> str | None:
+    """Why the composed document ``root`` may not be constructed: its aliases would expand it beyond
+    :data:`MAX_EXPANDED_VALUES` values, or an alias refers to a node that contains it. Counted on the node
+    graph (each distinct node once, with memory), so the check itself costs what the text costs."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: a deep document cannot exhaust Python's recursion limit
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            children = _children(node)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            in_progress.discard(key)
+            if total > MAX_EXPANDED_VALUES:
+                return (f"its YAML aliases expand it to more than {MAX_EXPANDED_VALUES:,} values (an alias bomb?); "
+                        "write the values out, or use fewer aliases")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in in_progress:
+            return "a YAML alias refers to a node that contains it (a recursive structure)"
+        in_progress.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in in_progress:
+                return "a YAML alias refers to a node that contains it (a recursive structure)"
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def _parse(text: str, origin: str) -> tuple[list[tuple[int, Any]], ValidationProblem | None]:
     """Documents of ``text`` as (1-based index, value), and the syntax error that stopped the parsing, if
-    any (the documents before it are kept)."""
+    any (the documents before it are kept). Over the size limit nothing is parsed; a document whose aliases
+    expand too far stops the parsing before it is constructed."""
+    too_big = _size_problem(text)
+    if too_big is not None:
+        return [], _problem(origin, 0, too_big)
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
@@ -93,9 +154,13 @@ def _parse(text: str, origin: str) -> tuple[list[tuple[int, Any]], ValidationPro
     try:
         while True:
             index += 1  # the document being read: an error while looking for its start is in it too
-            if not loader.check_data():
+            if not loader.check_node():
                 break
-            docs.append((index, loader.get_data()))
+            node = loader.get_node()
+            problem = _expansion_problem(node) if node is not None else None
+            if problem is not None:
+                return docs, _problem(origin, index, problem)
+            docs.append((index, loader.construct_document(node)))
     except yaml.YAMLError as err:
         return docs, _problem(origin, index, _yaml_error(err))
     finally:

@@ -1,0 +1,58 @@
+"""Limits before anything is expanded (issue 9.5): a 3 MiB manifest limit (the Kubernetes API server's request
+limit) and a bound on what YAML aliases may expand a document to; one clear error each."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from mesh_ctl.resources import LoadError, load_documents
+from mesh_ctl.resources.loader import MAX_EXPANDED_VALUES, MAX_MANIFEST_BYTES
+
+# "Billion laughs": 9 levels of 9 aliases = 9^9 (387 million) strings from a few hundred bytes.
+LEVELS = "abcdefghi"
+BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in itertools.pairwise(LEVELS))
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    assert len(BOMB) < 600
+    started = time.monotonic()
+    with pytest.raises(LoadError) as err:
+        load_documents(BOMB, "bomb.yaml")
+    assert time.monotonic() - started < 0.5
+    assert [str(p) for p in err.value.problems] == [
+        f"bomb.yaml: document #1: its YAML aliases expand it to more than {MAX_EXPANDED_VALUES:,} values (an alias "
+        "bomb?); write the values out, or use fewer aliases"]
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    with pytest.raises(LoadError) as err:
+        load_documents("apiVersion: v1\nkind: X\nmetadata: &m {name: x, self: *m}\n", "r.yaml")
+    assert "a YAML alias refers to a node that contains it" in str(err.value.problems[0])
+
+
+def test_ordinary_aliases_still_work() -> None:
+    text = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payment, labels: &labels {team: payments}}
+spec:
+  host: payment
+  subsets:
+  - {name: v1, labels: *labels}
+  - {name: v2, labels: *labels}
+"""
+    [rule] = load_documents(text, "ok.yaml")
+    assert [s["labels"] for s in rule.spec["subsets"]] == [{"team": "payments"}] * 2
+
+
+def test_a_manifest_over_3_mib_is_refused_unparsed() -> None:
+    big = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n# " + "x" * MAX_MANIFEST_BYTES + "\n"
+    with pytest.raises(LoadError) as err:
+        load_documents(big, "big.yaml")
+    [problem] = err.value.problems
+    assert str(problem) == ("big.yaml: the file is 3.0 MiB: at most 3 MiB is accepted (the Kubernetes API "
+                            "server's limit for a request); split it into several files")
