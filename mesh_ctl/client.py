@@ -21,6 +21,7 @@ came from, in plain words, and what to do when that is clear::
 from __future__ import annotations
 
 import argparse
+import getpass
 import http.client
 import json
 import os
@@ -39,7 +40,22 @@ from mesh_ctl.runtime.state import RunDir, StateError, read_json, resolve_run_di
 ENV_CONTROL_PLANE = "MINIMESH_CONTROL_PLANE"
 DISCOVERY_FILE = "control-plane.json"  # the same name as mesh_ctl.server.DISCOVERY_FILE
 DEFAULT_API = "127.0.0.1:15014"
+ENV_TOKEN_FILE = "MINIMESH_API_TOKEN_FILE"
+TOKEN_FILE = "api-token"  # the same name as mesh_ctl.xds.web.TOKEN_FILE
 TIMEOUT = 30.0
+
+
+def _user_agent() -> str:
+    """``mesh_ctl/apply (user alice, pid 123)``: what the control plane's audit log says asked."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "") if sys.argv else ""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid {os.getuid()}"
+    return f"mesh_ctl/{command or 'client'} (user {user}, pid {os.getpid()})"
+
+
+USER_AGENT = _user_agent()
 
 
 class ControlPlaneError(RuntimeError):
@@ -88,6 +104,20 @@ class Endpoint:
     how: str = ""  # "flag", "env", "recorded", "exited" (recorded, its process is gone), "default"; "": given
     run_dir: Path | None = None  # the run dir looked into (how = recorded, exited, default)
     run_dir_arg: str | None = None  # --run-dir as given, repeated in the hint
+    token_file: Path | None = None  # the owner's credential for the API (None: the run dir's api-token)
+
+    def credential_file(self) -> Path:
+        """Where the API credential is: given, else recorded by the control plane, else ``$MINIMESH_API_TOKEN_FILE``,
+        else the run dir's ``api-token``."""
+        if self.token_file is not None:
+            return self.token_file
+        recorded = self.info.get("token_file")
+        if isinstance(recorded, str) and recorded:
+            return Path(recorded)
+        env = os.environ.get(ENV_TOKEN_FILE)
+        if env:
+            return Path(env)
+        return (self.run_dir or RunDir(resolve_run_dir(None)).root) / TOKEN_FILE
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -168,12 +198,12 @@ def discovery(run_dir: RunDir) -> dict[str, Any] | None:
 
 
 def find(control_plane: str | None = None, run_dir: str | os.PathLike[str] | None = None) -> Endpoint:
+    rd = RunDir(resolve_run_dir(run_dir))
     if control_plane:
-        return Endpoint(control_plane, "--control-plane", how="flag")
+        return Endpoint(control_plane, "--control-plane", how="flag", run_dir=rd.root)
     env = os.environ.get(ENV_CONTROL_PLANE)
     if env:
-        return Endpoint(env, f"${ENV_CONTROL_PLANE}", how="env")
-    rd = RunDir(resolve_run_dir(run_dir))
+        return Endpoint(env, f"${ENV_CONTROL_PLANE}", how="env", run_dir=rd.root)
     arg = os.fspath(run_dir) if run_dir else None
     data = discovery(rd)
     if data is not None:
@@ -190,9 +220,13 @@ def find(control_plane: str | None = None, run_dir: str | os.PathLike[str] | Non
 
 
 class Client:
-    def __init__(self, endpoint: Endpoint, timeout: float = TIMEOUT) -> None:
+    """Calls the management API with the owner's credential (``token``, else read from the endpoint's
+    :meth:`Endpoint.credential_file` at each call: it may be made while the control plane starts)."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = TIMEOUT, token: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.token = token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              query: dict[str, str | None] | None = None) -> dict[str, Any]:
@@ -200,9 +234,13 @@ class Client:
         target = f"{path}?{urlencode(params)}" if params else path
         host, port = self.endpoint.host_port
         conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        token, unreadable = self._credential()
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers["User-Agent"] = USER_AGENT
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             conn.request(method, target, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
@@ -217,9 +255,25 @@ class Client:
                                     f"{raw[:200]!r}", response.status) from None
         if not isinstance(data, dict):
             raise ControlPlaneError(f"unexpected answer from {self.endpoint.address}: {data!r}", response.status)
+        if response.status == 401:
+            where = self.endpoint.credential_file()
+            why = (f"{shown(where)} cannot be read ({unreadable})" if unreadable
+                   else f"the credential in {shown(where)} is not this control plane's")
+            raise ControlPlaneError(f"the control plane at {self.endpoint.address} refused the call: {why}",
+                                    401, data, hint="only the user who started the mesh (who can read that file) "
+                                                    "can control it")
         if response.status >= 400:
             raise ControlPlaneError(str(data.get("error", f"HTTP {response.status}")), response.status, data)
         return data
+
+    def _credential(self) -> tuple[str | None, str]:
+        """The API credential, or None and why it could not be read."""
+        if self.token is not None:
+            return self.token, ""
+        try:
+            return self.endpoint.credential_file().read_text().strip(), ""
+        except OSError as e:
+            return None, e.strerror or str(e)
 
     # ------------------------------------------------------------------------------------------ the API
 

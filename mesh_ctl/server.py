@@ -10,8 +10,9 @@ Pieces, wired here and nowhere else::
     gRPC server                       ADS on --xds-address (plain h2c, loopback: istiod's 15010)
     CA (mesh_ctl.ca.control)          IstioCertificateService/CreateCertificate on the same gRPC server;
         | subscribe: trust bundle changed  (root rotation) -> _on_trust_bundle
-    management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls
-                   (ca/api.py)        + /v1/ca/*: status, root, rotate-root, tokens
+    management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls, FastAPI on
+                   (ca/api.py)        uvicorn (xds/web.py), only with the owner's credential (<run dir>/api-token)
+                                      + /v1/ca/*: status, root, rotate-root, tokens
 
 The registry is built once from the topology (and its placement, the same options as `mesh_ctl up`) and the
 run's certificate directory. Restart-safety: the store is loaded before the ADS port opens, translation is
@@ -38,7 +39,7 @@ import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from mesh_ctl.ca.api import install_routes as install_ca_routes
+from mesh_ctl.ca.api import router as ca_router
 from mesh_ctl.ca.control import ControlPlaneCA
 from mesh_ctl.ca.material import CaConfigError
 from mesh_ctl.ca.options import CaOptions
@@ -48,13 +49,14 @@ from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
-from mesh_ctl.xds.api import install_routes
+from mesh_ctl.xds.api import router as api_router
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
-from mesh_ctl.xds.httpd import HttpServer
+from mesh_ctl.xds.web import TOKEN_FILE, ApiServer, allowed_hosts, build_app, ensure_token
 
 log = logging.getLogger("mesh_ctl.server")
 
 DISCOVERY_FILE = "control-plane.json"
+API_VERSION = "1"  # of the management API's OpenAPI document
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_API_ADDRESS = "127.0.0.1:15014"
 # Keep idle ADS streams alive and notice dead peers; let clients ping as often as every 10 s.
@@ -119,7 +121,12 @@ class ControlPlane:
         self.xds_address = ""
         self.api_address = ""
         self._grpc: grpc.aio.Server | None = None
-        self._http = HttpServer()
+        # The owner's credential for the management API (mesh_ctl.xds.web): made once, kept across restarts so
+        # the CLI goes on working while the supervisor restarts the control plane.
+        self.token_file = (options.run_dir.root if options.run_dir is not None else options.state_dir) / TOKEN_FILE
+        self.token_file.parent.mkdir(parents=True, exist_ok=True)
+        self._token = ensure_token(self.token_file)
+        self._http: ApiServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
 
@@ -156,9 +163,12 @@ class ControlPlane:
         self._grpc = server
         self.xds_address = join_address(host, bound)
 
-        install_routes(self._http, self)
-        install_ca_routes(self._http, self.ca)
-        api_host, api_port = await self._http.start(*split_address(self.options.api_address))
+        api_host, api_port = split_address(self.options.api_address)
+        app = build_app("minimesh control plane", API_VERSION, allowed_hosts(api_host), self._token)
+        app.include_router(api_router(self))
+        app.include_router(ca_router(self.ca))
+        self._http = ApiServer(app)
+        api_host, api_port = await self._http.start(api_host, api_port)
         self.api_address = join_address(api_host, api_port)
         self._write_discovery()
         log.info("control plane up: xDS (ADS + CA, plain gRPC) on %s, management API on http://%s, store %s at "
@@ -170,7 +180,8 @@ class ControlPlane:
         for unsubscribe in self._unsubscribe:
             if callable(unsubscribe):
                 unsubscribe()
-        await self._http.close()
+        if self._http is not None:
+            await self._http.close()
         if self._grpc is not None:
             await self._grpc.stop(self.options.grace)
         for task in self._tasks:
@@ -242,6 +253,7 @@ class ControlPlane:
         if path is not None:
             write_json(path, {"pid": os.getpid(), "xds_address": self.xds_address,
                               "api_address": self.api_address, "state_dir": str(self.options.state_dir),
+                              "token_file": str(self.token_file),
                               "started_at": self.started_at, "argv": sys.argv})
 
     def _remove_discovery(self) -> None:
@@ -266,7 +278,7 @@ def serve(options: ServeOptions) -> int:
 
     try:
         asyncio.run(main())
-    except (OSError, StoreCorrupt, CaConfigError) as e:
+    except (OSError, ValueError, StoreCorrupt, CaConfigError) as e:
         log.error("cannot start: %s", e)
         return 1
     return 0

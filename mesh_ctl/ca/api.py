@@ -1,4 +1,4 @@
-"""The CA's routes on the control plane's management API (HTTP/JSON, loopback only, like the rest of it).
+"""The CA's routes on the control plane's management API (HTTP/JSON; the owner's credential, like the rest).
 
     GET  /v1/ca/status        mode, phase, signing root, trust bundle (fingerprints, not-after), counters
     GET  /v1/ca/root          {"bundle": [pem, ...], "pem": "<all of them>"}: what proxies must trust
@@ -14,18 +14,50 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
 from mesh_ctl.ca.control import ControlPlaneCA
 from mesh_ctl.ca.rotation import RotationError
 from mesh_ctl.ca.tokens import MAX_TOKEN_TTL
-from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
+from mesh_ctl.xds.web import HttpError, audit, caller
 
 
-def install_routes(http: HttpServer, ca: ControlPlaneCA) -> None:
+class RotateBody(BaseModel):
+    publish_delay_s: float | None = Field(None, ge=0, description="start a rotation: how long the new root is "
+                                                                     "trusted before it signs")
+    step: bool = Field(False, description="move a rotation in progress to its next phase now")
+    force: bool = False
+
+
+class TokenBody(BaseModel):
+    namespace: str
+    service_account: str
+    ttl_s: float | None = Field(None, ge=1, description=f"at most {int(MAX_TOKEN_TTL.total_seconds())} s "
+                                                        "(hours, as Kubernetes' service-account tokens)")
+
+
+def router(ca: ControlPlaneCA) -> APIRouter:
     api = _CaApi(ca)
-    http.route("GET", "/v1/ca/status", api.status)
-    http.route("GET", "/v1/ca/root", api.root)
-    http.route("POST", "/v1/ca/rotate-root", api.rotate_root)
-    http.route("POST", "/v1/ca/tokens", api.tokens)
+    r = APIRouter()
+
+    @r.get("/v1/ca/status", summary="mode, phase, signing root, trust bundle, counters")
+    async def status() -> dict[str, Any]:
+        return await api.status()
+
+    @r.get("/v1/ca/root", summary="the trust bundle proxies must trust")
+    async def root() -> dict[str, Any]:
+        return await api.root()
+
+    @r.post("/v1/ca/rotate-root", summary="start a root rotation, or move one to its next phase")
+    async def rotate_root(body: RotateBody) -> dict[str, Any]:
+        return await api.rotate_root(body.model_dump(exclude_none=True))
+
+    @r.post("/v1/ca/tokens", summary="mint a bootstrap token for a namespace and service account")
+    async def tokens(body: TokenBody) -> dict[str, Any]:
+        return await api.tokens(body.model_dump(exclude_none=True))
+
+    return r
 
 
 def _seconds(body: dict[str, Any], key: str, *, minimum: float) -> timedelta | None:
@@ -41,15 +73,14 @@ class _CaApi:
     def __init__(self, ca: ControlPlaneCA) -> None:
         self.ca = ca
 
-    async def status(self, _: Request) -> Response:
-        return Response(200, self.ca.status())
+    async def status(self) -> dict[str, Any]:
+        return self.ca.status()
 
-    async def root(self, _: Request) -> Response:
+    async def root(self) -> dict[str, Any]:
         bundle = self.ca.trust_bundle()
-        return Response(200, {"bundle": bundle, "pem": "".join(bundle)})
+        return {"bundle": bundle, "pem": "".join(bundle)}
 
-    async def rotate_root(self, request: Request) -> Response:
-        body = request.json()
+    async def rotate_root(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             if body.get("step"):
                 await self.ca.step(force=bool(body.get("force")))
@@ -57,10 +88,9 @@ class _CaApi:
                 await self.ca.rotate(_seconds(body, "publish_delay_s", minimum=0))
         except RotationError as e:
             raise HttpError(409, str(e), ca=self.ca.status()) from None
-        return Response(200, self.ca.status())
+        return self.ca.status()
 
-    async def tokens(self, request: Request) -> Response:
-        body = request.json()
+    async def tokens(self, body: dict[str, Any]) -> dict[str, Any]:
         namespace, sa = body.get("namespace"), body.get("service_account")
         if not isinstance(namespace, str) or not isinstance(sa, str):
             raise HttpError(400, "namespace and service_account must be strings")
@@ -68,6 +98,9 @@ class _CaApi:
         if ttl is not None and ttl > MAX_TOKEN_TTL:
             raise HttpError(400, f"ttl_s must be at most {int(MAX_TOKEN_TTL.total_seconds())}")
         try:
-            return Response(200, self.ca.mint_token(namespace, sa, ttl))
+            minted = self.ca.mint_token(namespace, sa, ttl)
         except ValueError as e:
             raise HttpError(400, str(e)) from None
+        audit.info("bootstrap token for ns/%s/sa/%s, valid until %s, minted for %s", namespace, sa,
+                   minted.get("expires_at"), caller())
+        return minted

@@ -45,7 +45,7 @@ from mesh_ctl.ca.files import KEY_MODE, key_pem, write_file
 ALGORITHM = "ES256"
 AUDIENCE = "istio-ca"  # what istio-agent's token is scoped to (REFERENCE.md section 4)
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
-MAX_TOKEN_TTL = timedelta(days=366)
+MAX_TOKEN_TTL = timedelta(hours=24)  # hours, as Kubernetes' service-account tokens: a stolen one expires soon
 # Everything here runs on one host's clock; go-jose / Kubernetes allow 60 s between machines.
 LEEWAY = timedelta(seconds=10)
 MAX_TOKEN_BYTES = 8192
@@ -124,7 +124,7 @@ class TokenAuthority:
         """A signed token for ``namespace``/``service_account`` valid ``ttl`` from ``now``."""
         identity = Identity(namespace, service_account)
         if not timedelta(seconds=1) <= ttl <= MAX_TOKEN_TTL:
-            raise ValueError(f"token TTL must be between 1 s and {MAX_TOKEN_TTL.days} days (got {ttl})")
+            raise ValueError(f"token TTL must be between 1 s and {MAX_TOKEN_TTL} (got {ttl})")
         issued = int(time.time() if now is None else now)
         claims = {
             "iss": self.issuer, "sub": identity.subject, "aud": [AUDIENCE],

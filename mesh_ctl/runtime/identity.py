@@ -29,12 +29,14 @@ def token_path(tokens_dir: Path, workload: str) -> Path:
     return tokens_dir / f"{workload}.jwt"
 
 
-def mint_tokens(api: str, workloads: Sequence[Workload], tokens_dir: Path, timeout: float = 10.0) -> list[Path]:
+def mint_tokens(api: str, workloads: Sequence[Workload], tokens_dir: Path, api_token_file: Path,
+                timeout: float = 10.0) -> list[Path]:
     """Mint a token for each workload's identity (namespace + service account) from the control plane at
-    ``api`` and write it; returns the files. Raises :class:`mesh_ctl.client.ControlPlaneError`."""
+    ``api`` (with the owner's credential in ``api_token_file``) and write it; returns the files. Raises
+    :class:`mesh_ctl.client.ControlPlaneError`."""
     from mesh_ctl.client import Client, Endpoint  # not at import time: specs (and `status`) stay light
 
-    client = Client(Endpoint(api, "mesh_ctl up"), timeout=timeout)
+    client = Client(Endpoint(api, "mesh_ctl up", token_file=api_token_file), timeout=timeout)
     tokens_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(tokens_dir, DIR_MODE)
     written = []

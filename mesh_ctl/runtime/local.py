@@ -258,7 +258,7 @@ class Supervisor:
             if o.control_plane is not None and group[0].spec.role == "control-plane":
                 # What is in force: the split and policies of the stored resources, not only the topology's.
                 target = o.non_mesh.target_workload if o.non_mesh is not None else None
-                force = in_force(o.topology, _stored_resources(o.control_plane.api), target)
+                force = in_force(o.topology, _stored_resources(o.control_plane.api, o.run_dir.api_token), target)
                 self.state.traffic = [*traffic_lines(o.topology, o.placement, o.non_mesh, force), *force.lines,
                                       *self._notes]
                 self._mint_tokens()
@@ -269,7 +269,8 @@ class Supervisor:
         """A bootstrap token per workload, from the control plane's CA, for the sidecars' identity agents."""
         assert self.o.control_plane is not None
         try:
-            mint_tokens(self.o.control_plane.api, self.o.topology.workloads, self.o.run_dir.tokens)
+            mint_tokens(self.o.control_plane.api, self.o.topology.workloads, self.o.run_dir.tokens,
+                        self.o.run_dir.api_token)
         except ControlPlaneError as e:
             raise StartupError(f"the control plane did not issue the workloads' bootstrap tokens: {e}") from None
         self._tokens_at = time.monotonic()
@@ -583,12 +584,12 @@ def _workload_records(topology: Topology, placement: Placement,
     return out
 
 
-def _stored_resources(api: str) -> list[dict[str, Any]]:
+def _stored_resources(api: str, token_file: Path) -> list[dict[str, Any]]:
     """The Istio resources in the control plane's store (empty if it cannot tell: this is only a note)."""
     from mesh_ctl.client import Client, ControlPlaneError, Endpoint
 
     try:
-        items = Client(Endpoint(api, "mesh_ctl up"), timeout=5.0).resources().get("items", [])
+        items = Client(Endpoint(api, "mesh_ctl up", token_file=token_file), timeout=5.0).resources().get("items", [])
     except ControlPlaneError:
         return []
     return [i for i in items if isinstance(i, dict)]

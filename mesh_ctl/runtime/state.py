@@ -4,6 +4,7 @@ Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
 
     state.json        while a mesh runs: run id, supervisor, every process (pid, argv, start time, addresses)
     control-plane.json  written by the control plane (`mesh_ctl serve`): its pid and addresses, for the CLI
+    api-token         the owner's credential for the control plane's API (0600; the CLI reads it)
     store/            the control plane's config store (Istio resources): kept across runs; `up --fresh`
                       moves it to store.before-fresh-<time>/ (with resources.yaml, for `apply -f`)
     summary.json      the load client's latest totals (kept after the mesh stops: the last run's totals)
@@ -79,6 +80,11 @@ class RunDir:
     @property
     def bootstraps(self) -> Path:
         return self.root / "bootstrap"
+
+    @property
+    def api_token(self) -> Path:
+        """The owner's credential for the control plane's management API (made by `mesh_ctl serve`, 0600)."""
+        return self.root / "api-token"
 
     @property
     def tokens(self) -> Path:

@@ -10,7 +10,7 @@ Architecture (each module only uses the ones above it)::
                   types whose versions moved, CDS -> EDS -> LDS -> RDS -> SDS, wait for ACKs; SDS serves the
                   CA's trust bundle as ``ROOTCA`` (set_trust_bundle, again on every root rotation) and never
                   ``default`` (the workload key stays in the sidecar, its agent serves it)
-    httpd.py      a tiny HTTP/1.1 JSON server on asyncio
+    web.py        the management API's server: FastAPI on uvicorn, the owner's credential, Host/Origin checks, audit
     api.py        the management API the CLI calls (apply, get, delete, analyze, set-weight, proxy-status)
 
 ``mesh_ctl/server.py`` wires them to the store and the registry (`mesh_ctl serve`); ``mesh_ctl/client.py`` is

@@ -1,6 +1,6 @@
 """The control plane's management API (HTTP/JSON, istiod's 15014): what the `mesh_ctl` CLI commands call.
 
-    GET  /ready                      200 once serving
+    GET  /ready                      200 once serving (no credential: the supervisor's probe)
     GET  /v1/info                    addresses, pid, store and pushed revisions, ADS counters
     GET  /v1/resources               ?kind=vs&namespace=default&name=payment (no namespace: all)
     POST /v1/apply                   {"files": [{"origin", "text"}], "dry_run"}    (YAML/JSON as written)
@@ -14,8 +14,10 @@
                                      LDS, RDS, and SDS: the ROOTCA secret served to it)
     GET  /v1/workloads               the registry: node ids, addresses, admin addresses
 
-Errors: ``{"error": message}`` with 400 (bad request), 404 (not found), 422 (invalid config: ``problems``
-are the validator's lines, ``FILE: Kind ns/name: field.path: reason``; nothing was changed).
+Served by :mod:`mesh_ctl.xds.web` (FastAPI on uvicorn): the owner's credential, Host and Origin checks, size
+limits and the audit log are there; the bodies are declared below as Pydantic models, so ``/openapi.json``
+describes them. Errors: ``{"error": message}`` with 400 (bad request), 404 (not found), 422 (invalid config:
+``problems`` are the validator's lines, ``FILE: Kind ns/name: field.path: reason``; nothing was changed).
 Store calls run in a worker thread (they fsync); the event loop keeps serving ADS streams meanwhile.
 """
 
@@ -26,7 +28,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter
 from google.protobuf import json_format
+from pydantic import BaseModel, Field
 
 from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info
 from mesh_ctl.resources.loader import Loaded, in_order, load_files
@@ -34,7 +38,7 @@ from mesh_ctl.resources.names import resolve_host
 from mesh_ctl.resources.weights import default_route_weights
 from mesh_ctl.store import ApplyResult, NotFound
 from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
-from mesh_ctl.xds.httpd import HttpError, HttpServer, Request, Response
+from mesh_ctl.xds.web import HttpError, audit, caller
 
 if TYPE_CHECKING:
     from mesh_ctl.server import ControlPlane
@@ -46,24 +50,95 @@ def join_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def install_routes(http: HttpServer, cp: ControlPlane) -> None:
+class FileIn(BaseModel):
+    """One file as the user wrote it (YAML or JSON, several documents allowed)."""
+
+    text: str
+    origin: str | None = Field(None, description="where it came from, for messages (a path, <stdin>)")
+
+
+class FilesBody(BaseModel):
+    files: list[FileIn] = Field(min_length=1)
+    dry_run: bool = False
+
+
+class DeleteBody(BaseModel):
+    kind: str | None = Field(None, description="with namespace and names, instead of files")
+    namespace: str = "default"
+    names: list[str] | None = None
+    files: list[FileIn] | None = None
+    dry_run: bool = False
+    ignore_not_found: bool = False
+
+
+class SetWeightBody(BaseModel):
+    service: str = Field(min_length=1, description="short name or FQDN")
+    namespace: str = "default"
+    weights: dict[str, int] = Field(min_length=1, description="subset -> weight, 0 to 100, adding up to 100")
+    dry_run: bool = False
+    relative: bool = Field(False, description="any sum: each subset gets weight / total, as Istio does")
+
+
+def router(cp: ControlPlane) -> APIRouter:
+    """The routes of the module docstring (the CA's are in :mod:`mesh_ctl.ca.api`)."""
     api = _Api(cp)
-    http.route("GET", "/ready", api.ready)
-    http.route("GET", "/v1/info", api.info)
-    http.route("GET", "/v1/resources", api.resources)
-    http.route("POST", "/v1/apply", api.apply)
-    http.route("POST", "/v1/analyze", api.analyze)
-    http.route("POST", "/v1/delete", api.delete)
-    http.route("POST", "/v1/set-weight", api.set_weight)
-    http.route("GET", "/v1/proxy-status", api.proxy_status)
-    http.route("GET", "/v1/proxy-config", api.proxy_config)
-    http.route("GET", "/v1/workloads", api.workloads)
+    r = APIRouter()
+
+    @r.get("/ready", summary="200 once serving (no credential needed)")
+    async def ready() -> dict[str, Any]:
+        return {"ready": True}
+
+    @r.get("/v1/info", summary="addresses, pid, store and pushed revisions, ADS counters")
+    async def info() -> dict[str, Any]:
+        return await api.info()
+
+    @r.get("/v1/resources", summary="stored Istio resources (no namespace: all namespaces)")
+    async def resources(kind: str | None = None, namespace: str | None = None,
+                        name: str | None = None) -> dict[str, Any]:
+        query = {k: v for k, v in (("kind", kind), ("namespace", namespace), ("name", name)) if v}
+        return await api.resources(query)
+
+    @r.post("/v1/apply", summary="validate and store Istio resources, all or nothing")
+    async def apply(body: FilesBody) -> dict[str, Any]:
+        return await api.apply(body.model_dump())
+
+    @r.post("/v1/analyze", summary="validate only, against what is stored")
+    async def analyze(body: FilesBody) -> dict[str, Any]:
+        return await api.analyze(body.model_dump())
+
+    @r.post("/v1/delete", summary="delete stored resources (by kind/namespace/names, or the files' resources)")
+    async def delete(body: DeleteBody) -> dict[str, Any]:
+        return await api.delete(body.model_dump(exclude_none=True))
+
+    @r.post("/v1/set-weight", summary="write the weights of a service's VirtualService")
+    async def set_weight(body: SetWeightBody) -> dict[str, Any]:
+        return await api.set_weight(body.model_dump())
+
+    @r.get("/v1/proxy-status", summary="per connected proxy and xDS type: SYNCED / STALE / NOT SENT / NACKED")
+    async def proxy_status() -> dict[str, Any]:
+        return await api.proxy_status()
+
+    @r.get("/v1/proxy-config", summary="the resources last computed for a connected proxy")
+    async def proxy_config(proxy: str = "") -> dict[str, Any]:
+        return await api.proxy_config({"proxy": proxy})
+
+    @r.get("/v1/workloads", summary="the registry: node ids, addresses, admin addresses")
+    async def workloads() -> dict[str, Any]:
+        return await api.workloads()
+
+    return r
 
 
 def _invalid(e: InvalidConfig, counts: dict[str, int] | None = None) -> HttpError:
     extra: dict[str, Any] = {"counts": counts} if counts is not None else {}
     return HttpError(422, "invalid configuration: nothing was changed", problems=[str(p) for p in e.problems],
                      warnings=[str(w) for w in e.warnings], **extra)
+
+
+def _audit(what: str, r: ApplyResult) -> None:
+    """Who changed what, at which revision (dry runs change nothing and are not recorded)."""
+    if r.changed and not r.dry_run:
+        audit.info("%s by %s: %s (revision %s)", what, caller(), "; ".join(r.lines()), r.revision)
 
 
 def _result(r: ApplyResult) -> dict[str, Any]:
@@ -107,12 +182,12 @@ class _Api:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
 
-    async def ready(self, _: Request) -> Response:
-        return Response(200, {"ready": True, "revision": self.cp.store.revision})
+    async def ready(self) -> dict[str, Any]:
+        return {"ready": True, "revision": self.cp.store.revision}
 
-    async def info(self, _: Request) -> Response:
+    async def info(self) -> dict[str, Any]:
         cp = self.cp
-        return Response(200, {
+        return {
             "pid": os.getpid(), "xds_address": cp.xds_address, "api_address": cp.api_address,
             "state_dir": str(cp.options.state_dir), "store": str(cp.store.path), "started_at": cp.started_at,
             "store_revision": cp.store.revision, "pushed_revision": cp.ads.generation.revision,
@@ -120,10 +195,9 @@ class _Api:
                          "pending": cp.debouncer.pending, "flushes": cp.debouncer.flushes},
             "connections": len(cp.ads.connections()), "ads": cp.ads.stats.to_json(),
             "registry": {"workloads": len(cp.registry.workloads), "services": len(cp.registry.services)},
-        })
+        }
 
-    async def resources(self, request: Request) -> Response:
-        q = request.query
+    async def resources(self, q: dict[str, str]) -> dict[str, Any]:
         kind = q.get("kind") or None
         if kind is not None and kind_info(kind) is None:
             raise HttpError(400, f"unknown resource kind {kind!r} (VirtualService/vs, DestinationRule/dr, "
@@ -141,10 +215,9 @@ class _Api:
             items = [found]
         else:
             items = store.list(kind, namespace)
-        return Response(200, {"revision": store.revision, "items": [dict(r.raw or r.to_dict()) for r in items]})
+        return {"revision": store.revision, "items": [dict(r.raw or r.to_dict()) for r in items]}
 
-    async def apply(self, request: Request) -> Response:
-        body = request.json()
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         loaded, origins = _files(body)
         store = self.cp.store
         # A file that cannot be parsed refuses the batch; the others are still checked (a dry run), so that
@@ -158,18 +231,17 @@ class _Api:
         if problems:
             problems = in_order(problems, origins)
             raise _invalid(InvalidConfig(problems, warnings), loaded.counts(problems))
-        return Response(200, {**_result(result), "counts": loaded.counts([])})
+        _audit("apply", result)
+        return {**_result(result), "counts": loaded.counts([])}
 
-    async def analyze(self, request: Request) -> Response:
-        body = request.json()
+    async def analyze(self, body: dict[str, Any]) -> dict[str, Any]:
         loaded, origins = _files(body)
         report = await asyncio.to_thread(self.cp.store.analyze, loaded.resources)
         errors = in_order([*loaded.problems, *report.errors], origins)
-        return Response(200, {"errors": [str(p) for p in errors], "warnings": [str(w) for w in report.warnings],
-                              "documents": loaded.documents, "counts": loaded.counts(errors)})
+        return {"errors": [str(p) for p in errors], "warnings": [str(w) for w in report.warnings],
+                              "documents": loaded.documents, "counts": loaded.counts(errors)}
 
-    async def delete(self, request: Request) -> Response:
-        body = request.json()
+    async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         dry_run = bool(body.get("dry_run"))
         ignore_missing = bool(body.get("ignore_not_found"))
         if "files" in body:
@@ -183,8 +255,9 @@ class _Api:
         results, missing = [], []
         for kind, namespace, name in targets:
             try:
-                results.append(_result(await asyncio.to_thread(self.cp.store.delete, kind, namespace, name,
-                                                               dry_run)))
+                deleted = await asyncio.to_thread(self.cp.store.delete, kind, namespace, name, dry_run)
+                _audit("delete", deleted)
+                results.append(_result(deleted))
             except NotFound as e:
                 missing.append(str(e))
             except InvalidConfig as e:
@@ -192,10 +265,9 @@ class _Api:
                                 deleted=results) from None
         if missing and not ignore_missing:
             raise HttpError(404, "; ".join(missing), deleted=results)
-        return Response(200, {"results": results, "not_found": missing, "revision": self.cp.store.revision})
+        return {"results": results, "not_found": missing, "revision": self.cp.store.revision}
 
-    async def set_weight(self, request: Request) -> Response:
-        body = request.json()
+    async def set_weight(self, body: dict[str, Any]) -> dict[str, Any]:
         service = _string(body, "service")
         namespace = _string(body, "namespace", "default")
         weights = body.get("weights")
@@ -233,24 +305,25 @@ class _Api:
                                              bool(body.get("dry_run")), bool(body.get("relative")))
         except InvalidConfig as e:
             raise _invalid(e) from None
+        _audit(f"set-weight {service} {weights}", result)
         key = result.changes[0].key if result.changes else None
         stored = cp.store.get("VirtualService", key.namespace, key.name) if key is not None else None
         after = [(str(s), int(w)) for s, w in weights.items()]
         if stored is not None and not result.dry_run:
             after = default_route_weights(stored.spec) or after
-        return Response(200, {**_result(result), "host": host, "known_service": entry is not None,
+        return {**_result(result), "host": host, "known_service": entry is not None,
                               "before": before, "before_source": source, "after": after,
                               "resource": f"VirtualService {key.namespace}/{key.name}" if key else None,
                               "document": dict(stored.raw or stored.to_dict())
-                              if stored is not None and not result.dry_run else None})
+                              if stored is not None and not result.dry_run else None}
 
-    async def proxy_status(self, _: Request) -> Response:
+    async def proxy_status(self) -> dict[str, Any]:
         cp = self.cp
-        return Response(200, {"store_revision": cp.store.revision, "pushed_revision": cp.ads.generation.revision,
-                              "debounce_pending": cp.debouncer.pending, "proxies": cp.ads.status()})
+        return {"store_revision": cp.store.revision, "pushed_revision": cp.ads.generation.revision,
+                              "debounce_pending": cp.debouncer.pending, "proxies": cp.ads.status()}
 
-    async def proxy_config(self, request: Request) -> Response:
-        name = request.query.get("proxy", "")
+    async def proxy_config(self, query: dict[str, str]) -> dict[str, Any]:
+        name = query.get("proxy", "")
         resources = self.cp.ads.resources_of(name) if name else None
         if resources is None:
             connected = [c.name for c in self.cp.ads.connections()]
@@ -263,9 +336,9 @@ class _Api:
                 "resources": [json_format.MessageToDict(m, preserving_proto_field_name=True)
                               for _, m in sorted(resources.of(type_url).items())],
             }
-        return Response(200, out)
+        return out
 
-    async def workloads(self, _: Request) -> Response:
+    async def workloads(self) -> dict[str, Any]:
         reg = self.cp.registry
         connected = {c.node.id for c in self.cp.ads.connections()}
         out = []
@@ -275,6 +348,6 @@ class _Api:
             out.append({"name": w.name, "namespace": w.namespace, "node_id": w.node_id, "address": w.address,
                         "app_address": app, "admin_address": admin, "labels": dict(w.labels), "spiffe_id": w.spiffe_id,
                         "connected": w.node_id in connected})
-        return Response(200, {"workloads": out, "services": [
+        return {"workloads": out, "services": [
             {"name": s.name, "namespace": s.namespace, "fqdn": s.fqdn, "port": s.port,
-             "subsets": [{"name": b.name, "weight": b.weight} for b in s.subsets]} for s in reg.services]})
+             "subsets": [{"name": b.name, "weight": b.weight} for b in s.subsets]} for s in reg.services]}

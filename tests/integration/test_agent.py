@@ -70,14 +70,21 @@ class ControlPlane:
     api: str
     base: str
 
+    run_dir: Path
+
+    def _auth(self) -> dict[str, str]:
+        """The owner's credential, as mesh_ctl sends it (the control plane's API refuses calls without it)."""
+        return {"authorization": f"Bearer {(self.run_dir / 'api-token').read_text().strip()}"}
+
     def post(self, path: str, body: dict[str, Any]) -> Any:
         request = urllib.request.Request(f"http://{self.api}{path}", json.dumps(body).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
+                                         headers={"content-type": "application/json", **self._auth()})
         with urllib.request.urlopen(request, timeout=10) as r:
             return json.load(r)
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://{self.api}{path}", timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"http://{self.api}{path}", headers=self._auth()),
+                                    timeout=10) as r:
             return json.load(r)
 
     def token(self, directory: Path, namespace: str, service_account: str) -> Path:
@@ -100,7 +107,7 @@ def control_plane(procs: ProcessGroup, tmp_path: Path) -> ControlPlane:
     for address in (xds, api):
         host, port = address.rsplit(":", 1)
         wait_for_port(host, int(port), timeout=30, proc=proc.popen)
-    return ControlPlane(proc, xds, api, base)
+    return ControlPlane(proc, xds, api, base, tmp_path / "run")
 
 
 @dataclass

@@ -195,7 +195,8 @@ class Mesh:
         """The management API at the address `up` gave it (not found through control-plane.json: while the
         control plane restarts, that lookup falls back to the default 127.0.0.1:15014, someone else's)."""
         cp = next(p for p in self.state().processes if p.role == "control-plane")
-        return Client(Endpoint(cp.addresses["api"], "the test's mesh"), timeout=10)
+        return Client(Endpoint(cp.addresses["api"], "the test's mesh", token_file=self.run_dir / "api-token"),
+                      timeout=10)
 
     def proxy_status(self) -> dict[str, Any]:
         return self.api().proxy_status()

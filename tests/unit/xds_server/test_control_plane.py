@@ -53,7 +53,7 @@ async def control_plane(registry: Registry, tmp: Path, **options: Any,
     channel = grpc.aio.insecure_channel(cp.xds_address)
     try:
         stream = Stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel), node(CLIENT_NODE))
-        yield cp, Client(Endpoint(cp.api_address, "test")), stream
+        yield cp, Client(Endpoint(cp.api_address, "test", token_file=cp.token_file)), stream
     finally:
         await channel.close(None)
         await cp.stop()

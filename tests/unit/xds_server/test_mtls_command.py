@@ -91,7 +91,7 @@ def test_the_command_writes_the_policy_and_the_sidecars_get_it(registry: Registr
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     async def scenario() -> None:
         async with control_plane(registry, tmp_path) as (cp, _, _s):
-            api = ["--control-plane", cp.api_address]
+            api = ["--control-plane", cp.api_address, "--run-dir", str(tmp_path)]
 
             def cli(*args: str) -> int:
                 return main(["mtls", *args, *api])
@@ -138,8 +138,8 @@ def test_the_pushed_listener_follows_the_command(registry: Registry, tmp_path: P
             await s.send(LISTENER_TYPE)
             before = await s.recv()
             await s.ack(before)
-            code = await asyncio.to_thread(main, ["mtls", "strict", "-n", "default", "--control-plane",
-                                                  cp.api_address])
+            code = await asyncio.to_thread(main, ["mtls", "strict", "-n", "default", "--run-dir", str(tmp_path),
+                                                  "--control-plane", cp.api_address])
             assert code == 0
             capsys.readouterr()
             after = await s.recv(timeout=5.0)
