@@ -96,7 +96,9 @@ class _CaApi:
             raise HttpError(400, "namespace and service_account must be strings")
         ttl = _seconds(body, "ttl_s", minimum=1)
         if ttl is not None and ttl > MAX_TOKEN_TTL:
-            raise HttpError(400, f"ttl_s must be at most {int(MAX_TOKEN_TTL.total_seconds())}")
+            raise HttpError(400, f"ttl_s must be at most {int(MAX_TOKEN_TTL.total_seconds())} s "
+                                 f"({MAX_TOKEN_TTL.total_seconds() / 3600:g} h: bootstrap tokens live hours, as "
+                                 "Kubernetes' service-account tokens do)")
         try:
             minted = self.ca.mint_token(namespace, sa, ttl)
         except ValueError as e:
