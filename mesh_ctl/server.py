@@ -56,7 +56,7 @@ from mesh_ctl.xds.web import TOKEN_FILE, ApiServer, allowed_hosts, build_app, en
 log = logging.getLogger("mesh_ctl.server")
 
 DISCOVERY_FILE = "control-plane.json"
-API_VERSION = "1"  # of the management API's OpenAPI document
+API_VERSION = "1"  # of the management API's OpenAPI document (mesh_ctl.xds.openapi has the same)
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_API_ADDRESS = "127.0.0.1:15014"
 # Keep idle ADS streams alive and notice dead peers; let clients ping as often as every 10 s.
