@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-time-s", type=float, default=5.0,
                    help="graceful shutdown: how long streams in flight may take (default 5)")
     p.add_argument("--log-path", help="write logs to this file instead of stderr")
+    p.add_argument("--admin-token-file", metavar="FILE",
+                   help="the admin API's changing endpoints (POST /quitquitquit) need 'Authorization: Bearer <the "
+                        "file's content>' (pyproxy's own flag; without it they are open, as in Envoy)")
     p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
     agent = p.add_argument_group("identity agent", "make a key, get its certificate from the mesh's CA and "
                                  "serve it as the SDS secrets 'default' and 'ROOTCA' (istio-agent's job)")
@@ -156,9 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("--concurrency %s: pyproxy runs one event loop per process; the flag is ignored",
                  args.concurrency)
     stats_addresses = [_parse_address(a) for a in args.stats_address]
+    admin_token = None
+    if args.admin_token_file:
+        try:
+            admin_token = Path(args.admin_token_file).read_text().strip()
+        except OSError as e:
+            print(f"pyproxy: --admin-token-file: cannot read {args.admin_token_file}: {e.strerror}", file=sys.stderr)
+            return 1
+        if len(admin_token) < 16:
+            print(f"pyproxy: --admin-token-file: {args.admin_token_file} holds no credential (under 16 characters)",
+                  file=sys.stderr)
+            return 1
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
-                                          admin_address_path=args.admin_address_path))
+                                          admin_address_path=args.admin_address_path, admin_token=admin_token))
     except KeyboardInterrupt:
         return 0
 
@@ -198,7 +213,8 @@ def _write_admin_address(path: str, host: str, port: int) -> None:
 
 
 async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
-                agent_options: object = None, *, admin_address_path: str | None = None) -> int:
+                agent_options: object = None, *, admin_address_path: str | None = None,
+                admin_token: str | None = None) -> int:
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
@@ -206,7 +222,7 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
     assert isinstance(snapshot, Snapshot)
     runtime = Runtime(snapshot)
     quit_event = trio.Event()
-    admin = AdminServer(runtime, time.time(), quit_event.set)
+    admin = AdminServer(runtime, time.time(), quit_event.set, admin_token)
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(runtime.run)

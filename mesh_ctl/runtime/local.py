@@ -12,7 +12,8 @@ Lifecycle (:meth:`Supervisor.run`)::
     -> SIGINT / SIGTERM / SIGHUP -> stop clients, sidecars, apps, control plane (SIGTERM, grace, SIGKILL),
     print totals
 
-The control plane is restarted when it dies (as Kubernetes restarts istiod): at once the first time, then
+The control plane, the apps and the sidecars are restarted when they die (as Kubernetes restarts istiod and a
+kubelet a pod's containers): at once the first time, then
 after a back-off that doubles up to :data:`RESTART_BACKOFF_MAX` while it keeps dying within
 :data:`RESTART_STABLE_AFTER` seconds of its start. The new process replaces the old one's record in
 state.json (same place, so the stop order holds) with ``restarts`` counted. Sidecars keep serving their

@@ -15,6 +15,7 @@ import yaml
 from mesh_ctl.addressing import Placement, busy_sockets, can_bind
 from mesh_ctl.bootstrap import build_ads_bootstraps, build_bootstraps, to_yaml, validate_bootstrap
 from mesh_ctl.ca.files import load_or_create_root, write_workload_files
+from mesh_ctl.credential import ensure_token
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir
@@ -27,11 +28,13 @@ class StartupError(RuntimeError):
 
 def prepare(run_dir: RunDir, topology: Topology, placement: Placement,
             control_plane: ControlPlaneAddresses | None = None) -> dict[str, Path]:
-    """Write topology.yaml, the certificates and one validated bootstrap per sidecar; return their paths.
+    """Write the owner's credential (if there is none yet), topology.yaml, the certificates and one validated
+    bootstrap per sidecar; return their paths.
 
     With ``control_plane`` the bootstraps point at its xDS address (ADS); without, they are static."""
     rd = run_dir
     rd.root.mkdir(parents=True, exist_ok=True)
+    ensure_token(rd.api_token)  # the owner's credential: the control plane's API and the sidecars' admin need it
     rd.topology.write_text(yaml.safe_dump(topology_to_dict(topology), sort_keys=False))
     if control_plane is None:
         ca, _ = load_or_create_root(rd.certs / "ca", topology.trust_domain)

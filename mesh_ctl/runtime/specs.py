@@ -23,10 +23,11 @@ PERMISSIVE its calls succeed (the sidecar takes plaintext on the same port); und
 the connection during the handshake and every call fails with UNAVAILABLE. It is not in the topology: the
 control plane knows nothing about it, as Istio knows nothing about a pod without a sidecar.
 
-The control plane is the one process the supervisor restarts when it dies (``restart=True``), the way
-Kubernetes restarts istiod: the sidecars keep serving their last configuration meanwhile and resync when it
-is back. Its addresses: ``<control-plane address>:15010+N`` (xDS, plain gRPC) and ``:15014+N`` (the
-management API), N the port offset, 127.0.0.1 by default.
+The supervisor restarts the control plane, the apps and the sidecars when they die (``restart=True``), the way
+Kubernetes restarts istiod and a kubelet restarts a pod's containers: the sidecars keep serving their last
+configuration while the control plane is away and resync when it is back. The load clients are not restarted
+(their summaries would start again). The control plane's addresses: ``<control-plane address>:15010+N`` (xDS,
+plain gRPC) and ``:15014+N`` (the management API), N the port offset, 127.0.0.1 by default.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class ProcessSpec:
     ready: ReadyKind
     ready_at: str | None  # host:port to probe for "tcp" / "http-ready"
     reports: bool = False  # stdout carries the client's JSON reports
-    restart: bool = False  # the supervisor starts it again when it exits (the control plane)
+    restart: bool = False  # the supervisor starts it again when it exits (control plane, apps, sidecars)
     note: str = ""  # for a load client outside the mesh: what it is (shown with its summary)
 
 
@@ -184,14 +185,16 @@ def build_specs(
     if control_plane is None:
         if cert_ttl is not None:
             raise ValueError("a certificate TTL needs the control plane's CA (not with --static)")
-        sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level) for w in ws]
+        admin_token = run_dir.api_token if run_dir is not None else None
+        sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level, admin_token=admin_token)
+                    for w in ws]
         return [apps, sidecars, clients]
     if run_dir is None:
         raise ValueError("the control plane needs the run dir")
     ttl = ("--cert-ttl", cert_ttl) if cert_ttl is not None else ()
     sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level,
                          ("--ca-address", control_plane.xds, "--token-path", str(token_path(run_dir.tokens, w.name)),
-                          *ttl))
+                          *ttl), run_dir.api_token)
                 for w in ws]
     return [[_control_plane(placement, control_plane, run_dir, port_offset, python)], apps, sidecars, clients]
 
@@ -220,21 +223,24 @@ def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:
         name=w.name, workload=w.name, role="app",
         argv=(python, "-m", "payment_service.server", "--version", w.version or "v1", "--listen", listen,
               "--name", w.name),
-        addresses={"app": listen}, ready="tcp", ready_at=listen,
+        addresses={"app": listen}, ready="tcp", ready_at=listen, restart=True,
     )
 
 
 def _sidecar(placement: Placement, w: Workload, bootstrap: Path, python: str, level: str,
-             agent: tuple[str, ...] = ()) -> ProcessSpec:
-    """``agent``: the identity agent's flags (the CA's address and the token file), with a control plane."""
+             agent: tuple[str, ...] = (), admin_token: Path | None = None) -> ProcessSpec:
+    """``agent``: the identity agent's flags (the CA's address and the token file), with a control plane;
+    ``admin_token``: the owner's credential, which the admin API's changing endpoints then require. Restarted
+    when it dies, like a kubelet restarts a container."""
     at = placement.of(w.name)
     addresses = {role: addr for role in ("outbound", "inbound", "admin", "prometheus")
                  if (addr := at.at(getattr(at, role))) is not None}
+    admin = ("--admin-token-file", str(admin_token)) if admin_token is not None else ()
     return ProcessSpec(
         name=sidecar_name(w.name), workload=w.name, role="sidecar",
         argv=(python, "-m", "pyproxy", "-c", str(bootstrap), "--stats-address", addresses["prometheus"],
-              "-l", level, *agent),
-        addresses=addresses, ready="http-ready", ready_at=addresses["admin"],
+              "-l", level, *agent, *admin),
+        addresses=addresses, ready="http-ready", ready_at=addresses["admin"], restart=True,
     )
 
 

@@ -11,7 +11,7 @@ Only the mesh's owner controls the mesh (issue 9.1). Every request passes, in th
 4. **Content type**: a body must be ``application/json`` (415 otherwise: a browser's form or ``text/plain``
    "simple request" cannot reach a handler).
 5. **Credential**: ``Authorization: Bearer <token>``, where the token is the content of the control plane's
-   credential file (``<run dir>/api-token``, mode 0600, made on first start: in the spirit of a kubeconfig or
+   credential file (``<run dir>/api-token``, mode 0600, :mod:`mesh_ctl.credential`: in the spirit of a kubeconfig or
    Docker's socket, only the user who started the mesh can read it; the CLI sends it without the user
    noticing). 401 otherwise. ``/ready`` (for the supervisor's probe) and ``/openapi.json`` (the API's
    published description) need no credential and tell nothing about the mesh.
@@ -33,8 +33,6 @@ import contextvars
 import hmac
 import ipaddress
 import logging
-import os
-import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
@@ -46,12 +44,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from mesh_ctl.credential import TOKEN_FILE, ensure_token
+
+__all__ = ["TOKEN_FILE", "ApiServer", "HttpError", "allowed_hosts", "audit", "build_app", "caller", "ensure_token"]
+
 log = logging.getLogger("mesh_ctl.api")
 audit = logging.getLogger("mesh_ctl.audit")
 
 MAX_BODY = 3 * 1024 * 1024  # the Kubernetes API server's request limit
-TOKEN_FILE = "api-token"
-TOKEN_BYTES = 32
 PUBLIC_PATHS = frozenset({"/ready", "/openapi.json"})
 TOO_LARGE = "the request body is larger than 3 MiB (the Kubernetes API server's limit)"
 UNAUTHORIZED = ("this control plane needs its owner's credential (Authorization: Bearer <the content of the run "
@@ -79,35 +79,6 @@ class HttpError(Exception):
         self.status = status
         self.message = message
         self.extra = extra
-
-
-# ------------------------------------------------------------------------------------------------ credential
-
-
-def ensure_token(path: Path) -> str:
-    """The credential in ``path``; made (random, mode 0600, created exclusively) if there is none yet. A file
-    that others can read is made private again: the credential is as good as its file's permissions."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            log.warning("%s could be read by other users; made it private (0600)", path)
-            path.chmod(0o600)
-        token = path.read_text().strip()
-        if len(token) < 32:
-            raise ValueError(f"{path}: the API credential is too short; remove the file to make a new one") from None
-        return token
-    token = secrets.token_hex(TOKEN_BYTES)
-    try:
-        os.write(fd, (token + "\n").encode())
-    finally:
-        os.close(fd)
-    return token
-
-
-def read_token(path: Path) -> str:
-    """The credential a client sends; OSError if it cannot be read."""
-    return path.read_text().strip()
 
 
 # ------------------------------------------------------------------------------------------------ who asked

@@ -7,6 +7,7 @@ with ``connection: close``. Never on the request path of proxied traffic.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -25,17 +26,25 @@ log = logging.getLogger("pyproxy.admin")
 
 MAX_REQUEST = 16384
 READ_TIMEOUT = 10.0
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            400: "Bad Request",
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 Response = tuple[int, str, bytes]
 
 
 class AdminServer:
-    def __init__(self, runtime: Runtime, started_at: float, on_quit: Callable[[], None]) -> None:
+    """``token``: the credential the changing endpoints (any POST) need as ``Authorization: Bearer <token>``
+    (None: open, as Envoy's admin is; Istio keeps Envoy's admin on the pod's localhost instead, which a laptop
+    mesh on shared loopback addresses cannot). A POST from a browser page (an ``Origin`` header) is refused in
+    any case. The read-only endpoints stay open, like Istio's 15090."""
+
+    def __init__(self, runtime: Runtime, started_at: float, on_quit: Callable[[], None],
+                 token: str | None = None) -> None:
         self.runtime = runtime
         self.started_at = started_at
         self.on_quit = on_quit
+        self.token = token.encode() if token else None
 
     async def serve(self, host: str, port: int, *, prometheus_only: bool = False,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -68,8 +77,10 @@ class AdminServer:
                     await self._send(stream, (400, "text/plain", b"bad request\n"))
                     return
                 method, target, _ = parts
+                headers = _headers(head)
                 try:
-                    response = self.dispatch(method, target, prometheus_only)
+                    refused = self.refuse(method, headers)
+                    response = refused or self.dispatch(method, target, prometheus_only)
                 except Exception as e:
                     log.exception("admin %s %s failed", method, target)
                     response = (500, "text/plain", f"internal error: {e}\n".encode())
@@ -78,6 +89,20 @@ class AdminServer:
             pass
         finally:
             await stream.aclose()
+
+    def refuse(self, method: str, headers: dict[str, str]) -> Response | None:
+        """The answer to a changing request that may not go on (None: it may)."""
+        if method in ("GET", "HEAD"):
+            return None
+        if "origin" in headers:
+            log.warning("admin %s refused: a cross-origin request (Origin: %s)", method, headers["origin"])
+            return 403, "text/plain", b"cross-origin requests are refused\n"
+        if self.token is not None:
+            scheme, _, value = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token):
+                log.warning("admin %s refused: no or a wrong credential", method)
+                return 401, "text/plain", b"this endpoint needs the mesh owner's credential (Authorization: Bearer)\n"
+        return None
 
     async def _send(self, stream: trio.SocketStream, response: Response, head_only: bool = False) -> None:
         status, ctype, body = response
@@ -130,3 +155,13 @@ class AdminServer:
         if path in ("/", "/help"):
             return 200, "text/plain", dumps.HELP.encode()
         return 404, "text/plain", b"not found; see /help\n"
+
+
+def _headers(head: str) -> dict[str, str]:
+    """The request head's header fields, names lowercased (the last of repeated ones)."""
+    out = {}
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out

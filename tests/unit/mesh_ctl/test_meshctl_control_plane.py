@@ -35,7 +35,7 @@ def _specs(t: Topology, p: Placement, run_dir: Path, offset: int = 0) -> list[li
     return build_specs(t, p, bootstraps, python="py", control_plane=cp, run_dir=RunDir(run_dir), port_offset=offset)
 
 
-def test_the_control_plane_starts_first_and_is_the_only_process_restarted(tmp_path: Path) -> None:
+def test_the_control_plane_starts_first_and_everything_but_the_clients_is_restarted(tmp_path: Path) -> None:
     t = default_topology()
     p = plan(t, probe=lambda _: True)
     groups = _specs(t, p, tmp_path)
@@ -49,9 +49,10 @@ def test_the_control_plane_starts_first_and_is_the_only_process_restarted(tmp_pa
         "--port-offset", "0", "--xds-address", XDS, "--api-address", "127.0.0.1:15014")
     assert (cp.role, cp.ready, cp.ready_at, cp.addresses) == (
         "control-plane", "http-ready", "127.0.0.1:15014", {"xds": XDS, "api": "127.0.0.1:15014"})
-    assert [s.name for g in groups for s in g if s.restart] == ["control-plane"]
+    assert [s.name for g in groups for s in g if not s.restart] == ["client"]  # a kubelet's restartPolicy: Always
     client_sidecar = groups[2][2]
-    assert client_sidecar.argv[-4:] == ("--ca-address", XDS, "--token-path", str(tmp_path / "tokens" / "client.jwt"))
+    assert client_sidecar.argv[-6:] == ("--ca-address", XDS, "--token-path", str(tmp_path / "tokens" / "client.jwt"),
+                                        "--admin-token-file", str(tmp_path / "api-token"))
     # --static: no control plane, the same three groups as before.
     static = build_specs(t, p, {w.name: Path(w.name) for w in t.workloads}, python="py")
     assert [[s.name for s in g] for g in static] == [[s.name for s in g] for g in groups[1:]]
