@@ -175,7 +175,7 @@ def status(run_dir: RunDir) -> dict[str, Any]:
             p = by_role.get((w.name, role))
             entry[role] = None if p is None else {
                 "pid": p.pid, "alive": procs.is_ours(p.pid, p.argv, p.start_time), "addresses": p.addresses,
-                "log": p.log}
+                "log": p.log, "restarts": p.restarts}
         workloads.append(entry)
     return {
         "run_dir": str(run_dir.root),
