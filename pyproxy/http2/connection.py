@@ -280,7 +280,17 @@ class H2Connection:
         self._forget(stream, _RESET_BY_US)
 
     def acknowledge_received_data(self, n: int, stream_id: int) -> None:
-        """Return ``n`` flow-controlled bytes to the peer (call once they have been forwarded)."""
+        """Return ``n`` flow-controlled bytes to the peer, on the connection and on the stream (call once they
+        have been forwarded). A proxy that buffers returns the connection's share on receipt
+        (:meth:`acknowledge_connection`) and the stream's once forwarded (:meth:`acknowledge_stream`)."""
+        if n <= 0 or self.closed:
+            return
+        self.acknowledge_connection(n)
+        self.acknowledge_stream(n, stream_id)
+
+    def acknowledge_connection(self, n: int) -> None:
+        """Return ``n`` bytes of the connection's window only: what one stream holds then never limits the
+        others (each stream is still bounded by its own window)."""
         if n <= 0 or self.closed:
             return
         self._conn_unacked += n
@@ -292,6 +302,11 @@ class H2Connection:
                 self._out.append(fr.window_update_frame(0, inc))
                 self.inbound_window += inc
             self._conn_unacked = 0
+
+    def acknowledge_stream(self, n: int, stream_id: int) -> None:
+        """Return ``n`` bytes of one stream's window (nothing once the stream can receive no more)."""
+        if n <= 0 or self.closed:
+            return
         stream = self.streams.get(stream_id)
         if stream is None or stream.recv_closed:
             return

@@ -146,12 +146,12 @@ class DownstreamConnection:
                         for ev in engine.receive_data(data):
                             t = type(ev)
                             if t is DataReceived:
+                                # The connection's window comes back at once, the stream's once forwarded (see
+                                # ProxyStream._ack_down): one stalled stream cannot starve the client's others.
+                                engine.acknowledge_connection(ev.flow_controlled_length)  # type: ignore[attr-defined]
                                 s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
                                 if s is not None:
                                     s.on_request_data(ev)  # type: ignore[arg-type]
-                                else:
-                                    engine.acknowledge_received_data(
-                                        ev.flow_controlled_length, ev.stream_id)  # type: ignore[attr-defined]
                             elif t is HeadersReceived:
                                 kind = ev.kind  # type: ignore[attr-defined]
                                 if kind == REQUEST:

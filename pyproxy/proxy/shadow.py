@@ -139,7 +139,7 @@ class ShadowStream:
     def on_response_data(self, ev: DataReceived) -> None:
         up = self.up
         if up is not None and ev.flow_controlled_length:
-            up.engine.acknowledge_received_data(ev.flow_controlled_length, self.up_sid)
+            up.engine.acknowledge_stream(ev.flow_controlled_length, self.up_sid)
             self.runtime.mark_dirty(up)
         if ev.end_stream:
             self._finish()

@@ -567,14 +567,14 @@ class ProxyStream:
                 up.transport.on_drain(self._release_down_ack)
             self.deferred_down_ack += n
             return
-        self.down.engine.acknowledge_received_data(n, self.down_sid)
+        self.down.engine.acknowledge_stream(n, self.down_sid)
         self.ctx.runtime.mark_dirty(self.down)
 
     def _release_down_ack(self) -> None:
         n = self.deferred_down_ack
         self.deferred_down_ack = 0
         if n and not self.done:
-            self.down.engine.acknowledge_received_data(n, self.down_sid)
+            self.down.engine.acknowledge_stream(n, self.down_sid)
             self.ctx.runtime.mark_dirty(self.down)
             self.ctx.runtime.flush()
 
@@ -729,7 +729,7 @@ class ProxyStream:
     def _ack_up_now(self, n: int) -> None:
         up = self.up
         if up is not None and n:
-            up.engine.acknowledge_received_data(n, self.up_sid)
+            up.engine.acknowledge_stream(n, self.up_sid)
             self.ctx.runtime.mark_dirty(up)
 
     def _release_up_ack(self) -> None:

@@ -182,12 +182,12 @@ class UpstreamConnection:
                         for ev in events:
                             t = type(ev)
                             if t is DataReceived:
+                                # The connection's window comes back at once: a stream whose reader stalls
+                                # holds only its own stream window, never the streams beside it (issue 9.3).
+                                engine.acknowledge_connection(ev.flow_controlled_length)  # type: ignore[attr-defined]
                                 s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
                                 if s is not None:
                                     s.on_response_data(ev)  # type: ignore[arg-type]
-                                else:
-                                    engine.acknowledge_received_data(
-                                        ev.flow_controlled_length, ev.stream_id)  # type: ignore[attr-defined]
                             elif t is HeadersReceived:
                                 s = streams.get(ev.stream_id)  # type: ignore[attr-defined]
                                 if s is not None:

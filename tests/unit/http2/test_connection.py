@@ -275,6 +275,29 @@ def test_window_update_only_after_acknowledge_received_data() -> None:
     assert theirs.local_flow_control_window(1) == 65535
 
 
+def test_connection_and_stream_windows_are_returned_separately() -> None:
+    """A proxy returns the connection's window on receipt and the stream's once forwarded: with two streams, one
+    never forwarded, the peer can go on sending on the other (issue 9.3: a stalled reader starved the rest)."""
+    ours, theirs, _, _ = connected_to_h2(ours_client=False, local=SMALL)
+    theirs.send_headers(1, REQ)
+    theirs.send_headers(3, REQ)
+    theirs.send_data(1, b"a" * 16384)
+    theirs.send_data(1, b"a" * 16384)
+    mine, _ = pump(ours, theirs)
+    for d in of(mine, DataReceived):
+        ours.acknowledge_connection(d.flow_controlled_length)  # stream 1's bytes are held, not forwarded
+    _, peer = pump(ours, theirs)
+    updates = of(peer, he.WindowUpdated)
+    assert {w.stream_id for w in updates} == {0} and sum(w.delta for w in updates) == 32768
+    assert theirs.local_flow_control_window(1) == 65535 - 32768  # stream 1: still its own bytes held
+    assert theirs.local_flow_control_window(3) == 65535  # stream 3 may send a whole window
+    ours.acknowledge_stream(32768, 1)
+    _, peer = pump(ours, theirs)
+    assert sorted((w.stream_id, w.delta) for w in of(peer, he.WindowUpdated)) == [(1, 32768)]
+    ours.acknowledge_stream(100, 99)  # an unknown stream: nothing
+    assert not ours.data_to_send()
+
+
 def test_no_stream_window_update_after_end_stream_but_connection_window_returns() -> None:
     ours, theirs, _, _ = connected_to_h2(ours_client=False, local=SMALL)
     theirs.send_headers(1, REQ)

@@ -1,0 +1,102 @@
+"""Issue 9.3, reproduced: a local client opened 100 streams through the client sidecar and never read the
+responses. All callers share one upstream connection per endpoint, and the connection-level window held by
+the stalled streams starved every other call (throughput ~0), sometimes for good after the attacker left.
+
+Now each stream holds only its own window (the proxy returns the connection's window on receipt, the
+stream's once forwarded, as Envoy's codecs do): legitimate calls go on while 100 never-read streams are
+open (no failure, p99 within 2x of the quiet one), and nothing is left stuck once the attacker is gone.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+
+import grpc
+import h2.config
+import h2.connection
+import h2.settings
+import pytest
+
+from payment_service import api
+from payment_service.proto import payment_pb2 as pb
+from tests.support.mesh import CLIENT_CLUSTER, HOST, PAYMENT_AUTHORITY, Mesh, grpc_frame
+
+pytestmark = pytest.mark.timeout(300)
+
+STREAMS = 100
+REPLY_BYTES = 65536  # per message; 4 messages a stream: 100 streams hold 25 MiB, past the 16 MiB connection window
+REPETITIONS = 20
+
+
+def stalled_reader(port: int) -> socket.socket:
+    """A client that opens STREAMS ListPayments streams with a stream window of 0 and never reads."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    body = grpc_frame(pb.ListPaymentsRequest(limit=4).SerializeToString())
+    for _ in range(STREAMS):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", PAYMENT_AUTHORITY),
+                                (":path", "/payment.PaymentService/ListPayments"), ("content-type", "application/grpc"),
+                                ("te", "trailers"), ("x-payment-response-bytes", str(REPLY_BYTES))])
+        conn.send_data(sid, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock
+
+
+def latencies(stub: api.Stub, n: int) -> tuple[list[float], list[str]]:
+    """``n`` unary calls one after the other: their latencies (s) and the failures' status names."""
+    out, failed = [], []
+    for _ in range(n):
+        t0 = time.monotonic()
+        try:
+            stub.Charge(pb.ChargeRequest(customer_id="c", amount=100, currency="EUR"), timeout=5)
+            out.append(time.monotonic() - t0)
+        except grpc.RpcError as e:
+            failed.append(e.code().name)
+    return out, failed
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def active_requests(mesh: Mesh) -> int:
+    return sum(mesh.client_sidecar.host_stat(CLIENT_CLUSTER, "rq_active"))
+
+
+def test_never_read_streams_stall_only_themselves(fresh_mesh: Mesh) -> None:
+    mesh = fresh_mesh
+    with mesh.channel() as channel:
+        stub = api.Stub(channel)
+        quiet, failed = latencies(stub, 200)
+        assert not failed
+        baseline = p99(quiet)
+        figures = []
+        for rep in range(REPETITIONS):
+            attacker = stalled_reader(mesh.client_sidecar.listen_port)
+            try:
+                # The stalled streams are at the payment server and their replies fill the windows: wait for it.
+                deadline = time.monotonic() + 10
+                while active_requests(mesh) < STREAMS and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert active_requests(mesh) >= STREAMS, f"repetition {rep}: the attack did not start"
+                during, failed = latencies(stub, 100)
+            finally:
+                attacker.close()
+            assert not failed, f"repetition {rep}: {failed[:5]}"
+            figures.append(p99(during))
+            assert p99(during) <= max(2 * baseline, baseline + 0.02), (rep, baseline, figures)
+            # Nothing stuck once the attacker left: every stream of the attacker ended at the sidecar.
+            deadline = time.monotonic() + 10
+            while active_requests(mesh) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert active_requests(mesh) == 0, f"repetition {rep}: requests left active"
+        after, failed = latencies(stub, 100)
+    assert not failed
+    print(f"\np99 quiet {baseline * 1000:.1f} ms; with {STREAMS} never-read streams, over {REPETITIONS} "
+          f"repetitions: median {statistics.median(figures) * 1000:.1f} ms, worst {max(figures) * 1000:.1f} ms; "
+          f"after {p99(after) * 1000:.1f} ms")
