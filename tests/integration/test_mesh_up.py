@@ -256,7 +256,10 @@ p.add_argument("-l", default="info")
 p.add_argument("--ca-address")
 p.add_argument("--token-path")
 p.add_argument("--cert-ttl")
+p.add_argument("--admin-token-file")
 a = p.parse_args()
+if a.admin_token_file:
+    assert len(open(a.admin_token_file).read().strip()) >= 32, "no owner's credential"
 if a.token_path:
     assert open(a.token_path).read().count(".") == 2, "not a JWT"
 b = yaml.safe_load(open(a.c))
@@ -427,7 +430,9 @@ def test_lifecycle_detach_status_refuse_down(
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
     assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
     assert sidecar["argv"][9:] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
-                                   str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h"]
+                                   str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
+                                   "--admin-token-file", str(run_dir / "api-token")]
+    assert stat.S_IMODE((run_dir / "api-token").stat().st_mode) == 0o600
     assert stat.S_IMODE((run_dir / "tokens").stat().st_mode) == 0o700
     for name, sa in (("payment-v1", "payment"), ("payment-v2", "payment"), ("client", "client")):
         validate_bootstrap(yaml.safe_load((run_dir / "bootstrap" / f"{name}.yaml").read_text()))
@@ -499,7 +504,7 @@ def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
     assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
     assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
     assert legacy["addresses"] == {"target": f"{prefix}.10:15006"}
-    assert all(p["argv"][-2:] == ["--cert-ttl", "6s"] for p in state["processes"] if p["role"] == "sidecar")
+    assert all(p["argv"][-4:-2] == ["--cert-ttl", "6s"] for p in state["processes"] if p["role"] == "sidecar")
 
     def reported() -> bool:
         s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
