@@ -11,6 +11,7 @@ Untrusted input never raises out of ``H2Connection.receive_data``: a connection 
 The caller drives I/O (``pyproxy/proxy``, ``pyproxy/upstream``) and returns flow-control credit: the
 proxy returns the connection's share of each DATA frame on receipt (``acknowledge_connection``) and the
 stream's once the bytes have been forwarded (``acknowledge_stream``), as Envoy's codecs do, so a stream whose
-reader stalls holds only its own window (``acknowledge_received_data`` does both). ``h2`` is the reference peer in the tests
-(``tests/unit/http2``); it was replaced here on the hot path for speed (~26 us vs ~220 us per request, both ends).
+reader stalls holds only its own window (``acknowledge_received_data`` does both). ``h2`` is the reference peer
+in the tests (``tests/unit/http2``); it was replaced here on the hot path for speed (~26 us vs ~220 us per
+request, both ends).
 """
