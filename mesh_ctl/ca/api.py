@@ -22,6 +22,8 @@ from mesh_ctl.ca.rotation import RotationError
 from mesh_ctl.ca.tokens import MAX_TOKEN_TTL
 from mesh_ctl.xds.web import HttpError, audit, caller
 
+MAX_SECONDS = 366 * 86400  # no duration of the CA's API is longer (found by fuzzing: 10^14 s overflowed)
+
 
 class RotateBody(BaseModel):
     publish_delay_s: float | None = Field(None, ge=0, description="start a rotation: how long the new root is "
@@ -64,8 +66,8 @@ def _seconds(body: dict[str, Any], key: str, *, minimum: float) -> timedelta | N
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise HttpError(400, f"{key} must be a number >= {minimum:g}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= MAX_SECONDS:
+        raise HttpError(400, f"{key} must be a number of seconds from {minimum:g} to {MAX_SECONDS:g} (a year)")
     return timedelta(seconds=value)
 
 
