@@ -10,6 +10,10 @@ if there is one) placed with the same options as `mesh_ctl up`, and the run's ce
 <run dir>/certs). Istio resources are kept in --state-dir (default <run dir>/store) and survive restarts.
 Sidecars and proxyless gRPC clients connect to --xds-address (plain gRPC, loopback only, like istiod's
 15010). Runs until SIGTERM or Ctrl-C. `mesh_ctl up` starts it for the local mesh.
+
+The management API (--api-address) answers only its owner: every call needs the credential in
+<run dir>/api-token (without --run-dir: <state dir>/api-token), made 0600 on the first start. The CLI reads it
+from the run dir it is given, or from $MINIMESH_API_TOKEN_FILE.
 """
 
 from __future__ import annotations
