@@ -61,7 +61,12 @@ def in_force(topology: Topology, resources: Sequence[Mapping[str, Any]],
     client outside the mesh calls, if there is one, so its fate under STRICT or an ALLOW policy is said)."""
     if not resources:
         return InForce()
-    istio = index_resources(list(resources), topology.domain_suffix)
+    try:
+        istio = index_resources(list(resources), topology.domain_suffix)
+    except ValueError as e:  # the banner is a report: it never stops `up` (the control plane says more)
+        line = (f"in force: {len(resources)} stored Istio resources, which could not be read here ({e}); see "
+                "`mesh_ctl get vs`, `mesh_ctl get dr` and logs/control-plane.log")
+        return InForce(lines=(line,), stored=len(resources))
     splits: dict[tuple[str, str], Split] = {}
     lines = [f"in force (the config store keeps what was applied across runs; `mesh_ctl up --fresh` starts "
              f"without it): {len(resources)} Istio resource{'s' if len(resources) != 1 else ''}"]

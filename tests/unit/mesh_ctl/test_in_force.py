@@ -80,3 +80,12 @@ def test_fresh_sets_the_store_aside_and_it_can_be_applied_back(tmp_path: Path) -
     fresh = ConfigStore(tmp_path / "store")
     assert fresh.revision == 0 and fresh.list() == []
     assert fresh.apply(back).changed  # what was set aside applies back as it was
+
+
+def test_a_resource_it_cannot_read_is_reported_not_raised() -> None:
+    """The banner is a report: `up` goes on whatever the store holds."""
+    odd = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "g", "namespace": "x"},
+           "spec": {}}
+    force = in_force(default_topology(), [odd])
+    [line] = force.lines
+    assert line.startswith("in force: 1 stored Istio resources, which could not be read here (") and not force.splits
