@@ -12,7 +12,12 @@ from pyproxy.agent import pki
 from tests.unit.agent.signer import Signer, make_authority, pem
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/payment"
-NOW = datetime.now().astimezone()
+
+
+def now() -> datetime:
+    """The time of the call, not of the module's import: the suite may reach these tests many minutes after
+    collecting them (a module-level constant once fell outside the 5 minute skew the agent allows)."""
+    return datetime.now().astimezone()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,7 @@ def answer(signer: Signer, key: pki.PrivateKey, **kw: object) -> list[str]:
 
 def test_a_good_answer_is_accepted(signer: Signer, ec_key: pki.PrivateKey) -> None:
     signed_at = datetime.now(UTC)
-    issued = pki.validate_chain(answer(signer, ec_key), ec_key, SPIFFE, NOW)
+    issued = pki.validate_chain(answer(signer, ec_key), ec_key, SPIFFE, now())
     assert issued.spiffe_id == SPIFFE
     assert issued.root == signer.root.cert
     assert issued.chain == (issued.leaf,)  # the root is not part of the chain the proxy presents
@@ -73,19 +78,19 @@ def test_a_good_answer_is_accepted(signer: Signer, ec_key: pki.PrivateKey) -> No
 
 def test_an_intermediate_is_kept_in_the_chain(ec_key: pki.PrivateKey) -> None:
     signer = Signer(intermediate=True)
-    issued = pki.validate_chain(answer(signer, ec_key), ec_key, SPIFFE, NOW)
+    issued = pki.validate_chain(answer(signer, ec_key), ec_key, SPIFFE, now())
     assert issued.chain[1] == signer.issuer.cert and issued.root == signer.root.cert
     assert pki.certs_pem(issued.chain).count(b"BEGIN CERTIFICATE") == 2
 
 
 def test_several_certificates_in_one_element_are_read(signer: Signer, ec_key: pki.PrivateKey) -> None:
-    issued = pki.validate_chain(["".join(answer(signer, ec_key))], ec_key, SPIFFE, NOW)
+    issued = pki.validate_chain(["".join(answer(signer, ec_key))], ec_key, SPIFFE, now())
     assert issued.root == signer.root.cert
 
 
 def rejected(chain: list[str], key: pki.PrivateKey, match: str) -> None:
     with pytest.raises(pki.CertificateRejected, match=match):
-        pki.validate_chain(chain, key, SPIFFE, NOW)
+        pki.validate_chain(chain, key, SPIFFE, now())
 
 
 def test_a_certificate_for_another_key_is_rejected(signer: Signer, ec_key: pki.PrivateKey) -> None:
@@ -135,13 +140,13 @@ def test_a_leaf_that_is_a_ca_is_rejected(signer: Signer, ec_key: pki.PrivateKey)
 
 def test_expired_or_future_certificates_are_rejected(signer: Signer, ec_key: pki.PrivateKey) -> None:
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(SPIFFE)]
-    expired = signer.leaf(ec_key.public_key(), sans, 60, now=NOW - timedelta(hours=1))
+    expired = signer.leaf(ec_key.public_key(), sans, 60, now=now() - timedelta(hours=1))
     rejected([pem(expired), *signer.chain_tail()], ec_key, "leaf certificate expired")
-    future = signer.leaf(ec_key.public_key(), sans, 3600, now=NOW + timedelta(hours=1), backdate=0)
+    future = signer.leaf(ec_key.public_key(), sans, 3600, now=now() + timedelta(hours=1), backdate=0)
     rejected([pem(future), *signer.chain_tail()], ec_key, "not valid before")
     # A little clock skew is fine.
-    skewed = signer.leaf(ec_key.public_key(), sans, 3600, now=NOW + timedelta(minutes=1), backdate=0)
-    pki.validate_chain([pem(skewed), *signer.chain_tail()], ec_key, SPIFFE, NOW)
+    skewed = signer.leaf(ec_key.public_key(), sans, 3600, now=now() + timedelta(minutes=1), backdate=0)
+    pki.validate_chain([pem(skewed), *signer.chain_tail()], ec_key, SPIFFE, now())
 
 
 @pytest.mark.parametrize("chain, match", [
