@@ -256,7 +256,8 @@ class ApiServer:
         sock.listen(128)
         sock.setblocking(False)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=5, limit_concurrency=64, server_header=False,
+                                timeout_keep_alive=5, timeout_graceful_shutdown=2, limit_concurrency=64,
+                                server_header=False,
                                 h11_max_incomplete_event_size=16 * 1024)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="management-api")
@@ -275,5 +276,7 @@ class ApiServer:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
+        # uvicorn gives open connections timeout_graceful_shutdown (2 s); a task still running after that is
+        # cancelled: stopping the control plane never hangs on a client that keeps its connection open.
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(self._task, 5.0)

@@ -239,3 +239,27 @@ def test_the_store_survives_a_restart_with_the_same_versions(registry: Registry,
 
     first, second = run(versions), run(versions)
     assert first == second and first[1] == "1"
+
+
+def test_stopping_never_waits_on_a_client_that_keeps_its_connection_open(registry: Registry, tmp_path: Path) -> None:
+    """A client that never finishes its request (a stuck script, a slow-loris) does not hold up the control
+    plane's shutdown: uvicorn gets 2 s for open requests, then the server task is cancelled."""
+
+    async def scenario() -> float:
+        cp = ControlPlane(ServeOptions(registry=registry, state_dir=tmp_path / "store", xds_address="127.0.0.1:0",
+                                       api_address="127.0.0.1:0", run_dir=RunDir(tmp_path)))
+        await cp.start()
+        host, port = cp.api_address.rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        token = cp.token_file.read_text().strip()
+        writer.write(f"POST /v1/analyze HTTP/1.1\r\nHost: {cp.api_address}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        await writer.drain()  # a request whose body never comes
+        await asyncio.sleep(0.2)  # (only so that the server has read the head; the assertion is on stop's time)
+        started = asyncio.get_running_loop().time()
+        await cp.stop()
+        elapsed = asyncio.get_running_loop().time() - started
+        writer.close()
+        return elapsed
+
+    assert run(scenario) < 8.0
