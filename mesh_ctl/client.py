@@ -41,7 +41,6 @@ ENV_CONTROL_PLANE = "MINIMESH_CONTROL_PLANE"
 DISCOVERY_FILE = "control-plane.json"  # the same name as mesh_ctl.server.DISCOVERY_FILE
 DEFAULT_API = "127.0.0.1:15014"
 ENV_TOKEN_FILE = "MINIMESH_API_TOKEN_FILE"
-TOKEN_FILE = "api-token"  # the same name as mesh_ctl.xds.web.TOKEN_FILE
 TIMEOUT = 30.0
 
 
@@ -117,7 +116,7 @@ class Endpoint:
         env = os.environ.get(ENV_TOKEN_FILE)
         if env:
             return Path(env)
-        return (self.run_dir or RunDir(resolve_run_dir(None)).root) / TOKEN_FILE
+        return RunDir(self.run_dir or resolve_run_dir(None)).api_token
 
     @property
     def host_port(self) -> tuple[str, int]:

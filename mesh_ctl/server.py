@@ -39,24 +39,23 @@ import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from mesh_ctl.ca.api import router as ca_router
 from mesh_ctl.ca.control import ControlPlaneCA
 from mesh_ctl.ca.material import CaConfigError
 from mesh_ctl.ca.options import CaOptions
 from mesh_ctl.ca.service import add_to_server as add_ca_service
+from mesh_ctl.credential import TOKEN_FILE, ensure_token
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
-from mesh_ctl.xds.api import router as api_router
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
-from mesh_ctl.xds.web import TOKEN_FILE, ApiServer, allowed_hosts, build_app, ensure_token
+from mesh_ctl.xds.openapi import management_app
+from mesh_ctl.xds.web import ApiServer, allowed_hosts
 
 log = logging.getLogger("mesh_ctl.server")
 
 DISCOVERY_FILE = "control-plane.json"
-API_VERSION = "1"  # of the management API's OpenAPI document (mesh_ctl.xds.openapi has the same)
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_API_ADDRESS = "127.0.0.1:15014"
 # Keep idle ADS streams alive and notice dead peers; let clients ping as often as every 10 s.
@@ -164,10 +163,7 @@ class ControlPlane:
         self.xds_address = join_address(host, bound)
 
         api_host, api_port = split_address(self.options.api_address)
-        app = build_app("minimesh control plane", API_VERSION, allowed_hosts(api_host), self._token)
-        app.include_router(api_router(self))
-        app.include_router(ca_router(self.ca))
-        self._http = ApiServer(app)
+        self._http = ApiServer(management_app(self, self.ca, allowed_hosts(api_host), self._token))
         api_host, api_port = await self._http.start(api_host, api_port)
         self.api_address = join_address(api_host, api_port)
         self._write_discovery()

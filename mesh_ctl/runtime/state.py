@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import yaml
 
+from mesh_ctl.credential import TOKEN_FILE
+
 STATE_VERSION = 1
 ENV_HOME = "MINIMESH_HOME"
 
@@ -84,7 +86,7 @@ class RunDir:
     @property
     def api_token(self) -> Path:
         """The owner's credential for the control plane's management API (made by `mesh_ctl serve`, 0600)."""
-        return self.root / "api-token"
+        return self.root / TOKEN_FILE
 
     @property
     def tokens(self) -> Path:

@@ -275,7 +275,8 @@ class _Api:
             raise HttpError(400, "weights must be an object {subset: weight}")
         cp = self.cp
         host = resolve_host(service, namespace, cp.registry.domain_suffix)
-        if cp.registry.service(host) is None:
+        entry = cp.registry.service(host)
+        if entry is None:
             services = ", ".join(f"{s.name} (namespace {s.namespace})" for s in cp.registry.services) or "none"
             raise HttpError(404, f"there is no service {service!r} in namespace {namespace} (host {host}); "
                                  f"known services: {services}", known_services=[s.fqdn for s in cp.registry.services])
@@ -283,14 +284,13 @@ class _Api:
         vs = next((r for r in cp.store.list("VirtualService", namespace)
                    if any(resolve_host(str(h), namespace, cp.registry.domain_suffix) == host
                           for h in r.spec.get("hosts") or ())), None)
-        entry = cp.registry.service(host)
         before = default_route_weights(vs.spec) if vs is not None else None
         source = f"VirtualService {namespace}/{vs.name}" if vs is not None else "topology"
-        if before is None and entry is not None:
+        if before is None:
             before = [(s.name, s.weight) for s in entry.subsets] or [(f"({host})", 100)]
         has_rule = any(resolve_host(str(r.spec.get("host", "")), r.namespace, cp.registry.domain_suffix) == host
                        for r in cp.store.list("DestinationRule"))
-        if not has_rule and entry is not None and entry.subsets:  # the topology's subsets act as the DR
+        if not has_rule and entry.subsets:  # the topology's subsets act as the DR
             known = {s.name for s in entry.subsets}
             unknown = [s for s in weights if s not in known]
             if unknown:
@@ -311,11 +311,9 @@ class _Api:
         after = [(str(s), int(w)) for s, w in weights.items()]
         if stored is not None and not result.dry_run:
             after = default_route_weights(stored.spec) or after
-        return {**_result(result), "host": host, "known_service": entry is not None,
-                              "before": before, "before_source": source, "after": after,
-                              "resource": f"VirtualService {key.namespace}/{key.name}" if key else None,
-                              "document": dict(stored.raw or stored.to_dict())
-                              if stored is not None and not result.dry_run else None}
+        document = dict(stored.raw or stored.to_dict()) if stored is not None and not result.dry_run else None
+        return {**_result(result), "host": host, "before": before, "before_source": source, "after": after,
+                "resource": f"VirtualService {key.namespace}/{key.name}" if key else None, "document": document}
 
     async def proxy_status(self) -> dict[str, Any]:
         cp = self.cp

@@ -1,6 +1,7 @@
-"""The management API's OpenAPI document, without a running control plane: ``python -m mesh_ctl.xds.openapi``
-prints it; ``docs/api/openapi.json`` is its published copy (a test keeps the two equal). Clients and fuzzers
-(schemathesis) start from it. The live server serves the same at ``GET /openapi.json``."""
+"""The management API as an application: :func:`management_app` is what the control plane serves, and
+:func:`document` its OpenAPI document without a running control plane (``python -m mesh_ctl.xds.openapi``
+prints it; ``docs/api/openapi.json`` is its published copy, kept equal by a test). Clients and fuzzers
+(schemathesis) start from it; the live server serves the same at ``GET /openapi.json``."""
 
 from __future__ import annotations
 
@@ -15,15 +16,25 @@ if TYPE_CHECKING:
     from mesh_ctl.ca.control import ControlPlaneCA
     from mesh_ctl.server import ControlPlane
 
-API_VERSION = "1"  # mesh_ctl.server.API_VERSION
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+TITLE = "minimesh control plane"
+API_VERSION = "1"  # of the management API's OpenAPI document
+
+
+def management_app(cp: ControlPlane, ca: ControlPlaneCA, allowed_hosts: list[str], token: str) -> FastAPI:
+    """The management API's routes (:mod:`mesh_ctl.xds.api`, :mod:`mesh_ctl.ca.api`) behind its guard
+    (:func:`mesh_ctl.xds.web.build_app`)."""
+    app = build_app(TITLE, API_VERSION, allowed_hosts, token)
+    app.include_router(api_router(cp))
+    app.include_router(ca_router(ca))
+    return app
 
 
 def document() -> dict[str, Any]:
     """The document (the routers are only described here, never called)."""
-    app = build_app("minimesh control plane", API_VERSION, ["127.0.0.1"], "x" * 64)
-    app.include_router(api_router(cast("ControlPlane", None)))
-    app.include_router(ca_router(cast("ControlPlaneCA", None)))
-    return app.openapi()
+    return management_app(cast("ControlPlane", None), cast("ControlPlaneCA", None), ["127.0.0.1"], "x" * 64).openapi()
 
 
 def main() -> None:
