@@ -28,6 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 STREAMS = 100
 REPLY_BYTES = 65536  # per message; 4 messages a stream: 100 streams hold 25 MiB, past the 16 MiB connection window
 REPETITIONS = 20
+STALL_S = 1.0  # no call under attack may take this long (a wedged path takes the whole 5 s deadline)
 
 
 def stalled_reader(port: int) -> socket.socket:
@@ -86,7 +87,8 @@ def test_never_read_streams_stall_only_themselves(fresh_mesh: Mesh) -> None:
         quiet, failed = latencies(stub, 200)
         assert not failed
         baseline = p99(quiet)
-        figures = []
+        figures: list[float] = []
+        pooled: list[float] = []
         for rep in range(REPETITIONS):
             answered = answered_by_server_sidecar(mesh)
             attacker = stalled_reader(mesh.client_sidecar.listen_port)
@@ -106,7 +108,9 @@ def test_never_read_streams_stall_only_themselves(fresh_mesh: Mesh) -> None:
                 attacker.close()
             assert not failed, f"repetition {rep}: {failed[:5]}"
             figures.append(p99(during))
-            assert p99(during) <= max(2 * baseline, baseline + 0.02), (rep, baseline, figures)
+            pooled += during
+            # A stalled path shows as seconds (the calls' 5 s deadline); one slow sample of 100 is noise.
+            assert max(during) < STALL_S, (rep, max(during))
             # Nothing stuck once the attacker left: every stream of the attacker ended at the sidecar.
             deadline = time.monotonic() + 10
             while active_requests(mesh) and time.monotonic() < deadline:
@@ -114,6 +118,10 @@ def test_never_read_streams_stall_only_themselves(fresh_mesh: Mesh) -> None:
             assert active_requests(mesh) == 0, f"repetition {rep}: requests left active"
         after, failed = latencies(stub, 100)
     assert not failed
+    # The issue's bound, on the p99 of all 2,000 calls made under attack (a per-repetition p99 of 100 calls is
+    # their slowest one, which scheduling noise alone took past 2x once in 30 runs).
+    assert p99(pooled) <= max(2 * baseline, baseline + 0.005), (baseline, p99(pooled), figures)
     print(f"\np99 quiet {baseline * 1000:.1f} ms; with {STREAMS} never-read streams, over {REPETITIONS} "
-          f"repetitions: median {statistics.median(figures) * 1000:.1f} ms, worst {max(figures) * 1000:.1f} ms; "
+          f"repetitions: p99 of all {len(pooled)} calls {p99(pooled) * 1000:.1f} ms, per repetition median "
+          f"{statistics.median(figures) * 1000:.1f} ms, worst {max(figures) * 1000:.1f} ms; "
           f"after {p99(after) * 1000:.1f} ms")
