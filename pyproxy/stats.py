@@ -134,6 +134,9 @@ class ProxyStats:
         self.downstream_tls_failures = 0
         self.downstream_plaintext_refused = 0
         self.downstream_rq_total = 0
+        # Connections sent a GOAWAY for too many premature stream resets (Envoy's
+        # http.<prefix>.downstream_rq_too_many_premature_resets, summed over listeners).
+        self.downstream_rq_too_many_premature_resets = 0
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         # (HCM stat_prefix, rules_stat_prefix, shadow_rules_stat_prefix) -> counters
         self.rbac: dict[tuple[str, str, str], RbacCounters] = {}

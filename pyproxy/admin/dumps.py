@@ -137,6 +137,7 @@ def _bound_port(entry: Any) -> int:
 def counters(rt: Runtime) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = [
         ("http.downstream_rq_total", rt.stats.downstream_rq_total),
+        ("http.downstream_rq_too_many_premature_resets", rt.stats.downstream_rq_too_many_premature_resets),
         ("listener.downstream_tls_failures", rt.stats.downstream_tls_failures),
         ("listener.downstream_plaintext_refused", rt.stats.downstream_plaintext_refused),
         ("http.downstream_cx_active", len(rt.downstream_connections)),
@@ -178,6 +179,9 @@ def prometheus(rt: Runtime) -> str:
         lines.extend(metric + sample for sample in samples)
     lines.append("# TYPE envoy_http_downstream_rq_total counter")
     lines.append(f"envoy_http_downstream_rq_total {rt.stats.downstream_rq_total}")
+    lines.append("# TYPE envoy_http_downstream_rq_too_many_premature_resets counter")
+    lines.append("envoy_http_downstream_rq_too_many_premature_resets "
+                 f"{rt.stats.downstream_rq_too_many_premature_resets}")
     lines.append("# TYPE envoy_http_downstream_cx_active gauge")
     lines.append(f"envoy_http_downstream_cx_active {len(rt.downstream_connections)}")
     lines.append("# TYPE envoy_listener_downstream_tls_failures counter")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import OrderedDict
+from time import monotonic
 
 from pyproxy.http2 import frames as fr
 from pyproxy.http2.events import (
@@ -85,11 +86,12 @@ class _StreamError(Exception):
 
 
 class Stream:
-    __slots__ = ("content_length", "id", "inbound_window", "outbound_window", "received_bytes",
+    __slots__ = ("content_length", "id", "inbound_window", "opened_at", "outbound_window", "received_bytes",
                  "recv_closed", "recv_headers", "send_closed", "send_headers", "unacked")
 
     def __init__(self, stream_id: int, inbound_window: int, outbound_window: int) -> None:
         self.id = stream_id
+        self.opened_at = 0.0  # server side: when the peer opened it (premature-reset accounting)
         self.inbound_window = inbound_window  # what the peer may still send us
         self.outbound_window = outbound_window  # what we may still send
         self.unacked = 0  # consumed by the application, not yet returned with WINDOW_UPDATE
@@ -106,13 +108,15 @@ class H2Settings:
 
     __slots__ = ("header_table_size", "initial_connection_window", "initial_window", "max_concurrent_streams",
                  "max_consecutive_empty_frames", "max_frame_size", "max_header_list_size",
-                 "max_priority_per_stream", "max_rapid_resets", "max_window_updates_per_data")
+                 "max_priority_per_stream", "max_window_updates_per_data", "premature_reset_min_stream_lifetime",
+                 "premature_reset_total_stream_count")
 
     def __init__(self, *, max_concurrent_streams: int = 2**31 - 1, initial_window: int = 1 << 20,
                  initial_connection_window: int = 16 << 20, max_header_list_size: int = 60 * 1024,
                  max_frame_size: int = fr.DEFAULT_MAX_FRAME_SIZE, header_table_size: int = 4096,
                  max_consecutive_empty_frames: int = 1, max_priority_per_stream: int = 100,
-                 max_rapid_resets: int = 200, max_window_updates_per_data: int = 10) -> None:
+                 max_window_updates_per_data: int = 10, premature_reset_total_stream_count: int = 500,
+                 premature_reset_min_stream_lifetime: float = 1.0) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.initial_window = min(initial_window, fr.MAX_WINDOW)
         # The connection window starts at 65,535 whatever SETTINGS say (RFC 9113 6.9.2); we can only grow it.
@@ -122,7 +126,10 @@ class H2Settings:
         self.header_table_size = header_table_size
         self.max_consecutive_empty_frames = max_consecutive_empty_frames
         self.max_priority_per_stream = max_priority_per_stream
-        self.max_rapid_resets = max_rapid_resets
+        # Envoy's rapid-reset (CVE-2023-44487) limits, runtime keys overload.premature_reset_total_stream_count
+        # and overload.premature_reset_min_stream_lifetime_seconds: see H2Connection._on_rst_stream.
+        self.premature_reset_total_stream_count = premature_reset_total_stream_count
+        self.premature_reset_min_stream_lifetime = premature_reset_min_stream_lifetime
         self.max_window_updates_per_data = max_window_updates_per_data
 
 
@@ -175,6 +182,7 @@ class H2Connection:
         self._data_frames_sent = 0
         self._local_streams_opened = 0
         self._premature_resets = 0
+        self.premature_reset_goaway = False  # the rapid-reset limit was reached (see _premature_reset)
         self._streams_opened = 0
 
     # ------------------------------------------------------------------------------------- setup
@@ -324,14 +332,16 @@ class H2Connection:
         self._out.append(fr.ping_frame(payload))
 
     def send_goaway(self, code: int = ErrorCode.NO_ERROR, debug: bytes = b"",
-                    last_stream_id: int | None = None) -> None:
-        """Announce shutdown; peer streams above ``last_stream_id`` (default: the highest seen) are refused."""
+                    last_stream_id: int | None = None, *, keep_open: bool = False) -> None:
+        """Announce shutdown; peer streams above ``last_stream_id`` (default: the highest seen) are refused.
+        A GOAWAY with an error code ends the connection unless ``keep_open``: then the streams up to
+        ``last_stream_id`` may still complete (RFC 9113 6.8)."""
         if self.closed:
             return
         last = self.highest_remote_stream_id if last_stream_id is None else last_stream_id
         self.goaway_sent_last_id = last
         self._out.append(fr.goaway_frame(last, code, debug))
-        if code != ErrorCode.NO_ERROR:
+        if code != ErrorCode.NO_ERROR and not keep_open:
             self.closed = True
 
     @property
@@ -598,6 +608,7 @@ class H2Connection:
                 self._remember_closed(sid, _RESET_BY_US)
                 return
             stream = Stream(sid, self._stream_recv_window, self.remote_initial_window)
+            stream.opened_at = monotonic()
             self.streams[sid] = stream
             self.open_remote_streams += 1
             self._streams_opened += 1
@@ -794,15 +805,35 @@ class H2Connection:
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on idle stream")
             return
         code = _UINT32.unpack_from(payload, 0)[0]
-        if not self.client_side and not stream.send_headers:
-            self._premature_resets += 1
-            if (self._premature_resets >= self.local.max_rapid_resets
-                    and self._premature_resets * 2 >= self._streams_opened):
-                self._forget(stream, _RESET_BY_PEER)
-                events.append(StreamReset(sid, code, True))
-                raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset by the client")
         self._forget(stream, _RESET_BY_PEER)
         events.append(StreamReset(sid, code, True))
+        if (not self.client_side and not stream.send_headers
+                and monotonic() - stream.opened_at < self.local.premature_reset_min_stream_lifetime):
+            self._premature_reset(events)
+
+    def _premature_reset(self, events: list[Event]) -> None:
+        """Envoy's rapid-reset defence (``ConnectionManagerImpl::maybeDrainDueToPrematureResets``): a reset is
+        premature when the client sends it before our response headers and within the minimum lifetime of its
+        stream. Once half of ``premature_reset_total_stream_count`` are premature, or once that many streams
+        closed and at least half of them were, the connection has to go.
+
+        Unlike Envoy, which aborts the connection, the GOAWAY is graceful: its last stream id is the highest
+        one processed, those streams still complete, later ones are refused (RFC 9113 6.8, safe to retry) and
+        the caller closes the connection once its streams are done (``drain_timeout`` at most). A proxy relays
+        its clients' resets onto a shared upstream connection, so an abort there would fail other clients'
+        calls in flight; the attacker gains nothing from the grace, since no new stream is accepted."""
+        self._premature_resets += 1
+        if self.premature_reset_goaway:
+            return
+        limit = self.local.premature_reset_total_stream_count
+        closed = self._streams_opened - self.open_remote_streams
+        if self._premature_resets * 2 < (limit if closed < limit else closed):
+            return
+        self.premature_reset_goaway = True
+        debug = b"too many premature resets"
+        self.send_goaway(ErrorCode.ENHANCE_YOUR_CALM, debug, keep_open=True)
+        events.append(ConnectionTerminated(ErrorCode.ENHANCE_YOUR_CALM, self.highest_remote_stream_id, debug,
+                                           True))
 
     def _on_settings(self, payload: bytes, flags: int, sid: int, events: list[Event]) -> None:
         if sid != 0:

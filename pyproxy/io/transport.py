@@ -18,7 +18,7 @@ normally uses :meth:`close_lingering` instead: queued output goes out, then a FI
 the peer closes (closing with unread input would make the kernel send RST, which can destroy the last response
 before the peer reads it).
 Error handling: socket errors surface from ``receive`` as :class:`TransportClosed`; write errors mark the
-transport broken and are reported by the next ``receive``.
+transport broken and are reported by the next ``receive``, once what the peer sent before is read.
 """
 
 from __future__ import annotations
@@ -75,7 +75,15 @@ class Transport:
         sock = self.sock
         while True:
             if self.broken is not None:
-                raise TransportClosed(str(self.broken))
+                # A write failed (the peer reset the connection), but what it sent before may still be waiting
+                # to be read, e.g. a GOAWAY saying which of our streams it never processed: read that first.
+                try:
+                    n = sock.recv_into(_RECV_BUF)
+                except OSError:
+                    n = 0
+                if n <= 0:
+                    raise TransportClosed(str(self.broken))
+                return bytes(_RECV_VIEW[:n])
             try:
                 n = sock.recv_into(_RECV_BUF)
             except BlockingIOError:

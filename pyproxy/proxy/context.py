@@ -10,8 +10,8 @@ is cached, so the request path only concatenates lists.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pyproxy.accesslog import AccessLogger
 from pyproxy.config.model import (
@@ -41,7 +41,8 @@ class ChainContext:
 
     def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
                  recorder: Callable[[ChainContext, ProxyStream], None],
-                 peer_metadata: tuple[bytes, bytes] | None) -> None:
+                 peer_metadata: tuple[bytes, bytes] | None,
+                 runtime_values: Mapping[str, object] | None = None) -> None:
         self.runtime = runtime
         self.listener = listener
         self.chain = chain
@@ -58,7 +59,8 @@ class ChainContext:
                                       max_consecutive_empty_frames=h2.max_consecutive_inbound_frames_with_empty_payload,
                                       max_priority_per_stream=h2.max_inbound_priority_frames_per_stream,
                                       max_window_updates_per_data=h2.max_inbound_window_update_frames_per_data_frame_sent,
-                                      header_table_size=h2.hpack_table_size)
+                                      header_table_size=h2.hpack_table_size,
+                                      **premature_reset_limits(runtime_values or {}))
         self.server_header: bytes | None = (None if hcm.server_header_transformation == "PASS_THROUGH"
                                             else hcm.server_name.encode())
         self._inline_table: RouteTable | None = None
@@ -121,3 +123,19 @@ def encode_peer_metadata(node: NodeInfo) -> tuple[bytes, bytes] | None:
     if not found:
         return None
     return node.id.encode(), base64.b64encode(struct.SerializeToString())
+
+
+def premature_reset_limits(values: Mapping[str, object]) -> dict[str, Any]:
+    """Envoy's runtime keys for the rapid-reset defence (layered_runtime static layer), with its defaults:
+    ``overload.premature_reset_total_stream_count`` (500) and
+    ``overload.premature_reset_min_stream_lifetime_seconds`` (1). Unusable values keep the default, as Envoy's
+    ``Runtime::Snapshot::getInteger`` does."""
+    total = values.get("overload.premature_reset_total_stream_count", 500)
+    lifetime = values.get("overload.premature_reset_min_stream_lifetime_seconds", 1)
+    return {
+        "premature_reset_total_stream_count":
+            int(total) if isinstance(total, int | float) and not isinstance(total, bool) and total >= 1 else 500,
+        "premature_reset_min_stream_lifetime":
+            float(lifetime) if isinstance(lifetime, int | float) and not isinstance(lifetime, bool)
+            and lifetime >= 0 else 1.0,
+    }

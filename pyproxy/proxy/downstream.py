@@ -97,7 +97,14 @@ class DownstreamConnection:
         transport's queue) goes out first, then a FIN; the read loop goes on until the peer closes too (see
         :meth:`Transport.close_lingering`)."""
         self.flush()
-        self.transport.close_lingering(self.runtime.timers.call_later)
+        if self.engine.premature_reset_goaway:
+            # A peer busy flooding us may take a while to read the GOAWAY: until then it sends streams that the
+            # GOAWAY refused, and a close now (an RST, with its input unread) would lose the GOAWAY and fail the
+            # other streams it relayed on this connection instead of having them retried. It has
+            # drain_timeout in all (see _too_many_premature_resets).
+            self.transport.close_lingering(self.runtime.timers.call_later, self.ctx.hcm.drain_timeout)
+        else:
+            self.transport.close_lingering(self.runtime.timers.call_later)
 
     def drain(self) -> None:
         """Graceful shutdown, as Envoy's connection manager does it: a GOAWAY with the maximum stream id
@@ -119,6 +126,19 @@ class DownstreamConnection:
         self.runtime.flush()
         if not self.streams:
             self._close_gracefully()
+
+    def _too_many_premature_resets(self) -> None:
+        """The engine sent its rapid-reset GOAWAY (see ``H2Connection._premature_reset``): this connection,
+        the one that made the resets, is closed once the streams it already had are done, within
+        ``drain_timeout``; no new stream is accepted meanwhile."""
+        self.runtime.stats.downstream_rq_too_many_premature_resets += 1
+        log.warning("downstream %s: too many premature stream resets (HTTP/2 rapid reset): GOAWAY, closing",
+                    self.peer_address)
+        self.runtime.timers.call_later(self.ctx.hcm.drain_timeout, self._drain_expired)
+
+    def _drain_expired(self) -> None:
+        if not self.transport.closed:
+            self.transport.close()
 
     async def run(self) -> None:
         engine = self.engine
@@ -183,7 +203,9 @@ class DownstreamConnection:
                                 if self.keepalive is not None:
                                     self.keepalive.ping_acknowledged(ev.payload)  # type: ignore[attr-defined]
                             elif t is ConnectionTerminated:
-                                if ev.local:  # type: ignore[attr-defined]
+                                if engine.premature_reset_goaway and not engine.closed:
+                                    self._too_many_premature_resets()
+                                elif ev.local:  # type: ignore[attr-defined]
                                     log.info("downstream %s: connection error: %s", self.peer_address,
                                              ev.additional_data.decode(errors="replace"))  # type: ignore[attr-defined]
                                 self.draining = True

@@ -139,7 +139,8 @@ class Runtime:
                 chains.append(listener.default_filter_chain)
             for chain in chains:
                 # Keyed by identity: chain names are optional and need not be unique.
-                contexts[id(chain)] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata)
+                contexts[id(chain)] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata,
+                                                   snapshot.runtime)
                 if chain.tls is not None:
                     ssl_contexts[id(chain)] = self.ssl_context(chain.tls)
             entries[name] = ListenerEntry(listener, contexts, ssl_contexts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hyperframe.frame import RstStreamFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 
 from pyproxy.http2 import frames as fr
 from pyproxy.http2.connection import H2Connection, H2Settings
@@ -539,16 +539,64 @@ def test_priority_flood() -> None:
     assert_connection_error(conn, conn.receive_data(raw(fr.PRIORITY, 0, 999, u32(0) + b"\x10")), EYC)
 
 
-def test_rapid_reset_is_cut_off_with_enhance_your_calm() -> None:
+def rapid_resets(conn: H2Connection, peer: RawPeer, n: int, first: int = 1) -> list[object]:
+    """``n`` requests, each reset by the client at once (HEADERS with END_STREAM, then RST_STREAM CANCEL)."""
+    events: list[object] = []
+    for i in range(n):
+        sid = first + 2 * i
+        events += conn.receive_data(peer.headers(sid, REQUEST, end_stream=True) + raw(fr.RST_STREAM, 0, sid, u32(8)))
+    return events
+
+
+def goaways(conn: H2Connection) -> list[GoAwayFrame]:
+    return [f for f in parse(conn.data_to_send()) if isinstance(f, GoAwayFrame)]
+
+
+def test_rapid_reset_gets_a_graceful_enhance_your_calm_goaway() -> None:
+    """Envoy's limits: 500 streams (premature_reset_total_stream_count), half of them premature. The GOAWAY
+    names the last stream processed: a stream opened before still completes, later ones are ignored."""
     conn, peer = server()
-    events = []
-    for i in range(250):
+    conn.receive_data(peer.headers(1, REQUEST, end_stream=True))  # a legitimate call in flight
+    conn.data_to_send()
+    events = rapid_resets(conn, peer, 249, first=3)
+    assert not of(events, ConnectionTerminated) and not goaways(conn)
+    events = rapid_resets(conn, peer, 1, first=3 + 2 * 249)  # the 250th premature reset
+    terminated = of(events, ConnectionTerminated)
+    assert [(t.error_code, t.last_stream_id, t.local) for t in terminated] == [(EYC, 501, True)]
+    assert conn.premature_reset_goaway and not conn.closed
+    [goaway] = goaways(conn)
+    assert goaway.error_code == EYC and goaway.last_stream_id == 501
+    # Later streams are ignored (the GOAWAY refused them); the one in flight completes.
+    assert rapid_resets(conn, peer, 100, first=503) == []
+    conn.send_headers(1, RESPONSE, end_stream=True)
+    assert not conn.streams and not conn.closed
+    assert not goaways(conn)  # one GOAWAY, however many resets follow
+
+
+def test_after_500_streams_half_of_them_must_be_premature() -> None:
+    conn, peer = server()
+    for i in range(400):  # 400 answered calls
         sid = 1 + 2 * i
-        events += conn.receive_data(peer.headers(sid, REQUEST) + raw(fr.RST_STREAM, 0, sid, u32(8)))
-        if conn.closed:
-            break
-    assert len(of(events, HeadersReceived)) == 200
-    assert_connection_error(conn, events, EYC)
+        conn.receive_data(peer.headers(sid, REQUEST, end_stream=True))
+        conn.send_headers(sid, RESPONSE, end_stream=True)
+    conn.data_to_send()
+    assert not of(rapid_resets(conn, peer, 249, first=801), ConnectionTerminated)  # 649 closed, 249 premature
+    assert not of(rapid_resets(conn, peer, 150, first=1299), ConnectionTerminated)  # 799 closed, 399 premature
+    assert of(rapid_resets(conn, peer, 1, first=1599), ConnectionTerminated)  # 800 closed, 400 premature
+
+
+def test_limits_from_settings() -> None:
+    conn, peer = server(H2Settings(premature_reset_total_stream_count=10))
+    assert not of(rapid_resets(conn, peer, 4), ConnectionTerminated)
+    assert of(rapid_resets(conn, peer, 1, first=9), ConnectionTerminated)
+
+
+def test_resets_after_the_minimum_lifetime_are_not_premature() -> None:
+    """Envoy counts a reset as premature only within premature_reset_min_stream_lifetime_seconds (1 s) of
+    the stream's start: a client cancelling calls that waited longer is not attacking."""
+    conn, peer = server(H2Settings(premature_reset_min_stream_lifetime=0.0))
+    assert not of(rapid_resets(conn, peer, 1000), ConnectionTerminated)
+    assert not conn.premature_reset_goaway and not goaways(conn)
 
 
 def test_resets_after_a_response_started_do_not_count_as_rapid() -> None:
@@ -560,7 +608,16 @@ def test_resets_after_a_response_started_do_not_count_as_rapid() -> None:
         events = conn.receive_data(raw(fr.RST_STREAM, 0, sid, u32(8)))
         assert [type(e) for e in events] == [StreamReset]
         conn.data_to_send()
-    assert not conn.closed
+    assert not conn.closed and not conn.premature_reset_goaway
+
+
+def test_a_client_engine_never_counts_resets() -> None:
+    conn, _ = client()
+    for _ in range(300):
+        sid = conn.get_next_stream_id()
+        conn.send_headers(sid, REQUEST, end_stream=True)
+        conn.receive_data(raw(fr.RST_STREAM, 0, sid, u32(8)))
+    assert not conn.closed and not conn.premature_reset_goaway
 
 
 # ------------------------------------------------------------------------------------------- preface
