@@ -306,6 +306,9 @@ class Client:
     def workloads(self) -> dict[str, Any]:
         return self.call("GET", "/v1/workloads")
 
+    def set_ready(self, name: str, namespace: str, ready: bool) -> dict[str, Any]:
+        return self.call("PUT", f"/v1/workloads/{namespace}/{name}/ready", {"ready": ready})
+
 
 def connect(control_plane: str | None = None, run_dir: str | os.PathLike[str] | None = None) -> Client:
     return Client(find(control_plane, run_dir))

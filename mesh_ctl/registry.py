@@ -118,6 +118,9 @@ class Registry:
     mesh_id: str = "cluster.local"
     access_log_file: str = ""  # Istio's meshConfig.accessLogFile ("" = off)
     access_log_format: str | None = None
+    # (namespace, name) of workloads that are not ready (their app or sidecar is down): kept out of EDS until
+    # they are back, as Kubernetes takes a pod that is not ready out of its Service's endpoints.
+    not_ready: frozenset[tuple[str, str]] = frozenset()
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -190,6 +193,15 @@ class Registry:
 
     def without_proxyless(self, node_id: str) -> Registry:
         return replace(self, proxyless=tuple(c for c in self.proxyless if c.node_id != node_id))
+
+    def with_ready(self, name: str, namespace: str, ready: bool) -> Registry:
+        """A registry where workload ``namespace/name`` is (not) ready; this one if nothing changes."""
+        key = (namespace, name)
+        not_ready = self.not_ready - {key} if ready else self.not_ready | {key}
+        return self if not_ready == self.not_ready else replace(self, not_ready=not_ready)
+
+    def is_ready(self, workload: WorkloadEntry) -> bool:
+        return (workload.namespace, workload.name) not in self.not_ready
 
     # ------------------------------------------------------------------------------------------ lookups
 

@@ -32,7 +32,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -229,6 +229,18 @@ class ControlPlane:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
         await self.ads.update(generation, reason)
+
+    async def set_ready(self, name: str, namespace: str, ready: bool) -> bool:
+        """Workload ``namespace/name`` became (not) ready (its app or sidecar died or is back, says the
+        supervisor): the proxies' EDS leave it out until it is ready again. Whether anything changed."""
+        async with self._flush_lock:
+            registry = self.registry.with_ready(name, namespace, ready)
+            if registry is self.registry:
+                return False
+            self.registry = registry
+            generation = replace(self.ads.generation, registry=registry)
+            await self.ads.update(generation, f"endpoint {namespace}/{name} {'ready' if ready else 'not ready'}")
+        return True
 
     async def _watch_store_file(self) -> None:
         """Pick up a store.json that another process replaced (the store notifies on refresh)."""

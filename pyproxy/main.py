@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token-file", metavar="FILE",
                    help="the admin API's changing endpoints (POST /quitquitquit) need 'Authorization: Bearer <the "
                         "file's content>' (pyproxy's own flag; without it they are open, as in Envoy)")
+    p.add_argument("--listen-fd", metavar="FD", type=int, action="append", default=[],
+                   help="an inherited listening TCP socket (socket activation): the listener on its address uses "
+                        "it instead of binding; connections wait in its backlog while pyproxy restarts")
     p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
     agent = p.add_argument_group("identity agent", "make a key, get its certificate from the mesh's CA and "
                                  "serve it as the SDS secrets 'default' and 'ROOTCA' (istio-agent's job)")
@@ -171,9 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pyproxy: --admin-token-file: {args.admin_token_file} holds no credential (under 16 characters)",
                   file=sys.stderr)
             return 1
+    from pyproxy.io.inherited import InheritedSocketError, adopt
+
+    try:
+        inherited = adopt(args.listen_fd)
+    except InheritedSocketError as e:
+        print(f"pyproxy: {e}", file=sys.stderr)
+        return 1
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
-                                          admin_address_path=args.admin_address_path, admin_token=admin_token))
+                                          admin_address_path=args.admin_address_path, admin_token=admin_token,
+                                          inherited=inherited))
     except KeyboardInterrupt:
         return 0
 
@@ -214,13 +226,14 @@ def _write_admin_address(path: str, host: str, port: int) -> None:
 
 async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
                 agent_options: object = None, *, admin_address_path: str | None = None,
-                admin_token: str | None = None) -> int:
+                admin_token: str | None = None,
+                inherited: dict[tuple[str, int], socket.socket] | None = None) -> int:
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
 
     assert isinstance(snapshot, Snapshot)
-    runtime = Runtime(snapshot)
+    runtime = Runtime(snapshot, inherited)
     quit_event = trio.Event()
     admin = AdminServer(runtime, time.time(), quit_event.set, admin_token)
     async with trio.open_nursery() as nursery:

@@ -13,12 +13,15 @@ Lifecycle (:meth:`Supervisor.run`)::
     print totals
 
 The control plane, the apps and the sidecars are restarted when they die (as Kubernetes restarts istiod and a
-kubelet a pod's containers): at once the first time, then
-after a back-off that doubles up to :data:`RESTART_BACKOFF_MAX` while it keeps dying within
+kubelet a pod's containers): at once the first time (each child's pidfd wakes the loop the moment it exits),
+then after a back-off that doubles up to :data:`RESTART_BACKOFF_MAX` while it keeps dying within
 :data:`RESTART_STABLE_AFTER` seconds of its start. The new process replaces the old one's record in
 state.json (same place, so the stop order holds) with ``restarts`` counted. Sidecars keep serving their
 last configuration meanwhile and reconnect by themselves; the store on disk makes the restarted control
-plane serve the same configuration.
+plane serve the same configuration. The sidecars' traffic ports are held here and handed to every pyproxy
+started for them (:mod:`mesh_ctl.runtime.sockets`), so a restarting sidecar's callers wait instead of being
+refused; a workload whose app died, or whose sidecar waits out a back-off, is reported not ready to the
+control plane until its processes are all ready again (:mod:`mesh_ctl.runtime.readiness`).
 
 Resource handling: children are spawned from this (main) thread with PDEATHSIG, so they die if the
 supervisor is killed outright; ``finally`` stops whatever was started however :meth:`run` ends; the state
@@ -58,7 +61,9 @@ from mesh_ctl.runtime.identity import TOKEN_REFRESH_S, mint_tokens
 from mesh_ctl.runtime.in_force import in_force
 from mesh_ctl.runtime.logs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogPump, RotatingLog, tail, text_stream
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
+from mesh_ctl.runtime.readiness import Readiness
 from mesh_ctl.runtime.render import control_plane_lines, hints, traffic_lines, where_table
+from mesh_ctl.runtime.sockets import HeldSockets
 from mesh_ctl.runtime.specs import ControlPlaneAddresses, NonMeshClient, ProcessSpec, build_specs
 from mesh_ctl.runtime.state import (
     ProcessRecord,
@@ -78,7 +83,8 @@ RESTART_BACKOFF_FIRST = 0.0  # the first restart after a stable run is immediate
 RESTART_BACKOFF_BASE = 1.0  # then 1, 2, 4 ... s while it keeps dying young
 RESTART_BACKOFF_MAX = 30.0
 RESTART_STABLE_AFTER = 30.0  # a process that ran this long resets the back-off
-RESTART_POLL = 0.25  # how often the supervisor looks for a restartable process that exited
+RESTART_POLL = 0.25  # how often the supervisor looks for a restartable process that exited (without pidfds)
+READY_POLL = 0.05  # how often it probes a workload that is not ready, and retries telling the control plane
 DRAIN_TIMEOUT = 5.0  # how long to wait, after a child exited, for the end of its output
 
 
@@ -130,6 +136,14 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     quick_crashes: int = 0  # consecutive exits soon after a start (restartable processes)
     restart_at: float | None = None  # when a restartable process that exited is started again
+    pidfd: int | None = None  # readable once the process exited (restartable processes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Exited:
+    """Selector data of a child's pidfd."""
+
+    running: Running
 
 
 class Supervisor:
@@ -151,6 +165,10 @@ class Supervisor:
         self._old_handlers: dict[int, Any] = {}
         self._drawn = 0
         self._env: dict[str, str] = {}
+        self._held = HeldSockets()  # the sidecars' traffic ports, kept open across their restarts
+        self._readiness: Readiness | None = None  # what the control plane is told (with a control plane)
+        self._awaiting: set[str] = set()  # workloads not ready, until their processes are all ready again
+        self._namespaces = {w.name: w.namespace for w in options.topology.workloads}
         self._tokens_at: float | None = None  # when the workloads' tokens were last minted
         self._tokens_warned = 0.0
 
@@ -188,6 +206,9 @@ class Supervisor:
             return 130
         finally:
             self._stop_all()
+            self._held.close()
+            for r in self._all():
+                self._unwatch_exit(r)
             self._finish()
             self._restore_signals()
             self._close_logs()
@@ -248,6 +269,8 @@ class Supervisor:
                             proxy_log_level=o.proxy_log_level, control_plane=o.control_plane, run_dir=o.run_dir,
                             port_offset=o.port_offset, cert_ttl=o.cert_ttl, non_mesh=o.non_mesh)
         env = self._env = procs.child_env()
+        if o.control_plane is not None:
+            self._readiness = Readiness(o.control_plane.api, o.run_dir.api_token)
         for group_specs in specs:
             group: list[Running] = []
             self.groups.append(group)
@@ -291,23 +314,43 @@ class Supervisor:
     def _spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Running:
         output = self._child_log(spec.name)
         log = output.path
-        output.write(f"=== {_now()} {' '.join(spec.argv)}\n".encode())
-        popen = procs.spawn(spec.argv, log=None, cwd=self.o.run_dir.root, env=env, stdout_pipe=spec.reports)
+        fds = self._held.fds_for(spec)
+        argv = [*spec.argv, *(arg for fd in fds for arg in ("--listen-fd", str(fd)))]
+        output.write(f"=== {_now()} {' '.join(argv)}\n".encode())
+        popen = procs.spawn(argv, log=None, cwd=self.o.run_dir.root, env=env, stdout_pipe=spec.reports,
+                            pass_fds=fds)
         pipe = popen.stderr if spec.reports else popen.stdout
         assert pipe is not None
         pump = LogPump(pipe, output, spec.name)
         self._pumps.append(pump)
         record = ProcessRecord(
-            name=spec.name, workload=spec.workload, role=spec.role, pid=popen.pid, argv=list(spec.argv),
+            name=spec.name, workload=spec.workload, role=spec.role, pid=popen.pid, argv=argv,
             start_time=procs.start_time(popen.pid), addresses=dict(spec.addresses), log=str(log),
         )
         running = Running(spec, popen, record, log, output, pump)
+        if spec.restart:
+            self._watch_exit(running)
         if spec.reports:
             assert popen.stdout is not None
             os.set_blocking(popen.stdout.fileno(), False)
             running.summary = Summary(client=spec.workload, target=_target(spec), note=spec.note)
             self._selector.register(popen.stdout, selectors.EVENT_READ, running)
         return running
+
+    def _watch_exit(self, r: Running) -> None:
+        """Wake the loop the moment ``r`` exits (a pidfd in the selector), so that it is restarted at once
+        rather than at the next poll. Without pidfds (Linux < 5.3) the poll every RESTART_POLL s does it."""
+        try:
+            r.pidfd = os.pidfd_open(r.popen.pid)
+        except (AttributeError, OSError):
+            return
+        self._selector.register(r.pidfd, selectors.EVENT_READ, _Exited(r))
+
+    def _unwatch_exit(self, r: Running) -> None:
+        if r.pidfd is not None:
+            self._selector.unregister(r.pidfd)
+            os.close(r.pidfd)
+            r.pidfd = None
 
     def _wait_ready(self, group: list[Running]) -> None:
         deadline = time.monotonic() + self.o.ready_timeout
@@ -346,7 +389,9 @@ class Supervisor:
                 self._tick()
                 next_tick = now + 1.0
             self._restart_exited()
-            self._pump(max(0.0, min(next_tick, now + RESTART_POLL) - time.monotonic()))
+            self._report_readiness()
+            poll = READY_POLL if self._awaiting or (self._readiness and self._readiness.pending) else RESTART_POLL
+            self._pump(max(0.0, min(next_tick, now + poll) - time.monotonic()))
 
     def _tick(self) -> None:
         for r in self._all():
@@ -378,9 +423,35 @@ class Supervisor:
                     self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code} after "
                               f"{lived:.1f} s; restarting it{f' in {delay:g} s' if delay else ''}; log: {r.log}",
                               err=True)
+                    if r.spec.role == "app" or (r.spec.role == "sidecar" and delay):
+                        self._not_ready(r.spec.workload)
                 if now < r.restart_at:
                     continue
                 group[i] = self._respawn(r)
+                if r.spec.role == "control-plane" and self._readiness is not None:
+                    self._readiness.control_plane_restarted()
+
+    def _not_ready(self, workload: str) -> None:
+        """``workload`` leaves the load-balancing set until its processes are all ready again."""
+        namespace = self._namespaces.get(workload)
+        if self._readiness is None or namespace is None:
+            return
+        if self._readiness.is_ready(namespace, workload):
+            self._say(f"{workload}: not ready; out of the load-balancing set until it is back", err=True)
+        self._readiness.set(namespace, workload, False)
+        self._awaiting.add(workload)
+
+    def _report_readiness(self) -> None:
+        """Workloads whose processes are all ready again are ready; the control plane is told what changed."""
+        if self._readiness is None:
+            return
+        for workload in list(self._awaiting):
+            processes = [r for r in self._all() if r.spec.workload == workload and r.spec.restart]
+            if all(r.popen.poll() is None and _is_ready(r) for r in processes):
+                self._awaiting.discard(workload)
+                self._readiness.set(self._namespaces[workload], workload, True)
+                self._say(f"{workload}: ready again; back in the load-balancing set", err=True)
+        self._readiness.sync()
 
     def _respawn(self, old: Running) -> Running:
         assert self.state is not None
@@ -398,6 +469,9 @@ class Supervisor:
             if key.data is None:  # the signal wake-up pipe
                 with contextlib.suppress(BlockingIOError):
                     os.read(key.fd, 512)
+                continue
+            if isinstance(key.data, _Exited):  # the loop restarts it next (_restart_exited)
+                self._unwatch_exit(key.data.running)
                 continue
             self._read_reports(key.data)
 

@@ -50,12 +50,14 @@ def spawn(
     env: dict[str, str],
     stdout_pipe: bool = False,
     die_with_parent: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session, its output appended to ``log`` (stdout piped instead if asked).
 
     With ``log=None`` the output goes to pipes the caller must read to EOF (:class:`~mesh_ctl.runtime.logs.
     LogPump`): stdout and stderr together on ``popen.stdout``; with ``stdout_pipe``, stdout on ``popen.stdout``
-    and stderr on ``popen.stderr``. That is how the supervisor caps the logs (:mod:`mesh_ctl.runtime.logs`)."""
+    and stderr on ``popen.stderr``. That is how the supervisor caps the logs (:mod:`mesh_ctl.runtime.logs`).
+    ``pass_fds``: descriptors the child inherits under the same numbers (held listening sockets)."""
     parent = os.getpid()
     preexec = (lambda: _die_with_parent(parent)) if die_with_parent else None
 
@@ -69,6 +71,7 @@ def spawn(
             env=env,
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
             preexec_fn=preexec,  # noqa: PLW1509
         )
 

@@ -266,7 +266,7 @@ def _assignment(name: str, workloads: tuple[WorkloadEntry, ...], registry: Regis
     lb_endpoints = []
     for w in workloads:
         port = w.app_port if viewer.proxyless else w.inbound_port
-        if port is None:
+        if port is None or not registry.is_ready(w):  # Istio leaves endpoints that are not ready out of EDS
             continue
         lb_endpoints.append({
             "endpoint": {"address": socket_address(w.address, port)},

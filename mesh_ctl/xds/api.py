@@ -12,7 +12,9 @@
     GET  /v1/proxy-status            per connected proxy and type: SYNCED / STALE / NOT SENT / NACKED
     GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy (CDS, EDS,
                                      LDS, RDS, and SDS: the ROOTCA secret served to it)
-    GET  /v1/workloads               the registry: node ids, addresses, admin addresses
+    GET  /v1/workloads               the registry: node ids, addresses, admin addresses, readiness
+    PUT  /v1/workloads/{namespace}/{name}/ready   {"ready": false}: its app or sidecar is down, so EDS leaves
+                                     it out until {"ready": true} (the supervisor's report, a kubelet's role)
 
 Served by :mod:`mesh_ctl.xds.web` (FastAPI on uvicorn): the owner's credential, Host and Origin checks, size
 limits and the audit log are there; the bodies are declared below as Pydantic models, so ``/openapi.json``
@@ -71,6 +73,10 @@ class DeleteBody(BaseModel):
     ignore_not_found: bool = False
 
 
+class ReadyBody(BaseModel):
+    ready: bool
+
+
 class SetWeightBody(BaseModel):
     service: str = Field(min_length=1, description="short name or FQDN")
     namespace: str = "default"
@@ -122,9 +128,14 @@ def router(cp: ControlPlane) -> APIRouter:
     async def proxy_config(proxy: str = "") -> dict[str, Any]:
         return await api.proxy_config({"proxy": proxy})
 
-    @r.get("/v1/workloads", summary="the registry: node ids, addresses, admin addresses")
+    @r.get("/v1/workloads", summary="the registry: node ids, addresses, admin addresses, readiness")
     async def workloads() -> dict[str, Any]:
         return await api.workloads()
+
+    @r.put("/v1/workloads/{namespace}/{name}/ready",
+           summary="a workload's readiness: one that is not ready is left out of the proxies' EDS")
+    async def set_ready(namespace: str, name: str, body: ReadyBody) -> dict[str, Any]:
+        return await api.set_ready(namespace, name, body.ready)
 
     return r
 
@@ -336,6 +347,15 @@ class _Api:
             }
         return out
 
+    async def set_ready(self, namespace: str, name: str, ready: bool) -> dict[str, Any]:
+        if self.cp.registry.workload(name, namespace) is None:
+            raise HttpError(404, f"no workload {namespace}/{name}",
+                            workloads=[f"{w.namespace}/{w.name}" for w in self.cp.registry.workloads])
+        changed = await self.cp.set_ready(name, namespace, ready)
+        if changed:
+            audit.info("workload %s/%s %s by %s", namespace, name, "ready" if ready else "not ready", caller())
+        return {"workload": f"{namespace}/{name}", "ready": ready, "changed": changed}
+
     async def workloads(self) -> dict[str, Any]:
         reg = self.cp.registry
         connected = {c.node.id for c in self.cp.ads.connections()}
@@ -345,7 +365,7 @@ class _Api:
             app = join_address(w.address, w.app_port) if w.app_port is not None else None
             out.append({"name": w.name, "namespace": w.namespace, "node_id": w.node_id, "address": w.address,
                         "app_address": app, "admin_address": admin, "labels": dict(w.labels), "spiffe_id": w.spiffe_id,
-                        "connected": w.node_id in connected})
+                        "connected": w.node_id in connected, "ready": reg.is_ready(w)})
         return {"workloads": out, "services": [
             {"name": s.name, "namespace": s.namespace, "fqdn": s.fqdn, "port": s.port,
              "subsets": [{"name": b.name, "weight": b.weight} for b in s.subsets]} for s in reg.services]}

@@ -71,8 +71,10 @@ def _same_except_tls_material(a: FilterChain, b: FilterChain) -> bool:
 
 
 class Runtime:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, inherited: dict[tuple[str, int], socket.socket] | None = None) -> None:
         self.log = log
+        # Listening sockets handed over at start (``--listen-fd``, see pyproxy.io.inherited), by address.
+        self.inherited = inherited or {}
         self.rng = random.Random()
         self.timers = Timers(after_callbacks=self.flush)
         self.clusters = ClusterManager(self)
@@ -189,6 +191,13 @@ class Runtime:
 
     def _open_listener(self, entry: ListenerEntry) -> None:
         addr = entry.listener.address
+        handed_over = self.inherited.get((addr.host, addr.port))
+        if handed_over is not None:
+            # A copy: closing the listener (a drain, an LDS removal) leaves the inherited socket to the next one.
+            sock = handed_over.dup()
+            sock.setblocking(False)
+            self._serve_listener(entry, sock, "inherited socket")
+            return
         family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -202,10 +211,14 @@ class Runtime:
         except OSError as e:
             sock.close()
             raise OSError(e.errno, f"listener {entry.listener.name}: cannot bind {addr}: {e.strerror}") from e
+        self._serve_listener(entry, sock)
+
+    def _serve_listener(self, entry: ListenerEntry, sock: socket.socket, how: str = "") -> None:
         entry.socket = sock
         entry.scope = trio.CancelScope()
         self.spawn(self._accept_loop, entry.listener.name, sock, entry.scope)
-        log.info("listener %s on %s", entry.listener.name, SocketAddress(addr.host, sock.getsockname()[1]))
+        log.info("listener %s on %s%s", entry.listener.name,
+                 SocketAddress(entry.listener.address.host, sock.getsockname()[1]), f" ({how})" if how else "")
 
     async def _accept_loop(self, name: str, sock: socket.socket, scope: trio.CancelScope) -> None:
         with scope:

@@ -200,6 +200,23 @@ def test_load_assignments(registry: Registry) -> None:
     assert las[f"outbound|8080|nobody|{FQDN}"] == {"cluster_name": f"outbound|8080|nobody|{FQDN}"}
 
 
+def test_a_workload_that_is_not_ready_leaves_eds(registry: Registry) -> None:
+    """Istio leaves endpoints that are not ready out of EDS (the supervisor reports a dead app so)."""
+    p1, p2 = (registry.workload(n, "default") for n in ("payment-v1", "payment-v2"))
+    assert p1 and p2
+    not_ready = registry.with_ready("payment-v2", "default", False)
+    assert not not_ready.is_ready(p2) and not_ready.is_ready(p1)
+    assert not_ready.with_ready("payment-v1", "default", True) is not_ready  # no change, same registry
+    las = assignments(sidecar(not_ready, [subsets_dr("v1", "v2")]))
+    assert las[V2] == {"cluster_name": V2}
+    (locality,) = las[ALL]["endpoints"]
+    assert p2.address not in [e["endpoint"]["address"]["socket_address"]["address"] for e in locality["lb_endpoints"]]
+    assert las[V1]["endpoints"]
+    back = assignments(sidecar(not_ready.with_ready("payment-v2", "default", True), [subsets_dr("v1", "v2")]))
+    assert back[V2]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"] == \
+        p2.address
+
+
 def test_inbound_listener_and_cluster(registry: Registry) -> None:
     pr = sidecar(registry, [destination_rule({"trafficPolicy": {"connectionPool": {"http": {"http2MaxRequests": 9}}}})],
                  workload="payment-v1")
