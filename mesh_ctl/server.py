@@ -46,7 +46,7 @@ from mesh_ctl.ca.service import add_to_server as add_ca_service
 from mesh_ctl.credential import TOKEN_FILE, ensure_token
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
-from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
+from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent, StoreSnapshot
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
@@ -223,8 +223,8 @@ class ControlPlane:
         revision = str(snapshot.revision)
         if revision == self.ads.generation.revision:
             return
-        try:
-            generation = await asyncio.to_thread(Generation.build, self.registry, snapshot.normalized(), revision)
+        try:  # normalizing and indexing a big configuration costs CPU: off the event loop
+            generation = await asyncio.to_thread(_generation, self.registry, snapshot, revision)
         except Exception:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
@@ -260,6 +260,10 @@ class ControlPlane:
             data = read_json(path)
             if isinstance(data, dict) and data.get("pid") == os.getpid():
                 remove(path)
+
+
+def _generation(registry: Registry, snapshot: StoreSnapshot, revision: str) -> Generation:
+    return Generation.build(registry, snapshot.normalized(), revision)
 
 
 def serve(options: ServeOptions) -> int:
