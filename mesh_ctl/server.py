@@ -51,6 +51,7 @@ from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
 from mesh_ctl.xds.openapi import management_app
+from mesh_ctl.xds.parsing import FileParser
 from mesh_ctl.xds.web import ApiServer, allowed_hosts
 
 log = logging.getLogger("mesh_ctl.server")
@@ -126,6 +127,7 @@ class ControlPlane:
         self.token_file.parent.mkdir(parents=True, exist_ok=True)
         self._token = ensure_token(self.token_file)
         self._http: ApiServer | None = None
+        self.parser = FileParser()  # the management API's files are parsed in a process of its own
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
 
@@ -178,6 +180,7 @@ class ControlPlane:
                 unsubscribe()
         if self._http is not None:
             await self._http.close()
+        self.parser.close()
         if self._grpc is not None:
             await self._grpc.stop(self.options.grace)
         for task in self._tasks:
