@@ -4,4 +4,5 @@ import sys
 
 from mesh_ctl.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a "spawn" child process imports it (mesh_ctl.xds.parsing)
+    sys.exit(main())

@@ -46,11 +46,12 @@ from mesh_ctl.ca.service import add_to_server as add_ca_service
 from mesh_ctl.credential import TOKEN_FILE, ensure_token
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
-from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent
+from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent, StoreSnapshot
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
 from mesh_ctl.xds.openapi import management_app
+from mesh_ctl.xds.parsing import FileParser
 from mesh_ctl.xds.web import ApiServer, allowed_hosts
 
 log = logging.getLogger("mesh_ctl.server")
@@ -126,6 +127,7 @@ class ControlPlane:
         self.token_file.parent.mkdir(parents=True, exist_ok=True)
         self._token = ensure_token(self.token_file)
         self._http: ApiServer | None = None
+        self.parser = FileParser()  # the management API's files are parsed in a process of its own
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
 
@@ -178,6 +180,7 @@ class ControlPlane:
                 unsubscribe()
         if self._http is not None:
             await self._http.close()
+        self.parser.close()
         if self._grpc is not None:
             await self._grpc.stop(self.options.grace)
         for task in self._tasks:
@@ -223,8 +226,8 @@ class ControlPlane:
         revision = str(snapshot.revision)
         if revision == self.ads.generation.revision:
             return
-        try:
-            generation = await asyncio.to_thread(Generation.build, self.registry, snapshot.normalized(), revision)
+        try:  # normalizing and indexing a big configuration costs CPU: off the event loop
+            generation = await asyncio.to_thread(_generation, self.registry, snapshot, revision)
         except Exception:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
@@ -272,6 +275,10 @@ class ControlPlane:
             data = read_json(path)
             if isinstance(data, dict) and data.get("pid") == os.getpid():
                 remove(path)
+
+
+def _generation(registry: Registry, snapshot: StoreSnapshot, revision: str) -> Generation:
+    return Generation.build(registry, snapshot.normalized(), revision)
 
 
 def serve(options: ServeOptions) -> int:

@@ -83,6 +83,11 @@ def _yaml_error(err: yaml.YAMLError) -> str:
 # same job; a 581-byte "billion laughs" file expands to 10^9 values).
 MAX_MANIFEST_BYTES = 3 * 1024 * 1024
 MAX_EXPANDED_VALUES = 1_000_000
+# etcd's default request limit (--max-request-bytes, 1.5 MiB) bounds every object the API server stores: a
+# bigger one is refused ("etcdserver: request is too large"). Measured on the object as stored here, compact
+# JSON. Istio bounds neither the routes of a VirtualService nor their matches; the cost of a big one is kept
+# off the control plane's event loop and out of the sidecar's per-request path instead.
+MAX_OBJECT_BYTES = 3 * 1024 * 1024 // 2
 
 
 def _size_problem(text: str) -> str | None:
@@ -91,6 +96,33 @@ def _size_problem(text: str) -> str | None:
         return None
     return (f"the file is {size / 1024 / 1024:.1f} MiB: at most {MAX_MANIFEST_BYTES // 1024 // 1024} MiB is accepted "
             "(the Kubernetes API server's limit for a request); split it into several files")
+
+
+def object_size(doc: Any) -> int:
+    """The size of ``doc`` as stored: compact JSON, UTF-8."""
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)  # default: !!binary, !!set
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _object_problem(resource: Resource) -> ValidationProblem | None:
+    """The problem of a resource over :data:`MAX_OBJECT_BYTES` (None: within it)."""
+    size = object_size(resource.raw or resource.to_dict())
+    if size <= MAX_OBJECT_BYTES:
+        return None
+    reason = (f"the object is {size / 1024 / 1024:.2f} MiB as stored (JSON): at most 1.5 MiB per object is "
+              "accepted (etcd's limit for a Kubernetes object); split it into several objects")
+    return ValidationProblem(resource.origin, resource.kind, f"{resource.namespace}/{resource.name}", "", reason,
+                             resource.document)
+
+
+def _within_limits(resources: Iterable[Resource], problems: list[ValidationProblem]) -> Iterator[Resource]:
+    """``resources`` but those over the per-object limit, whose problem goes to ``problems``."""
+    for resource in resources:
+        problem = _object_problem(resource)
+        if problem is None:
+            yield resource
+        else:
+            problems.append(problem)
 
 
 def _expansion_problem(root: yaml.Node) -> str | None:
@@ -246,7 +278,7 @@ def load_files(files: Iterable[tuple[str, str]]) -> Loaded:
             out.problems.append(_problem(origin, 0, "no documents in this file (only comments or '---')"))
         for index, value in found:
             try:
-                out.resources.extend(_expand(value, origin, index))
+                out.resources.extend(_within_limits(_expand(value, origin, index), out.problems))
             except LoadError as err:
                 out.problems.extend(err.problems)
         if error is not None:
@@ -262,7 +294,7 @@ def load_documents(text: str, origin: str = "<memory>") -> list[Resource]:
     problems: list[ValidationProblem] = []
     for index, value in docs:
         try:
-            out.extend(_expand(value, origin, index))
+            out.extend(_within_limits(_expand(value, origin, index), problems))
         except LoadError as err:
             problems.extend(err.problems)
     if error is not None:

@@ -20,7 +20,9 @@ Served by :mod:`mesh_ctl.xds.web` (FastAPI on uvicorn): the owner's credential, 
 limits and the audit log are there; the bodies are declared below as Pydantic models, so ``/openapi.json``
 describes them. Errors: ``{"error": message}`` with 400 (bad request), 404 (not found), 422 (invalid config:
 ``problems`` are the validator's lines, ``FILE: Kind ns/name: field.path: reason``; nothing was changed).
-Store calls run in a worker thread (they fsync); the event loop keeps serving ADS streams meanwhile.
+Parsing the files (YAML of up to 3 MiB: seconds of CPU) runs in a process of its own (:mod:`mesh_ctl.xds.parsing`),
+store calls (validation; they fsync) in a worker thread; the event loop keeps serving ADS streams and other
+requests meanwhile.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from google.protobuf import json_format
 from pydantic import BaseModel, Field
 
 from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_info
-from mesh_ctl.resources.loader import Loaded, in_order, load_files
+from mesh_ctl.resources.loader import Loaded, in_order
 from mesh_ctl.resources.names import resolve_host
 from mesh_ctl.resources.weights import default_route_weights
 from mesh_ctl.store import ApplyResult, NotFound
 from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
+from mesh_ctl.xds.parsing import ParserGone
 from mesh_ctl.xds.web import HttpError, audit, caller
 
 if TYPE_CHECKING:
@@ -161,8 +164,19 @@ def _result(r: ApplyResult) -> dict[str, Any]:
     }
 
 
-def _files(body: Mapping[str, Any]) -> tuple[Loaded, list[str]]:
-    """Parse every one of the ``files`` of a request (400 on a bad shape); also their origins, in order."""
+async def _files(cp: ControlPlane, body: Mapping[str, Any]) -> tuple[Loaded, list[str]]:
+    """Parse every one of the ``files`` of a request (400 on a bad shape), in the parsing process
+    (:mod:`mesh_ctl.xds.parsing`); also their origins, in order."""
+    texts = _texts(body)
+    try:
+        loaded = await cp.parser.load(texts)
+    except ParserGone as e:
+        raise HttpError(503, str(e)) from None
+    return loaded, [origin for origin, _ in texts]
+
+
+def _texts(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(origin, text)`` of every one of the ``files`` of a request (400 on a bad shape)."""
     files = body.get("files")
     if not isinstance(files, list) or not files:
         raise HttpError(400, "give files: [{origin, text}, ...]")
@@ -171,12 +185,12 @@ def _files(body: Mapping[str, Any]) -> tuple[Loaded, list[str]]:
         if not isinstance(f, dict) or not isinstance(f.get("text"), str):
             raise HttpError(400, "each file needs a text (and an origin)")
         texts.append((str(f.get("origin") or "<stdin>"), f["text"]))
-    return load_files(texts), [origin for origin, _ in texts]
+    return texts
 
 
-def _resources(body: Mapping[str, Any]) -> list[Resource]:
+async def _resources(cp: ControlPlane, body: Mapping[str, Any]) -> list[Resource]:
     """The resources of the request's ``files``; 422 with every file's problems if one cannot be parsed."""
-    loaded, _ = _files(body)
+    loaded, _ = await _files(cp, body)
     if loaded.problems:
         raise _invalid(InvalidConfig(loaded.problems), loaded.counts(loaded.problems))
     return loaded.resources
@@ -229,7 +243,7 @@ class _Api:
         return {"revision": store.revision, "items": [dict(r.raw or r.to_dict()) for r in items]}
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        loaded, origins = _files(body)
+        loaded, origins = await _files(self.cp, body)
         store = self.cp.store
         # A file that cannot be parsed refuses the batch; the others are still checked (a dry run), so that
         # one answer names every problem.
@@ -246,7 +260,7 @@ class _Api:
         return {**_result(result), "counts": loaded.counts([])}
 
     async def analyze(self, body: dict[str, Any]) -> dict[str, Any]:
-        loaded, origins = _files(body)
+        loaded, origins = await _files(self.cp, body)
         report = await asyncio.to_thread(self.cp.store.analyze, loaded.resources)
         errors = in_order([*loaded.problems, *report.errors], origins)
         return {"errors": [str(p) for p in errors], "warnings": [str(w) for w in report.warnings],
@@ -256,7 +270,7 @@ class _Api:
         dry_run = bool(body.get("dry_run"))
         ignore_missing = bool(body.get("ignore_not_found"))
         if "files" in body:
-            targets = [(r.kind, r.namespace, r.name) for r in _resources(body)]
+            targets = [(r.kind, r.namespace, r.name) for r in await _resources(self.cp, body)]
         else:
             kind, namespace = _string(body, "kind"), _string(body, "namespace", "default")
             names = body.get("names")

@@ -208,7 +208,11 @@ class Mesh:
         except ControlPlaneError:  # not reachable (yet)
             return False
         statuses = {t["status"] for p in ps["proxies"] for t in p["types"]}
+        # Each proxy's own revision too: the pushed revision is installed before its translation ends (a big
+        # configuration takes seconds), and until then the proxies are SYNCED with the previous one.
+        revisions = {str(p["revision"]) for p in ps["proxies"]}
         return (str(ps["pushed_revision"]) == str(ps["store_revision"]) and not ps["debounce_pending"]
+                and revisions == {str(ps["store_revision"])}
                 and len(ps["proxies"]) == 3 and statuses <= {"SYNCED", "NOT SENT"})
 
     def wait_converged(self, timeout: float = 20.0) -> float:
