@@ -106,6 +106,10 @@ class ProxyResources:
     warnings: tuple[str, ...] = ()
     # Which services (FQDNs) this proxy's configuration depends on: for deciding whom a change concerns.
     services: frozenset[str] = field(default_factory=frozenset)
+    # encoded[type_url][name]: the deterministic serialization the version was computed from, made where the
+    # translation runs (a worker thread) and sent as the Any's value, so that the event loop never serializes
+    # a resource (a route configuration of 20,000 routes is 13 MB: ~0.1 s per serialization, issue 9.6).
+    encoded: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
 
     def of(self, type_url: str) -> Mapping[str, Any]:
         return self.resources.get(type_url, {})
@@ -123,8 +127,10 @@ class ProxyResources:
         """A copy whose resources of ``type_url`` are ``resources`` (versioned here), e.g. the SDS secrets
         the control plane adds to a sidecar's translated resources."""
         all_resources = {**self.resources, type_url: dict(resources)}
-        versions = {**self.versions, type_url: {name: resource_version(m) for name, m in resources.items()}}
-        return ProxyResources(self.node_id, self.kind, all_resources, versions, self.warnings, self.services)
+        data = {name: encode(m) for name, m in resources.items()}
+        versions = {**self.versions, type_url: {name: version_of(d) for name, d in data.items()}}
+        return ProxyResources(self.node_id, self.kind, all_resources, versions, self.warnings, self.services,
+                              {**self.encoded, type_url: data})
 
     def changed(self, previous: ProxyResources | None) -> dict[str, set[str]]:
         """Per type URL, the names added, removed or whose version changed since ``previous`` (only types
@@ -140,8 +146,16 @@ class ProxyResources:
         return out
 
 
+def encode(message: Message) -> bytes:
+    return bytes(message.SerializeToString(deterministic=True))
+
+
+def version_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def resource_version(message: Message) -> str:
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return version_of(encode(message))
 
 
 # --------------------------------------------------------------------------------------------- nodes
@@ -226,15 +240,18 @@ class _Builder:
     def build(self, proxy: Proxy) -> ProxyResources:
         resources: dict[str, dict[str, Any]] = {}
         versions: dict[str, dict[str, str]] = {}
+        encoded: dict[str, dict[str, bytes]] = {}
         for type_url in TYPE_URLS:
             resources[type_url] = {}
             versions[type_url] = {}
+            encoded[type_url] = {}
             for name in sorted(self.docs[type_url]):
                 message = json_format.ParseDict(self.docs[type_url][name], _MESSAGES[type_url]())
                 resources[type_url][name] = message
-                versions[type_url][name] = resource_version(message)
+                data = encoded[type_url][name] = encode(message)
+                versions[type_url][name] = version_of(data)
         return ProxyResources(proxy.node_id, proxy.kind, resources, versions, tuple(self.warnings),
-                              frozenset(self.services))
+                              frozenset(self.services), encoded)
 
 
 def _scope(registry: Registry, service: ServiceEntry, proxy: Proxy) -> RouteScope:

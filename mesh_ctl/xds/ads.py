@@ -423,8 +423,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         nonce = f"{self._nonce_prefix}-{next(self._counter)}"
         response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
         response.control_plane.identifier = self._identifier
+        encoded = conn.resources.encoded.get(type_url, {})
         for name in names:
-            response.resources.add().Pack(resources[name])
+            data = encoded.get(name)
+            if data is None:
+                response.resources.add().Pack(resources[name])
+            else:  # serialized already, off the event loop (ProxyResources.encoded)
+                response.resources.add(type_url=type_url, value=data)
         state.record_sent(version, nonce, names)
         kind = short(type_url)
         self.stats.pushes[kind] = self.stats.pushes.get(kind, 0) + 1

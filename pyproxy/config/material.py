@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,14 +28,17 @@ class MaterialStore:
     def __init__(self, directory: str | None = None) -> None:
         self._directory = directory
         self._owned = False
+        # xDS resources are translated in a worker thread while the event loop may install local secrets.
+        self._lock = threading.Lock()
 
     @property
     def directory(self) -> str:
-        if self._directory is None:
-            self._directory = tempfile.mkdtemp(prefix="pyproxy-tls-")  # mode 0700
-            self._owned = True
-            atexit.register(self.cleanup)
-        return self._directory
+        with self._lock:
+            if self._directory is None:
+                self._directory = tempfile.mkdtemp(prefix="pyproxy-tls-")  # mode 0700
+                self._owned = True
+                atexit.register(self.cleanup)
+            return self._directory
 
     def write(self, data: bytes, kind: str) -> str:
         """Store ``data`` (kind: "cert", "key", "ca") and return its path; the file is mode 0600."""
@@ -42,7 +46,7 @@ class MaterialStore:
         path = os.path.join(self.directory, f"{kind}-{digest}.pem")
         if os.path.exists(path):
             return path
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)

@@ -129,7 +129,12 @@ class AdsClient:
                     if message is None:
                         raise GrpcError(14, "the control plane ended the stream")
                     response = discovery_pb2.DiscoveryResponse.FromString(message)
-                    outcome = self.state.handle(response, send_node=node_every_time, install=self._install)
+                    # Translating is pure and can take seconds (a route configuration of 20,000 routes): in a
+                    # worker thread, so that the event loop keeps serving requests meanwhile (the GIL is
+                    # handed back to it every few milliseconds). Applying the result is done here, on the loop.
+                    translated = await trio.to_thread.run_sync(self.state.translate, response)
+                    outcome = self.state.handle(response, send_node=node_every_time, install=self._install,
+                                                translated=translated)
                     kind = SHORT.get(response.type_url, response.type_url)
                     if outcome.accepted:
                         log.info("xDS: %s version %s accepted (%d resources)", kind, response.version_info,

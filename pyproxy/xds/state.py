@@ -117,10 +117,11 @@ class XdsState:
     # ------------------------------------------------------------------------------------- responses
 
     def handle(self, resp: discovery_pb2.DiscoveryResponse, send_node: bool = False,
-               install: Callable[[m.Snapshot], None] | None = None) -> Outcome:
+               install: Callable[[m.Snapshot], None] | None = None,
+               translated: tuple[dict[str, tuple[bytes, object]], list[str]] | None = None) -> Outcome:
         """Validate ``resp``; if it is good, apply it, build the snapshot and call ``install`` with it. If
         ``install`` raises (e.g. a new listener's address cannot be bound), the response is undone and
-        NACKed with that reason, as Envoy does."""
+        NACKed with that reason, as Envoy does. ``translated``: :meth:`translate` of ``resp``, done already."""
         ts = self.types.get(resp.type_url)
         if ts is None:
             # A type we never asked for: NACK it so the server knows (Envoy does the same).
@@ -129,31 +130,7 @@ class XdsState:
                                           error=f"unsupported type URL {resp.type_url}")], False,
                            f"unsupported type URL {resp.type_url}")
         ts.nonce = resp.nonce
-        problems: list[str] = []
-        new: dict[str, tuple[bytes, object]] = {}
-        for i, any_msg in enumerate(resp.resources):
-            if any_msg.type_url != resp.type_url:
-                problems.append(f"resources[{i}]: type {any_msg.type_url} in a {SHORT[ts.type_url]} response")
-                continue
-            raw = any_msg.value
-            try:
-                proto = xr.decode_resource(resp.type_url, any_msg)
-                name = resource_name(proto)
-                previous = ts.resources.get(name)
-                if previous is not None and previous[0] == raw:
-                    new[name] = previous
-                    continue
-                name, model = xr.translate_resource(resp.type_url, proto)
-            except ConfigError as e:
-                problems.extend(str(e).splitlines())
-                continue
-            except Exception as e:
-                problems.append(f"resources[{i}]: {e}")
-                continue
-            if name in new:
-                problems.append(f"resources[{i}]: duplicate resource name {name!r}")
-                continue
-            new[name] = (raw, model)
+        new, problems = translated if translated is not None else self.translate(resp)
         if not problems:
             problems = self._cross_check(ts.type_url, new)
         if problems:
@@ -188,6 +165,40 @@ class XdsState:
         ts.last_error = ""
         requests = [self._request(ts, version=ts.version, nonce=resp.nonce, node=send_node), *subscriptions]
         return Outcome(requests, True)
+
+    def translate(self, resp: discovery_pb2.DiscoveryResponse) -> tuple[dict[str, tuple[bytes, object]], list[str]]:
+        """Decode and translate every resource of ``resp`` (those whose bytes did not change keep their model):
+        ``(name -> (bytes, model), problems)``. Changes no state, so it may run in a worker thread while the
+        proxy goes on serving (a route configuration of 20,000 routes takes seconds, issue 9.6)."""
+        ts = self.types.get(resp.type_url)
+        known = ts.resources if ts is not None else {}
+        problems: list[str] = []
+        new: dict[str, tuple[bytes, object]] = {}
+        for i, any_msg in enumerate(resp.resources):
+            if any_msg.type_url != resp.type_url:
+                kind = SHORT.get(resp.type_url, resp.type_url)
+                problems.append(f"resources[{i}]: type {any_msg.type_url} in a {kind} response")
+                continue
+            raw = any_msg.value
+            try:
+                proto = xr.decode_resource(resp.type_url, any_msg)
+                name = resource_name(proto)
+                previous = known.get(name)
+                if previous is not None and previous[0] == raw:
+                    new[name] = previous
+                    continue
+                name, model = xr.translate_resource(resp.type_url, proto)
+            except ConfigError as e:
+                problems.extend(str(e).splitlines())
+                continue
+            except Exception as e:
+                problems.append(f"resources[{i}]: {e}")
+                continue
+            if name in new:
+                problems.append(f"resources[{i}]: duplicate resource name {name!r}")
+                continue
+            new[name] = (raw, model)
+        return new, problems
 
     def _cross_check(self, type_url: str, new: dict[str, tuple[bytes, object]]) -> list[str]:
         problems: list[str] = []

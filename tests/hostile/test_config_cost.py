@@ -41,12 +41,17 @@ import yaml
 from mesh_ctl.resources.loader import MAX_OBJECT_BYTES
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
-from tests.support.live_mesh import AUTHORITY, Mesh
+from tests.support.live_mesh import AUTHORITY, Load, Mesh, failures
 
 pytestmark = pytest.mark.timeout(180)
 
 APPLY_BOUND_S = 15.0  # ~3-5 s here (the old code: ~2-3 s); the issue saw 7.85 s for 5 MB
-STALL_BOUND_S = 0.4  # the old code stalled the loop for 0.9 s (the YAML parsed on it); now ~0.2 s at worst
+# The old code stalled the loop for 0.9 s (the YAML parsed on it). Now the worst probe waits 0.15-0.3 s on an idle
+# machine (0.48 s once with two other test suites running): what is left are the interpreter's full garbage
+# collections while the new configuration's million objects are built (measured with gc.callbacks: 60-490 ms
+# each, in whichever thread allocates, holding the GIL), not parsing, validation, translation or serialization.
+STALL_BOUND_S = 0.65
+CALL_STALL_BOUND_S = 1.0
 MATCHES_PER_ROUTE = 8  # each `match` entry of an http route is one Envoy route
 CALLS = 300
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -207,12 +212,14 @@ def test_a_big_virtual_service_costs_neither_the_control_plane_nor_the_calls(mes
     sidecar = sidecar_pid(mesh, "client")
     cpu_before, rss_before = cpu_seconds(sidecar), rss_mb(sidecar)
     revision = int(mesh.api().info()["store_revision"])
-    with Probe(api_address(mesh)) as probe:
+    with Probe(api_address(mesh)) as probe, Load(target, rps=50, concurrency=4) as load:
         started = time.monotonic()
         mesh.cli("apply", "-f", str(path))
         applied = time.monotonic() - started
         synced = mesh.wait_converged(timeout=90)
         until = time.monotonic()
+    during = [c for c in load.calls if started <= c.start <= until]
+    slowest = max((c.end - c.start for c in during), default=0.0)
     assert int(mesh.api().info()["store_revision"]) == revision + 1
     stall = probe.worst(started, until)
     cpu, rss = cpu_seconds(sidecar) - cpu_before, rss_mb(sidecar)
@@ -221,10 +228,15 @@ def test_a_big_virtual_service_costs_neither_the_control_plane_nor_the_calls(mes
           f"all sidecars synced {synced:.2f} s after it; management API probes: {len(probe.samples)}, worst "
           f"{stall * 1000:.0f} ms, {probe.errors} errors; client sidecar: {cpu:.2f} s CPU to take it, RSS "
           f"{rss_before:.0f} -> {rss:.0f} MB; p50 of Charge {quiet * 1000:.2f} ms quiet, {big * 1000:.2f} ms with "
-          "the big table")
+          f"the big table; calls while it was applied and pushed: {len(during)}, {len(failures(during))} failed, "
+          f"slowest {slowest * 1000:.0f} ms")
     assert applied < APPLY_BOUND_S, applied
     assert probe.errors == 0
     assert stall < STALL_BOUND_S, stall
+    # The client sidecar translates the new routes in a worker thread: calls go on while it does (with the
+    # translation on its event loop, calls waited for it: ~3 s).
+    assert not failures(during), failures(during)[:3]
+    assert slowest < CALL_STALL_BOUND_S, slowest
     assert big <= max(2 * quiet, quiet + 0.002), (quiet, big)
 
 
