@@ -30,7 +30,7 @@ from pyproxy.config.model import FilterChain, Listener, Snapshot, SocketAddress,
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
 from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
 from pyproxy.routing.table import RouteTable
-from pyproxy.stats import ProxyStats
+from pyproxy.stats import ListenerCounters, ProxyStats
 from pyproxy.timers import Timers
 from pyproxy.tls import build_context
 from pyproxy.upstream.cluster import ClusterManager
@@ -51,6 +51,9 @@ class ListenerEntry:
     ssl_contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)
     socket: socket.socket | None = None
     scope: trio.CancelScope | None = None
+    counters: ListenerCounters = field(default_factory=ListenerCounters)
+    # envoy.resource_limits.listener.<name>.connection_limit (None = no limit)
+    connection_limit: int | None = None
 
 
 def _tls_shape(tls: TlsContext | None) -> TlsContext | None:
@@ -81,6 +84,9 @@ class Runtime:
         self.route_tables: dict[str, RouteTable] = {}
         self.listeners: dict[str, ListenerEntry] = {}
         self.downstream_connections: set[DownstreamConnection] = set()
+        # Accepted sockets counted against the overload manager's global limit (every listener that does not
+        # set ignore_global_conn_limit; the admin listener is not one of them, as in Envoy).
+        self.global_cx_active = 0
         self._dirty: list[Flushable] = []
         self._ssl_contexts: dict[TlsContext, ssl.SSLContext] = {}
         self._nursery: trio.Nursery | None = None
@@ -142,7 +148,9 @@ class Runtime:
                 contexts[id(chain)] = ChainContext(self, listener, chain, snapshot.node, recorder, peer_metadata)
                 if chain.tls is not None:
                     ssl_contexts[id(chain)] = self.ssl_context(chain.tls)
-            entries[name] = ListenerEntry(listener, contexts, ssl_contexts)
+            entries[name] = ListenerEntry(listener, contexts, ssl_contexts,
+                                          counters=self.stats.listener_counters(name),
+                                          connection_limit=snapshot.listener_connection_limit(name))
         return entries, route_tables
 
     def install(self, snapshot: Snapshot) -> None:
@@ -223,13 +231,49 @@ class Runtime:
                         if e.errno in (errno.ECONNABORTED, errno.EPROTO):
                             continue
                         raise
-                    self.spawn(handle_connection, self, name, conn)
+                    self._admit(name, conn)
             finally:
                 try:
                     trio.lowlevel.notify_closing(sock)
                 except Exception:
                     pass
                 sock.close()
+
+    def _admit(self, name: str, conn: socket.socket) -> None:
+        """Envoy's connection limits at accept: over the overload manager's global limit or the listener's
+        runtime limit, the socket is closed at once and counted (``downstream_global_cx_overflow``,
+        ``downstream_cx_overflow``); otherwise it counts until it closes. A counter per listener: nothing here
+        costs more than a comparison."""
+        entry = self.listeners.get(name)
+        if entry is None:
+            conn.close()
+            return
+        counters = entry.counters
+        global_limit = self.snapshot.max_downstream_connections
+        counted = not entry.listener.ignore_global_conn_limit
+        if counted and global_limit is not None and self.global_cx_active >= global_limit:
+            conn.close()
+            counters.downstream_global_cx_overflow += 1
+            return
+        limit = entry.connection_limit
+        if limit is not None and counters.downstream_cx_active >= limit:
+            conn.close()
+            counters.downstream_cx_overflow += 1
+            return
+        counters.downstream_cx_total += 1
+        counters.downstream_cx_active += 1
+        if counted:
+            self.global_cx_active += 1
+        self.spawn(self._serve, name, conn, counters, counted)
+
+    async def _serve(self, name: str, conn: socket.socket, counters: ListenerCounters, counted: bool) -> None:
+        try:
+            await handle_connection(self, name, conn, counters)
+        finally:
+            counters.downstream_cx_active -= 1
+            counters.downstream_cx_destroy += 1
+            if counted:
+                self.global_cx_active -= 1
 
     # ------------------------------------------------------------------------------------- lifecycle
 
