@@ -336,7 +336,7 @@ def _sni_matches(names: tuple[str, ...], sni: str) -> bool:
     return False
 
 
-def _needs_inspection(listener: Listener) -> bool:
+def needs_inspection(listener: Listener) -> bool:
     if listener.tls_inspector:
         return True
     return any(c.match.transport_protocol or c.match.application_protocols or c.match.server_names
@@ -367,8 +367,15 @@ async def _peek(sock: socket.socket, timeout: float | None, limit: int = 16384) 
 
 
 async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket,
-                            counters: ListenerCounters | None = None) -> None:
-    """Serve one accepted connection to completion (never raises, except Cancelled)."""
+                            counters: ListenerCounters | None = None, accepted: float | None = None,
+                            filters_timed_out: bool = False) -> None:
+    """Serve one accepted connection to completion (never raises, except Cancelled).
+
+    ``accepted``: when it was accepted (the listener filters' and, without listener filters, the connection's
+    timers run from then); ``filters_timed_out``: the listener filters' timeout already expired (while the
+    connection was parked, see :mod:`pyproxy.proxy.parking`) and the listener continues without them."""
+    if accepted is None:
+        accepted = trio.current_time()
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -380,13 +387,19 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
         prefix = b""
         hello: ClientHelloInfo | None = None
         is_tls = False
-        if _needs_inspection(listener):
-            try:
-                prefix, timed_out = await _peek(sock, listener.listener_filters_timeout)
-            except OSError:
-                sock.close()
-                return
-            if timed_out:
+        inspected = needs_inspection(listener)
+        if inspected:
+            if filters_timed_out:
+                timed_out = True  # counted when it expired
+            else:
+                timeout = listener.listener_filters_timeout
+                remaining = None if timeout is None else max(accepted + timeout - trio.current_time(), 1e-6)
+                try:
+                    prefix, timed_out = await _peek(sock, remaining)
+                except OSError:
+                    sock.close()
+                    return
+            if timed_out and not filters_timed_out:
                 if counters is not None:
                     counters.downstream_pre_cx_timeout += 1
                 if not listener.continue_on_listener_filters_timeout:
@@ -409,7 +422,7 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
         ctx = entry.contexts[id(chain)]
         # The connection exists from here (Envoy creates it, with its network filters, once the filter chain
         # is chosen): the HCM's idle and max-duration timers start now, before the TLS handshake.
-        created = trio.current_time()
+        created = trio.current_time() if inspected else accepted
         transport: Transport
         identity = PeerIdentity()
         if not prefix:
@@ -417,24 +430,25 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
             # codec, and so sends its SETTINGS, on the first data): a silent connection costs a socket and
             # this task, not a TLS engine, an HTTP/2 engine and a writer task (issue 9.7: 3,000 silent
             # connections took 140 MB).
-            bound, cause = _connection_bound(chain, created, tls=chain.tls is not None)
-            if not await _wait_first_bytes(sock, bound):
-                if math.isfinite(bound):
-                    _count_timeout(ctx, counters, cause)
+            bound, cause = connection_bound(chain, created, tls=chain.tls is not None)
+            first = await _wait_first_bytes(sock, bound)
+            if not first:
+                if first is False:
+                    count_timeout(ctx, counters, cause)
                     log.debug("listener %s: %s closed %s before its first byte", listener_name, cause,
                               _peer(sock))
-                sock.close()
+                sock.close()  # or the peer left without a byte: nothing to answer
                 return
         if chain.tls is not None:
             ssl_context = entry.ssl_contexts[id(chain)]
             transport = TlsTransport(sock, ssl_context, server_side=True, prefix=prefix)
-            bound, cause = _connection_bound(chain, created, tls=True)
+            bound, cause = connection_bound(chain, created, tls=True)
             try:
                 with trio.fail_at(bound):
                     await transport.handshake()
             except (TransportClosed, trio.TooSlowError) as e:
                 if isinstance(e, trio.TooSlowError):
-                    _count_timeout(ctx, counters, cause)
+                    count_timeout(ctx, counters, cause)
                     log.debug("listener %s: TLS handshake with %s did not complete: %s", listener_name,
                               _peer(sock), cause)
                     transport.close()
@@ -469,7 +483,7 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
             pass
 
 
-def _connection_bound(chain: FilterChain, created: float, *, tls: bool) -> tuple[float, str]:
+def connection_bound(chain: FilterChain, created: float, *, tls: bool) -> tuple[float, str]:
     """When a connection that has not sent its first byte (or completed its TLS handshake) is given up, and
     which Envoy timer that is: the filter chain's transport_socket_connect_timeout (TLS only), or the HCM's
     idle_timeout / max_connection_duration, which run from the connection's creation (with none of them set,
@@ -481,7 +495,7 @@ def _connection_bound(chain: FilterChain, created: float, *, tls: bool) -> tuple
     return min(bounds) if bounds else (math.inf, "")
 
 
-def _count_timeout(ctx: ChainContext, counters: ListenerCounters | None, cause: str) -> None:
+def count_timeout(ctx: ChainContext, counters: ListenerCounters | None, cause: str) -> None:
     if cause == "transport_socket_connect_timeout":
         if counters is not None:
             counters.downstream_cx_transport_socket_connect_timeout += 1
@@ -491,21 +505,20 @@ def _count_timeout(ctx: ChainContext, counters: ListenerCounters | None, cause: 
         ctx.hcm_counters.downstream_cx_max_duration_reached += 1
 
 
-async def _wait_first_bytes(sock: socket.socket, deadline: float) -> bool:
-    """Wait until ``sock`` has something to read (data or EOF); False when ``deadline`` passed first."""
-    try:
-        if sock.recv(1, socket.MSG_PEEK):
-            return True  # the usual case: the client wrote with its connect
-    except BlockingIOError:
-        pass
-    except OSError:
-        return True  # reset: the caller's first read reports it
-    else:
-        return True  # EOF: likewise
-    with trio.move_on_at(deadline):
-        await trio.lowlevel.wait_readable(sock)
-        return True
-    return False
+async def _wait_first_bytes(sock: socket.socket, deadline: float) -> bool | None:
+    """Wait until ``sock`` has data to read: True; None when the peer closed (or reset) it first, False when
+    ``deadline`` passed first."""
+    while True:
+        try:
+            return True if sock.recv(1, socket.MSG_PEEK) else None  # data (usually sent with the connect), EOF
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None
+        with trio.move_on_at(deadline):
+            await trio.lowlevel.wait_readable(sock)
+        if trio.current_time() >= deadline:
+            return False
 
 
 def looks_like_http1(prefix: bytes) -> bool:

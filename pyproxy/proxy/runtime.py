@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import random
 import socket
 import ssl
@@ -28,7 +29,15 @@ import trio
 
 from pyproxy.config.model import FilterChain, Listener, Snapshot, SocketAddress, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
-from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
+from pyproxy.proxy.downstream import (
+    DownstreamConnection,
+    connection_bound,
+    count_timeout,
+    handle_connection,
+    needs_inspection,
+    select_filter_chain,
+)
+from pyproxy.proxy.parking import FirstBytes, Parked
 from pyproxy.routing.table import RouteTable
 from pyproxy.stats import ListenerCounters, ProxyStats
 from pyproxy.timers import Timers
@@ -87,6 +96,8 @@ class Runtime:
         # Accepted sockets counted against the overload manager's global limit (every listener that does not
         # set ignore_global_conn_limit; the admin listener is not one of them, as in Envoy).
         self.global_cx_active = 0
+        # Accepted connections that have not sent a byte yet.
+        self.first_bytes = FirstBytes(self._parked_ready, self._parked_expired)
         self._dirty: list[Flushable] = []
         self._ssl_contexts: dict[TlsContext, ssl.SSLContext] = {}
         self._nursery: trio.Nursery | None = None
@@ -264,11 +275,62 @@ class Runtime:
         counters.downstream_cx_active += 1
         if counted:
             self.global_cx_active += 1
-        self.spawn(self._serve, name, conn, counters, counted)
+        self._park(entry, name, conn, counted)
 
-    async def _serve(self, name: str, conn: socket.socket, counters: ListenerCounters, counted: bool) -> None:
+    def _park(self, entry: ListenerEntry, name: str, conn: socket.socket, counted: bool) -> None:
+        """Park the new connection until its first byte (:mod:`pyproxy.proxy.parking`), with the deadline of
+        the Envoy timer that applies before it: the listener filters' timeout when the listener inspects the
+        first bytes, else the chosen chain's transport_socket_connect_timeout / HCM idle_timeout /
+        max_connection_duration (the connection exists from accept then)."""
+        counters = entry.counters
+        listener = entry.listener
+        accepted = trio.current_time()
         try:
-            await handle_connection(self, name, conn, counters)
+            conn.setblocking(False)
+            port = conn.getsockname()[1]
+        except OSError:
+            self._closed_parked(conn, counters, counted)
+            return
+        chain = None
+        if needs_inspection(listener):
+            timeout = listener.listener_filters_timeout
+            deadline = accepted + timeout if timeout else math.inf
+            cause = "listener_filters_timeout"
+        else:
+            chain = select_filter_chain(listener, port, False, None)
+            if chain is None:  # handle_connection says why and closes it
+                self.spawn(self._serve, name, conn, counters, counted, accepted, False)
+                return
+            deadline, cause = connection_bound(chain, accepted, tls=chain.tls is not None)
+        self.first_bytes.park(Parked(conn, deadline, (entry, name, counted, accepted, chain, cause)))
+
+    def _parked_ready(self, parked: Parked) -> None:
+        entry, name, counted, accepted, _, _ = parked.info
+        self.spawn(self._serve, name, parked.sock, entry.counters, counted, accepted, False)
+
+    def _parked_expired(self, parked: Parked) -> None:
+        entry, name, counted, accepted, chain, cause = parked.info
+        counters = entry.counters
+        if cause == "listener_filters_timeout":
+            counters.downstream_pre_cx_timeout += 1
+            if entry.listener.continue_on_listener_filters_timeout:
+                self.spawn(self._serve, name, parked.sock, counters, counted, accepted, True)
+                return
+        elif chain is not None:
+            count_timeout(entry.contexts[id(chain)], counters, cause)
+        self._closed_parked(parked.sock, counters, counted)
+
+    def _closed_parked(self, conn: socket.socket, counters: ListenerCounters, counted: bool) -> None:
+        conn.close()
+        counters.downstream_cx_active -= 1
+        counters.downstream_cx_destroy += 1
+        if counted:
+            self.global_cx_active -= 1
+
+    async def _serve(self, name: str, conn: socket.socket, counters: ListenerCounters, counted: bool,
+                     accepted: float, filters_timed_out: bool) -> None:
+        try:
+            await handle_connection(self, name, conn, counters, accepted, filters_timed_out)
         finally:
             counters.downstream_cx_active -= 1
             counters.downstream_cx_destroy += 1
@@ -282,6 +344,7 @@ class Runtime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.timers.run)
+            nursery.start_soon(self.first_bytes.run)
             self.install(self.snapshot)
             if self.snapshot.dynamic is None:
                 self.ready.set()  # with xDS, the ADS client says when the initial fetch is done
@@ -295,6 +358,10 @@ class Runtime:
                 entry.scope.cancel()
         for conn in list(self.downstream_connections):
             conn.drain()
+        # Connections that never sent a byte have nothing in flight: closed now, as Envoy's listeners
+        # close (with no codec yet, there is no GOAWAY to send either).
+        self.first_bytes.close_all(lambda parked: self._closed_parked(parked.sock, parked.info[0].counters,
+                                                                       parked.info[2]))
 
     async def wait_idle(self) -> None:
         """Return once no downstream stream is in flight (polled: only used while shutting down)."""
