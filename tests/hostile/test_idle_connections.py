@@ -160,8 +160,8 @@ def test_silent_connections_are_limited_timed_out_and_their_memory_returned(limi
     try:
         wait_for(lambda: caller.ok >= 200, 30, "200 calls before the attack")
         before = {s.name: s.rss_kib() for s in mesh.sidecars}
-        targets = ((client, "listener.127.0.0.1_%d.downstream_cx_active" % client.listen_port),
-                   (server, "listener.127.0.0.1_%d.downstream_cx_active" % server.listen_port))
+        targets = ((client, f"listener.{HOST}_{client.listen_port}.downstream_cx_active"),
+                   (server, f"listener.{HOST}_{server.listen_port}.downstream_cx_active"))
         # Up to the limit (the caller's own connection counts: it is one of each listener's LIMIT)...
         silent: dict[str, list[tuple[socket.socket, float]]] = {}
         for sidecar, active in targets:
@@ -192,8 +192,8 @@ def test_silent_connections_are_limited_timed_out_and_their_memory_returned(limi
     assert calls_during >= 200
     # The memory: back near where it was (what the sidecars hold now is what they held before the attack).
     after = {s.name: s.rss_kib() for s in mesh.sidecars}
-    for name in before:
-        assert after[name] - before[name] <= RSS_TOLERANCE_KIB, (name, before[name], during[name], after[name])
-    print(f"\nRSS KiB before / at the limit / after: "
+    for name, rss_before in before.items():
+        assert after[name] - rss_before <= RSS_TOLERANCE_KIB, (name, rss_before, during[name], after[name])
+    print("\nRSS KiB before / at the limit / after: "
           + "; ".join(f"{n} {before[n]} / {during[n]} / {after[n]}" for n in before)
           + f"; {calls_during} calls, 0 failures")
