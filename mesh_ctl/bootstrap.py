@@ -41,6 +41,7 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 # The typed_config messages must be registered before ParseDict can resolve their @type.
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.resource_monitors.downstream_connections.v3 import downstream_connections_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
@@ -49,6 +50,8 @@ from mesh_ctl.addressing import Placement, WorkloadAddresses
 from mesh_ctl.ca.files import CertFiles
 from mesh_ctl.registry import sidecar_node_id
 from mesh_ctl.topology import CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL, Service, Topology, Workload
+from mesh_ctl.translate import limits
+from mesh_ctl.translate.names import INBOUND_LISTENER, OUTBOUND_LISTENER
 from mesh_ctl.translate.telemetry import access_logs
 from mesh_ctl.translate.values import source_bind_config
 
@@ -127,6 +130,9 @@ def build_bootstrap(topology: Topology, placement: Placement, workload: str, cer
         "node": _node(topology, w, here),
         "admin": {"address": _address(here.address, here.admin)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        # Connection limits (see mesh_ctl.translate.limits for the values and why).
+        "layered_runtime": limits.runtime_layer([listener["name"] for listener in listeners]),
+        "overload_manager": limits.overload_manager(),
     }
 
 
@@ -166,6 +172,9 @@ def build_ads_bootstrap(topology: Topology, placement: Placement, workload: str,
             },
         },
         "static_resources": {"clusters": [xds_cluster]},
+        # Connection limits of the listeners the control plane sends (mesh_ctl.translate.limits).
+        "layered_runtime": limits.runtime_layer([OUTBOUND_LISTENER, INBOUND_LISTENER]),
+        "overload_manager": limits.overload_manager(),
     }
 
 
@@ -200,7 +209,7 @@ def _outbound_listener(topology: Topology, w: Workload, here: WorkloadAddresses)
     vhosts = [_outbound_vhost(topology, s) for s in topology.called_services(w)]
     route_config = {"name": "virtualOutbound", "virtual_hosts": vhosts}
     return {
-        "name": "virtualOutbound",
+        "name": OUTBOUND_LISTENER,
         "address": _address(here.address, here.outbound),
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{
@@ -289,7 +298,7 @@ def _inbound_listener(topology: Topology, service: Service, here: WorkloadAddres
         }],
     }
     return {
-        "name": "virtualInbound",
+        "name": INBOUND_LISTENER,
         "address": _address(here.address, here.inbound),
         "traffic_direction": "INBOUND",
         "filter_chains": [{
@@ -300,6 +309,7 @@ def _inbound_listener(topology: Topology, service: Service, here: WorkloadAddres
                 "common_tls_context": _common_tls(certs, None),
                 "require_client_certificate": True,
             }},
+            "transport_socket_connect_timeout": limits.TLS_HANDSHAKE_TIMEOUT,
         }],
     }
 
@@ -329,6 +339,7 @@ def _hcm(stat_prefix: str, route_config: Json, topology: Topology) -> Json:
         "stat_prefix": stat_prefix,
         "route_config": route_config,
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "common_http_protocol_options": limits.hcm_connection_options(),
     }
     logs = access_logs(topology.access_log_file, topology.access_log_format)
     if logs:

@@ -182,12 +182,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InheritedSocketError as e:
         print(f"pyproxy: {e}", file=sys.stderr)
         return 1
+    _raise_fd_limit(snapshot)
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
                                           admin_address_path=args.admin_address_path, admin_token=admin_token,
                                           inherited=inherited))
     except KeyboardInterrupt:
         return 0
+
+
+def _raise_fd_limit(snapshot: object) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs do at start): a distribution's default
+    soft limit of 1,024 would make accept fail (EMFILE) long before the connection limits the configuration
+    asks for. Envoy leaves the limit to its launcher; pyproxy does this itself, and warns when the global
+    connection limit (or, without one, the per-listener limits) cannot be met with the descriptors it has."""
+    import resource
+
+    from pyproxy.config.model import Snapshot
+
+    assert isinstance(snapshot, Snapshot)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, e)
+    wanted = snapshot.max_downstream_connections
+    if wanted is None:
+        limits = [snapshot.listener_connection_limit(name) for name in snapshot.listeners]
+        wanted = sum(limit for limit in limits if limit is not None) if all(
+            limit is not None for limit in limits) and limits else None
+    # Each downstream connection is one descriptor; upstream pools, the admin API and xDS need some more.
+    if wanted is not None and soft != resource.RLIM_INFINITY and wanted + 64 > soft:
+        log.warning("open files limit %d is below the connection limits configured (%d downstream connections "
+                    "+ upstreams): accept will fail with EMFILE before they are reached", soft, wanted)
 
 
 def _init_only(snapshot: object) -> int:

@@ -126,6 +126,37 @@ class Series:
         self.resp_sum = 0
 
 
+class ListenerCounters:
+    """Envoy's ``listener.<address>.*`` counters of one listener (kept across configuration updates).
+
+    ``downstream_cx_active`` is also the per-listener connection limit's count: a socket counts from accept
+    (listener filters and TLS handshake included, as Envoy's connection balancer counts it) until it closes."""
+
+    __slots__ = ("downstream_cx_active", "downstream_cx_destroy", "downstream_cx_overflow", "downstream_cx_total",
+                 "downstream_cx_transport_socket_connect_timeout", "downstream_global_cx_overflow",
+                 "downstream_pre_cx_timeout")
+
+    def __init__(self) -> None:
+        self.downstream_cx_total = 0
+        self.downstream_cx_active = 0
+        self.downstream_cx_destroy = 0
+        self.downstream_cx_overflow = 0  # over envoy.resource_limits.listener.<name>.connection_limit
+        self.downstream_global_cx_overflow = 0  # over the overload manager's global limit
+        self.downstream_pre_cx_timeout = 0  # listener filters timed out
+        self.downstream_cx_transport_socket_connect_timeout = 0
+
+
+class HcmCounters:
+    """Envoy's ``http.<stat_prefix>.*`` connection timeout counters of one connection manager."""
+
+    __slots__ = ("downstream_cx_idle_timeout", "downstream_cx_max_duration_reached", "downstream_rq_header_timeout")
+
+    def __init__(self) -> None:
+        self.downstream_cx_idle_timeout = 0
+        self.downstream_cx_max_duration_reached = 0
+        self.downstream_rq_header_timeout = 0
+
+
 class ProxyStats:
     """All counters of one proxy process."""
 
@@ -140,6 +171,20 @@ class ProxyStats:
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         # (HCM stat_prefix, rules_stat_prefix, shadow_rules_stat_prefix) -> counters
         self.rbac: dict[tuple[str, str, str], RbacCounters] = {}
+        self.listeners: dict[str, ListenerCounters] = {}  # by listener name
+        self.hcms: dict[str, HcmCounters] = {}  # by HCM stat_prefix
+
+    def listener_counters(self, name: str) -> ListenerCounters:
+        counters = self.listeners.get(name)
+        if counters is None:
+            counters = self.listeners[name] = ListenerCounters()
+        return counters
+
+    def hcm_counters(self, stat_prefix: str) -> HcmCounters:
+        counters = self.hcms.get(stat_prefix)
+        if counters is None:
+            counters = self.hcms[stat_prefix] = HcmCounters()
+        return counters
 
     def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters:
         """Counters shared by every snapshot's copy of the same RBAC filter: Envoy's

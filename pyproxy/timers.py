@@ -17,6 +17,10 @@ from collections.abc import Callable
 import trio
 
 
+def _noop() -> None:
+    pass
+
+
 class TimerHandle:
     __slots__ = ("_owner", "callback", "cancelled", "deadline")
 
@@ -29,6 +33,9 @@ class TimerHandle:
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            # A cancelled entry stays in the heap until its deadline or a compaction: it must not keep what
+            # the callback refers to alive (a closed connection's engine and buffers, for up to an hour).
+            self.callback = _noop
             self._owner._cancelled_one()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from mesh_ctl.registry import ServiceEntry, WorkloadEntry
 from mesh_ctl.translate.clusters import socket_address
+from mesh_ctl.translate.limits import hcm_connection_options
 from mesh_ctl.translate.names import (
     DEFAULT_ROUTE,
     HCM,
@@ -59,7 +60,8 @@ def _hcm(stat_prefix: str, routes: Json, filters: list[Json] | None = None, acce
          ) -> Json:
     """``routes`` is either ``{"rds": ...}`` or ``{"route_config": ...}``; ``filters`` go before the router."""
     hcm: Json = {"@type": HCM_TYPE, "stat_prefix": stat_prefix, **routes,
-                 "http_filters": [*(filters or ()), _router()]}
+                 "http_filters": [*(filters or ()), _router()],
+                 "common_http_protocol_options": hcm_connection_options()}
     if access_log:
         hcm["access_log"] = access_log
     return {"name": HCM, "typed_config": hcm}

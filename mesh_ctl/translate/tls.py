@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mesh_ctl.ca.files import CertFiles
+from mesh_ctl.translate.limits import TLS_HANDSHAKE_TIMEOUT
 from mesh_ctl.translate.names import (
     DOWNSTREAM_TLS_TYPE,
     SDS_DEFAULT,
@@ -141,6 +142,8 @@ def inbound_chains(mode: MtlsMode, name: str, filters: list[Json], source: TlsSo
         fc: Json = {"name": name if tls else f"{name}-plaintext", "filter_chain_match": match, "filters": filters}
         if tls:
             fc["transport_socket"] = downstream_tls(source, trust_domain)
+            # A handshake must finish in this time (mesh_ctl.translate.limits; Istio sets none).
+            fc["transport_socket_connect_timeout"] = TLS_HANDSHAKE_TIMEOUT
         return fc
 
     if mode == "STRICT":

@@ -146,6 +146,20 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
         for key in state.stats.__slots__:
             out.append((f"cluster.{name}.{key}", getattr(state.stats, key)))
     out += [(f"http.{hcm}.rbac.{name}", value) for hcm, name, value in rt.stats.rbac_stats()]
+    out += [(f"listener.{address}.{key}", value) for address, key, value in _listener_stats(rt)]
+    out += [(f"http.{prefix}.{key}", getattr(c, key))
+            for prefix, c in sorted(rt.stats.hcms.items()) for key in c.__slots__]
+    return out
+
+
+def _listener_stats(rt: Runtime) -> list[tuple[str, str, int]]:
+    """``(address, counter, value)`` of every installed listener, the address as Envoy names its listener
+    stats (``127.0.0.1_15001``)."""
+    out = []
+    for _name, entry in sorted(rt.listeners.items()):
+        address = f"{entry.listener.address.host}_{_bound_port(entry)}"
+        c = entry.counters
+        out += [(address, key, getattr(c, key)) for key in c.__slots__]
     return out
 
 
@@ -176,6 +190,17 @@ def prometheus(rt: Runtime) -> str:
             f'{{envoy_http_conn_manager_prefix="{esc}"}} {value}')
     for metric, samples in rbac.items():
         lines.append(f"# TYPE {metric} counter")
+        lines.extend(metric + sample for sample in samples)
+    by_listener: dict[str, list[str]] = {}
+    for address, key, value in _listener_stats(rt):
+        by_listener.setdefault(f"envoy_listener_{key}", []).append(f'{{envoy_listener_address="{address}"}} {value}')
+    for prefix, c in sorted(rt.stats.hcms.items()):
+        esc = prefix.replace("\\", "\\\\").replace('"', '\\"')
+        for key in c.__slots__:
+            by_listener.setdefault(f"envoy_http_{key}", []).append(
+                f'{{envoy_http_conn_manager_prefix="{esc}"}} {getattr(c, key)}')
+    for metric, samples in by_listener.items():
+        lines.append(f"# TYPE {metric} {'gauge' if metric.endswith('_active') else 'counter'}")
         lines.extend(metric + sample for sample in samples)
     lines.append("# TYPE envoy_http_downstream_rq_total counter")
     lines.append(f"envoy_http_downstream_rq_total {rt.stats.downstream_rq_total}")

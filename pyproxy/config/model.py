@@ -27,6 +27,10 @@ from typing import Literal
 # Envoy's defaults, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 5.0  # Cluster.connect_timeout
 DEFAULT_ROUTE_TIMEOUT = 15.0  # RouteAction.timeout when unset (Envoy); Istio always sets 0 (= disabled)
+# Runtime keys of connection limits (layered_runtime static layers).
+LISTENER_LIMIT_PREFIX = "envoy.resource_limits.listener."
+LISTENER_LIMIT_SUFFIX = ".connection_limit"
+GLOBAL_LIMIT_RUNTIME_KEY = "overload.global_downstream_max_connections"
 DEFAULT_STREAM_IDLE_TIMEOUT = 300.0  # HttpConnectionManager.stream_idle_timeout
 DEFAULT_MAX_CONCURRENT_STREAMS = 2147483647  # Http2ProtocolOptions.max_concurrent_streams
 # Envoy's defaults are 256 MiB windows, bounded in Envoy by its watermark buffers. pyproxy bounds memory with
@@ -439,8 +443,15 @@ class HttpConnectionManager:
     generate_request_id: bool = True
     use_remote_address: bool = False
     xff_num_trusted_hops: int = 0
-    idle_timeout: float | None = 3600.0  # common_http_protocol_options.idle_timeout (connection idle)
+    # common_http_protocol_options.idle_timeout: the connection has had no active stream for this long
+    # (the timer starts when the connection is created, before any byte or TLS handshake, as in Envoy's
+    # ConnectionManagerImpl::initializeReadFilterCallbacks). None = disabled (0s).
+    idle_timeout: float | None = 3600.0
     max_stream_duration: float | None = None  # common_http_protocol_options.max_stream_duration
+    max_connection_duration: float | None = None  # common_http_protocol_options.max_connection_duration
+    # request_headers_timeout: from the first byte of a request's header block to its last (None = disabled,
+    # Envoy's default).
+    request_headers_timeout: float | None = None
     headers_with_underscores_action: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
 
 
@@ -461,6 +472,9 @@ class FilterChain:
     match: FilterChainMatch
     tls: TlsContext | None
     hcm: HttpConnectionManager
+    # transport_socket_connect_timeout: how long the TLS handshake may take (None = no bound of its own, as in
+    # Envoy; the HCM's idle_timeout, running since the connection was created, still applies).
+    transport_socket_connect_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +489,7 @@ class Listener:
     ipv4_compat: bool = False  # an IPv6 "::" listener also accepts IPv4 (v4-mapped)
     listener_filters_timeout: float | None = 15.0  # None = no timeout
     continue_on_listener_filters_timeout: bool = False
+    ignore_global_conn_limit: bool = False  # not counted against the overload manager's global limit
 
 
 # --------------------------------------------------------------------------------------------- clusters
@@ -658,3 +673,13 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     # Bootstrap.dynamic_resources: None for a static bootstrap.
     dynamic: DynamicResources | None = None
+    # The overload manager's envoy.resource_monitors.global_downstream_max_connections
+    # (max_active_downstream_connections), else the runtime key overload.global_downstream_max_connections;
+    # None = no global limit.
+    max_downstream_connections: int | None = None
+
+    def listener_connection_limit(self, listener_name: str) -> int | None:
+        """The runtime key ``envoy.resource_limits.listener.<name>.connection_limit`` (validated when the
+        bootstrap was read), None when unset."""
+        value = self.runtime.get(f"{LISTENER_LIMIT_PREFIX}{listener_name}{LISTENER_LIMIT_SUFFIX}")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -90,6 +90,7 @@ class ChainContext:
         self.request_timeout = hcm.request_timeout
         self.max_stream_duration = hcm.max_stream_duration
         self.buffer_limit = listener.per_connection_buffer_limit_bytes
+        self.hcm_counters = runtime.stats.hcm_counters(hcm.stat_prefix)
 
     def route_table(self) -> RouteTable | None:
         """The inline route table (fixed with the listener), or the RDS one *currently* installed: an RDS

@@ -14,6 +14,7 @@ the connection; nothing here raises into the listener's accept loop.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -43,10 +44,11 @@ from pyproxy.tls import PeerIdentity, identity_from_cert, san_matches
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
     from pyproxy.proxy.runtime import Runtime
+    from pyproxy.stats import ListenerCounters
+    from pyproxy.timers import TimerHandle
 
 log = logging.getLogger("pyproxy.downstream")
 
-HANDSHAKE_TIMEOUT = 10.0
 _HTTP1_REPLY = (b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: 39\r\n\r\npyproxy serves HTTP/2 only (h2 or h2c)\n")
 
@@ -56,11 +58,14 @@ class DownstreamConnection:
     requested_server_name: str | None
     peer: PeerIdentity
     peer_address: tuple[str, int]
-    __slots__ = ("ctx", "dirty", "draining", "engine", "keepalive", "local_port", "peer", "peer_address",
-                 "requested_server_name", "runtime", "streams", "transport")
+    __slots__ = ("ctx", "dirty", "draining", "duration_timer", "engine", "got_data", "idle_since", "idle_timer",
+                 "keepalive", "local_port", "peer", "peer_address", "requested_server_name", "runtime", "streams",
+                 "transport")
 
     def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity,
-                 requested_server_name: str | None = None) -> None:
+                 requested_server_name: str | None = None, created: float | None = None) -> None:
+        """``created``: when the connection was created (its filter chain chosen, before a TLS handshake), the
+        start of the HCM's idle and max-duration timers; now when not given."""
         self.ctx = ctx
         # The SNI, when a listener filter read the ClientHello (%REQUESTED_SERVER_NAME%).
         self.requested_server_name: str | None = requested_server_name
@@ -74,7 +79,23 @@ class DownstreamConnection:
         self.streams: dict[int, ProxyStream] = {}
         self.dirty = False
         self.draining = False
-        h2 = ctx.hcm.http2
+        # Connection timers, as Envoy's connection manager runs them: idle_timeout (no active stream for that
+        # long) and max_connection_duration, both from the connection's creation. The idle timer is lazy: a
+        # stream ending only records the time (no timer per request); the timer, when it fires, re-arms itself
+        # for the time left, or does nothing while streams are active (stream_done re-arms it then).
+        if created is None:
+            created = trio.current_time()
+        hcm = ctx.hcm
+        timers = ctx.runtime.timers
+        self.got_data = False  # Envoy creates its codec on the first bytes: before them a timeout just closes
+        self.idle_since = created
+        self.idle_timer: TimerHandle | None = None
+        if hcm.idle_timeout is not None:
+            self.idle_timer = timers.call_at(created + hcm.idle_timeout, self._on_idle_timer)
+        self.duration_timer: TimerHandle | None = None
+        if hcm.max_connection_duration is not None:
+            self.duration_timer = timers.call_at(created + hcm.max_connection_duration, self._on_max_duration)
+        h2 = hcm.http2
         self.keepalive: Keepalive | None = None
         if h2.connection_keepalive_interval:
             self.keepalive = Keepalive(self.runtime, self.engine, lambda: self.runtime.mark_dirty(self),
@@ -88,9 +109,47 @@ class DownstreamConnection:
             self.transport.write(data)
 
     def stream_done(self, sid: int) -> None:
-        self.streams.pop(sid, None)
-        if self.draining and not self.streams and self.engine.goaway_sent_last_id != 2**31 - 1:
-            self._close_gracefully()
+        streams = self.streams
+        streams.pop(sid, None)
+        if not streams:
+            idle = self.ctx.hcm.idle_timeout
+            if idle is not None:
+                self.idle_since = now = trio.current_time()
+                if self.idle_timer is None and not self.transport.closed:
+                    self.idle_timer = self.runtime.timers.call_at(now + idle, self._on_idle_timer)
+            if self.draining and self.engine.goaway_sent_last_id != 2**31 - 1:
+                self._close_gracefully()
+
+    def _on_idle_timer(self) -> None:
+        self.idle_timer = None
+        idle = self.ctx.hcm.idle_timeout
+        if self.streams or self.transport.closed or idle is None:
+            return  # stream_done arms it again once the last stream ends
+        deadline = self.idle_since + idle
+        if trio.current_time() < deadline:
+            self.idle_timer = self.runtime.timers.call_at(deadline, self._on_idle_timer)
+            return
+        log.debug("downstream %s: idle timeout", self.peer_address)
+        self.ctx.hcm_counters.downstream_cx_idle_timeout += 1
+        self._end_by_timer()
+
+    def _on_max_duration(self) -> None:
+        self.duration_timer = None
+        if self.transport.closed:
+            return
+        log.debug("downstream %s: max connection duration reached", self.peer_address)
+        self.ctx.hcm_counters.downstream_cx_max_duration_reached += 1
+        self._end_by_timer()
+
+    def _end_by_timer(self) -> None:
+        """Envoy's onIdleTimeout / onConnectionDurationTimeout: a connection that never sent a byte (no codec
+        yet) is closed at once (our SETTINGS already went out); otherwise the drain sequence (GOAWAY, then the
+        final GOAWAY after drain_timeout, close once the streams are done)."""
+        if not self.got_data:
+            self.flush()
+            self.transport.close()
+        else:
+            self.drain()
 
     def _close_gracefully(self) -> None:
         """The last stream of a draining connection is done: its response (still in the engine or the
@@ -161,6 +220,7 @@ class DownstreamConnection:
                         data = await transport.receive()
                         if not data:
                             break
+                        self.got_data = True
                         if self.keepalive is not None:
                             self.keepalive.frame_received()
                         for ev in engine.receive_data(data):
@@ -222,6 +282,10 @@ class DownstreamConnection:
         finally:
             if self.keepalive is not None:
                 self.keepalive.stop()
+            for timer in (self.idle_timer, self.duration_timer):
+                if timer is not None:
+                    timer.cancel()
+            self.idle_timer = self.duration_timer = None
             runtime.downstream_connections.discard(self)
             lost = list(streams.values())
             streams.clear()
@@ -294,7 +358,7 @@ def _sni_matches(names: tuple[str, ...], sni: str) -> bool:
     return False
 
 
-def _needs_inspection(listener: Listener) -> bool:
+def needs_inspection(listener: Listener) -> bool:
     if listener.tls_inspector:
         return True
     return any(c.match.transport_protocol or c.match.application_protocols or c.match.server_names
@@ -324,8 +388,16 @@ async def _peek(sock: socket.socket, timeout: float | None, limit: int = 16384) 
     return data, scope.cancelled_caught
 
 
-async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket) -> None:
-    """Serve one accepted connection to completion (never raises, except Cancelled)."""
+async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket,
+                            counters: ListenerCounters | None = None, accepted: float | None = None,
+                            filters_timed_out: bool = False) -> None:
+    """Serve one accepted connection to completion (never raises, except Cancelled).
+
+    ``accepted``: when it was accepted (the listener filters' and, without listener filters, the connection's
+    timers run from then); ``filters_timed_out``: the listener filters' timeout already expired (while the
+    connection was parked, see :mod:`pyproxy.proxy.parking`) and the listener continues without them."""
+    if accepted is None:
+        accepted = trio.current_time()
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -337,16 +409,25 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
         prefix = b""
         hello: ClientHelloInfo | None = None
         is_tls = False
-        if _needs_inspection(listener):
-            try:
-                prefix, timed_out = await _peek(sock, listener.listener_filters_timeout)
-            except OSError:
-                sock.close()
-                return
-            if timed_out and not listener.continue_on_listener_filters_timeout:
-                log.info("listener %s: listener filters timed out for %s", listener_name, _peer(sock))
-                sock.close()
-                return
+        inspected = needs_inspection(listener)
+        if inspected:
+            if filters_timed_out:
+                timed_out = True  # counted when it expired
+            else:
+                timeout = listener.listener_filters_timeout
+                remaining = None if timeout is None else max(accepted + timeout - trio.current_time(), 1e-6)
+                try:
+                    prefix, timed_out = await _peek(sock, remaining)
+                except OSError:
+                    sock.close()
+                    return
+            if timed_out and not filters_timed_out:
+                if counters is not None:
+                    counters.downstream_pre_cx_timeout += 1
+                if not listener.continue_on_listener_filters_timeout:
+                    log.info("listener %s: listener filters timed out for %s", listener_name, _peer(sock))
+                    sock.close()
+                    return
             is_tls = looks_like_tls(prefix)
             if is_tls:
                 hello = parse_client_hello(prefix)
@@ -361,21 +442,44 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
             sock.close()
             return
         ctx = entry.contexts[id(chain)]
+        # The connection exists from here (Envoy creates it, with its network filters, once the filter chain
+        # is chosen): the HCM's idle and max-duration timers start now, before the TLS handshake.
+        created = trio.current_time() if inspected else accepted
         transport: Transport
         identity = PeerIdentity()
+        if not prefix:
+            # Nothing is allocated for a connection before its first bytes (Envoy, too, creates the HTTP/2
+            # codec, and so sends its SETTINGS, on the first data): a silent connection costs a socket and
+            # this task, not a TLS engine, an HTTP/2 engine and a writer task (issue 9.7: 3,000 silent
+            # connections took 140 MB).
+            bound, cause = connection_bound(chain, created, tls=chain.tls is not None)
+            first = await _wait_first_bytes(sock, bound)
+            if not first:
+                if first is False:
+                    count_timeout(ctx, counters, cause)
+                    log.debug("listener %s: %s closed %s before its first byte", listener_name, cause,
+                              _peer(sock))
+                sock.close()  # or the peer left without a byte: nothing to answer
+                return
         if chain.tls is not None:
             ssl_context = entry.ssl_contexts[id(chain)]
             transport = TlsTransport(sock, ssl_context, server_side=True, prefix=prefix)
+            bound, cause = connection_bound(chain, created, tls=True)
             try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                with trio.fail_at(bound):
                     await transport.handshake()
             except (TransportClosed, trio.TooSlowError) as e:
+                if isinstance(e, trio.TooSlowError):
+                    count_timeout(ctx, counters, cause)
+                    log.debug("listener %s: TLS handshake with %s did not complete: %s", listener_name,
+                              _peer(sock), cause)
+                    transport.close()
+                    return
                 runtime.stats.downstream_tls_failures += 1
                 if transport.first_bytes and not looks_like_tls(transport.first_bytes):
                     _refuse_plaintext(runtime, listener_name, sock, transport.first_bytes)
                 else:
-                    log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock),
-                             e if str(e) else "timeout")
+                    log.info("listener %s: TLS handshake with %s failed: %s", listener_name, _peer(sock), e)
                 transport.close()
                 return
             identity = identity_from_cert(transport.peer_certificate())
@@ -392,13 +496,51 @@ async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.s
                 await transport.flush(1.0)
                 transport.close()
                 return
-        await DownstreamConnection(ctx, transport, identity, hello.server_name if hello else None).run()
+        await DownstreamConnection(ctx, transport, identity, hello.server_name if hello else None, created).run()
     except (OSError, ssl.SSLError) as e:
         log.debug("connection error: %s", e)
         try:
             sock.close()
         except OSError:
             pass
+
+
+def connection_bound(chain: FilterChain, created: float, *, tls: bool) -> tuple[float, str]:
+    """When a connection that has not sent its first byte (or completed its TLS handshake) is given up, and
+    which Envoy timer that is: the filter chain's transport_socket_connect_timeout (TLS only), or the HCM's
+    idle_timeout / max_connection_duration, which run from the connection's creation (with none of them set,
+    Envoy waits forever; so does pyproxy)."""
+    bounds = [(created + t, cause) for t, cause in (
+        (chain.transport_socket_connect_timeout if tls else None, "transport_socket_connect_timeout"),
+        (chain.hcm.idle_timeout, "idle_timeout"),
+        (chain.hcm.max_connection_duration, "max_connection_duration")) if t is not None]
+    return min(bounds) if bounds else (math.inf, "")
+
+
+def count_timeout(ctx: ChainContext, counters: ListenerCounters | None, cause: str) -> None:
+    if cause == "transport_socket_connect_timeout":
+        if counters is not None:
+            counters.downstream_cx_transport_socket_connect_timeout += 1
+    elif cause == "idle_timeout":
+        ctx.hcm_counters.downstream_cx_idle_timeout += 1
+    elif cause == "max_connection_duration":
+        ctx.hcm_counters.downstream_cx_max_duration_reached += 1
+
+
+async def _wait_first_bytes(sock: socket.socket, deadline: float) -> bool | None:
+    """Wait until ``sock`` has data to read: True; None when the peer closed (or reset) it first, False when
+    ``deadline`` passed first."""
+    while True:
+        try:
+            return True if sock.recv(1, socket.MSG_PEEK) else None  # data (usually sent with the connect), EOF
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None
+        with trio.move_on_at(deadline):
+            await trio.lowlevel.wait_readable(sock)
+        if trio.current_time() >= deadline:
+            return False
 
 
 def looks_like_http1(prefix: bytes) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import random
 import socket
 import ssl
@@ -28,9 +29,17 @@ import trio
 
 from pyproxy.config.model import FilterChain, Listener, Snapshot, SocketAddress, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
-from pyproxy.proxy.downstream import DownstreamConnection, handle_connection
+from pyproxy.proxy.downstream import (
+    DownstreamConnection,
+    connection_bound,
+    count_timeout,
+    handle_connection,
+    needs_inspection,
+    select_filter_chain,
+)
+from pyproxy.proxy.parking import FirstBytes, Parked
 from pyproxy.routing.table import RouteTable
-from pyproxy.stats import ProxyStats
+from pyproxy.stats import ListenerCounters, ProxyStats
 from pyproxy.timers import Timers
 from pyproxy.tls import build_context
 from pyproxy.upstream.cluster import ClusterManager
@@ -51,6 +60,9 @@ class ListenerEntry:
     ssl_contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)
     socket: socket.socket | None = None
     scope: trio.CancelScope | None = None
+    counters: ListenerCounters = field(default_factory=ListenerCounters)
+    # envoy.resource_limits.listener.<name>.connection_limit (None = no limit)
+    connection_limit: int | None = None
 
 
 def _tls_shape(tls: TlsContext | None) -> TlsContext | None:
@@ -83,6 +95,11 @@ class Runtime:
         self.route_tables: dict[str, RouteTable] = {}
         self.listeners: dict[str, ListenerEntry] = {}
         self.downstream_connections: set[DownstreamConnection] = set()
+        # Accepted sockets counted against the overload manager's global limit (every listener that does not
+        # set ignore_global_conn_limit; the admin listener is not one of them, as in Envoy).
+        self.global_cx_active = 0
+        # Accepted connections that have not sent a byte yet.
+        self.first_bytes = FirstBytes(self._parked_ready, self._parked_expired)
         self._dirty: list[Flushable] = []
         self._ssl_contexts: dict[TlsContext, ssl.SSLContext] = {}
         self._nursery: trio.Nursery | None = None
@@ -145,7 +162,9 @@ class Runtime:
                                                    snapshot.runtime)
                 if chain.tls is not None:
                     ssl_contexts[id(chain)] = self.ssl_context(chain.tls)
-            entries[name] = ListenerEntry(listener, contexts, ssl_contexts)
+            entries[name] = ListenerEntry(listener, contexts, ssl_contexts,
+                                          counters=self.stats.listener_counters(name),
+                                          connection_limit=snapshot.listener_connection_limit(name))
         return entries, route_tables
 
     def install(self, snapshot: Snapshot) -> None:
@@ -237,13 +256,100 @@ class Runtime:
                         if e.errno in (errno.ECONNABORTED, errno.EPROTO):
                             continue
                         raise
-                    self.spawn(handle_connection, self, name, conn)
+                    self._admit(name, conn)
             finally:
                 try:
                     trio.lowlevel.notify_closing(sock)
                 except Exception:
                     pass
                 sock.close()
+
+    def _admit(self, name: str, conn: socket.socket) -> None:
+        """Envoy's connection limits at accept: over the overload manager's global limit or the listener's
+        runtime limit, the socket is closed at once and counted (``downstream_global_cx_overflow``,
+        ``downstream_cx_overflow``); otherwise it counts until it closes. A counter per listener: nothing here
+        costs more than a comparison."""
+        entry = self.listeners.get(name)
+        if entry is None:
+            conn.close()
+            return
+        counters = entry.counters
+        global_limit = self.snapshot.max_downstream_connections
+        counted = not entry.listener.ignore_global_conn_limit
+        if counted and global_limit is not None and self.global_cx_active >= global_limit:
+            conn.close()
+            counters.downstream_global_cx_overflow += 1
+            return
+        limit = entry.connection_limit
+        if limit is not None and counters.downstream_cx_active >= limit:
+            conn.close()
+            counters.downstream_cx_overflow += 1
+            return
+        counters.downstream_cx_total += 1
+        counters.downstream_cx_active += 1
+        if counted:
+            self.global_cx_active += 1
+        self._park(entry, name, conn, counted)
+
+    def _park(self, entry: ListenerEntry, name: str, conn: socket.socket, counted: bool) -> None:
+        """Park the new connection until its first byte (:mod:`pyproxy.proxy.parking`), with the deadline of
+        the Envoy timer that applies before it: the listener filters' timeout when the listener inspects the
+        first bytes, else the chosen chain's transport_socket_connect_timeout / HCM idle_timeout /
+        max_connection_duration (the connection exists from accept then)."""
+        counters = entry.counters
+        listener = entry.listener
+        accepted = trio.current_time()
+        try:
+            conn.setblocking(False)
+            port = conn.getsockname()[1]
+        except OSError:
+            self._closed_parked(conn, counters, counted)
+            return
+        chain = None
+        if needs_inspection(listener):
+            timeout = listener.listener_filters_timeout
+            deadline = accepted + timeout if timeout else math.inf
+            cause = "listener_filters_timeout"
+        else:
+            chain = select_filter_chain(listener, port, False, None)
+            if chain is None:  # handle_connection says why and closes it
+                self.spawn(self._serve, name, conn, counters, counted, accepted, False)
+                return
+            deadline, cause = connection_bound(chain, accepted, tls=chain.tls is not None)
+        self.first_bytes.park(Parked(conn, deadline, (entry, name, counted, accepted, chain, cause)))
+
+    def _parked_ready(self, parked: Parked) -> None:
+        entry, name, counted, accepted, _, _ = parked.info
+        self.spawn(self._serve, name, parked.sock, entry.counters, counted, accepted, False)
+
+    def _parked_expired(self, parked: Parked) -> None:
+        entry, name, counted, accepted, chain, cause = parked.info
+        counters = entry.counters
+        if cause == "listener_filters_timeout":
+            counters.downstream_pre_cx_timeout += 1
+            if entry.listener.continue_on_listener_filters_timeout:
+                self.spawn(self._serve, name, parked.sock, counters, counted, accepted, True)
+                return
+        elif chain is not None:
+            count_timeout(entry.contexts[id(chain)], counters, cause)
+        self._closed_parked(parked.sock, counters, counted)
+
+    def _closed_parked(self, conn: socket.socket, counters: ListenerCounters, counted: bool) -> None:
+        conn.close()
+        counters.downstream_cx_active -= 1
+        counters.downstream_cx_destroy += 1
+        if counted:
+            self.global_cx_active -= 1
+
+    async def _serve(self, name: str, conn: socket.socket, counters: ListenerCounters, counted: bool,
+                     accepted: float, filters_timed_out: bool) -> None:
+        try:
+            await handle_connection(self, name, conn, counters, accepted, filters_timed_out)
+        finally:
+            counters.downstream_cx_active -= 1
+            counters.downstream_cx_destroy += 1
+            if counted:
+                self.global_cx_active -= 1
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -252,6 +358,7 @@ class Runtime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.timers.run)
+            nursery.start_soon(self.first_bytes.run)
             self.install(self.snapshot)
             if self.snapshot.dynamic is None:
                 self.ready.set()  # with xDS, the ADS client says when the initial fetch is done
@@ -265,6 +372,10 @@ class Runtime:
                 entry.scope.cancel()
         for conn in list(self.downstream_connections):
             conn.drain()
+        # Connections that never sent a byte have nothing in flight: closed now, as Envoy's listeners
+        # close (with no codec yet, there is no GOAWAY to send either).
+        self.first_bytes.close_all(lambda parked: self._closed_parked(parked.sock, parked.info[0].counters,
+                                                                       parked.info[2]))
 
     async def wait_idle(self) -> None:
         """Return once no downstream stream is in flight (polled: only used while shutting down)."""

@@ -134,6 +134,7 @@ class Sidecar:
     listen_port: int
     admin_port: int
     bootstrap: Path
+    extra_args: tuple[str, ...] = ()
 
     def admin(self, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes]:
         """One admin API request; returns (HTTP status, body)."""
@@ -233,8 +234,9 @@ class Mesh:
         assert not sidecar.proc.alive(), f"{sidecar.name} is still running"
         self._restarts += 1
         proc = self.group.python(f"{sidecar.name}-{self._restarts}", "pyproxy", "-c", str(sidecar.bootstrap),
-                                 "--drain-time-s", "5")
-        new = Sidecar(sidecar.name, proc, sidecar.listen_port, sidecar.admin_port, sidecar.bootstrap)
+                                 "--drain-time-s", "5", *sidecar.extra_args)
+        new = Sidecar(sidecar.name, proc, sidecar.listen_port, sidecar.admin_port, sidecar.bootstrap,
+                      sidecar.extra_args)
         if sidecar is self.client_sidecar:
             self.client_sidecar = new
         else:
@@ -276,11 +278,11 @@ def _start_server(group: ProcessGroup, port: int, name: str, version: str, *, su
 
 
 def _start_sidecar(group: ProcessGroup, name: str, template: str, values: dict[str, object],
-                   workdir: Path) -> Sidecar:
+                   workdir: Path, extra_args: Sequence[str] = ()) -> Sidecar:
     listen_port, admin_port = int(str(values["LISTEN_PORT"])), int(str(values["ADMIN_PORT"]))
     bootstrap = render(BOOTSTRAPS / template, values, workdir / name)
-    proc = group.python(name, "pyproxy", "-c", str(bootstrap), "--drain-time-s", "5")
-    return Sidecar(name, proc, listen_port, admin_port, bootstrap)
+    proc = group.python(name, "pyproxy", "-c", str(bootstrap), "--drain-time-s", "5", *extra_args)
+    return Sidecar(name, proc, listen_port, admin_port, bootstrap, tuple(extra_args))
 
 
 def _wait_ready(mesh: Mesh, timeout: float) -> None:
@@ -307,21 +309,25 @@ def _distinct_ports(n: int) -> list[int]:
 
 
 def start_mesh(group: ProcessGroup, workdir: Path, version: str = "v1", start_server: bool = True,
-               timeout: float = START_TIMEOUT) -> Mesh:
-    """Start payment-server (unless ``start_server`` is false: a backend that is down) and both sidecars."""
+               timeout: float = START_TIMEOUT, *, idle_timeout: str = "3600s",
+               client_sidecar_args: Sequence[str] = (), server_sidecar_args: Sequence[str] = ()) -> Mesh:
+    """Start payment-server (unless ``start_server`` is false: a backend that is down) and both sidecars.
+
+    ``idle_timeout``: both sidecars' HCM ``common_http_protocol_options.idle_timeout``; ``*_sidecar_args``:
+    more pyproxy flags (e.g. ``--config-yaml`` with a ``layered_runtime`` or an ``overload_manager``)."""
     ca = TestCA(workdir / "certs")
     ca.issue("payment", SERVER_SPIFFE_ID)
     ca.issue("payment-client", CLIENT_SPIFFE_ID)
     app_port, server_listen, server_admin, client_listen, client_admin, unreachable = _distinct_ports(6)
     server_name = f"payment-{version}-{app_port}"
-    common = {"HOST": HOST, "CERTS": ca.directory}
+    common = {"HOST": HOST, "CERTS": ca.directory, "IDLE_TIMEOUT": idle_timeout}
     server_sidecar = _start_sidecar(group, "server-sidecar", "server_sidecar.yaml", {
         **common, "LISTEN_PORT": server_listen, "ADMIN_PORT": server_admin, "APP_PORT": app_port,
-        "TRUST_DOMAIN_PREFIX": TRUST_DOMAIN}, workdir)
+        "TRUST_DOMAIN_PREFIX": TRUST_DOMAIN}, workdir, server_sidecar_args)
     client_sidecar = _start_sidecar(group, "client-sidecar", "client_sidecar.yaml", {
         **common, "LISTEN_PORT": client_listen, "ADMIN_PORT": client_admin,
         "SERVER_SIDECAR_PORT": server_listen, "UNREACHABLE_PORT": unreachable,
-        "SERVER_SPIFFE_ID": SERVER_SPIFFE_ID}, workdir)
+        "SERVER_SPIFFE_ID": SERVER_SPIFFE_ID}, workdir, client_sidecar_args)
     server = _start_server(group, app_port, server_name, version)
     mesh = Mesh(group, workdir, ca, app_port, client_sidecar, server_sidecar, server, server_name, version)
     _wait_ready(mesh, timeout)

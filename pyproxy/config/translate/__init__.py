@@ -34,7 +34,13 @@ from pyproxy.config.translate.common import Ctx
 from pyproxy.config.translate.consistency import check_consistency
 from pyproxy.config.translate.dynamic import check_ads_cluster, dynamic_resources
 from pyproxy.config.translate.listeners import listener
-from pyproxy.config.translate.server import admin_config, layered_runtime, node_info
+from pyproxy.config.translate.server import (
+    admin_config,
+    connection_limits,
+    layered_runtime,
+    node_info,
+    overload_manager,
+)
 from pyproxy.config.translate.tls import translate_secrets
 
 _XDS_REASON = "not supported: give ADS config sources ({ads: {}}) and dynamic_resources.ads_config"
@@ -42,7 +48,6 @@ _BOOTSTRAP_REASONS = {
     "stats_sinks": "stats sinks are not supported (scrape /stats/prometheus instead)",
     "stats_config": "stats_config is not supported (only an empty stats_config is accepted)",
     "tracing": "tracing is not supported",
-    "overload_manager": "the overload manager is not supported",
     "cluster_manager": "cluster_manager settings are not supported",
     "hds_config": "health discovery (HDS) is not supported",
     "watchdog": "watchdog settings are not supported",
@@ -66,8 +71,8 @@ def translate_bootstrap(
     ctx.check(
         bootstrap,
         "",
-        {"node", "static_resources", "admin", "layered_runtime", "dynamic_resources"},
-        empty_ok={"stats_config", "cluster_manager", "overload_manager"},
+        {"node", "static_resources", "admin", "layered_runtime", "dynamic_resources", "overload_manager"},
+        empty_ok={"stats_config", "cluster_manager"},
         reasons=_BOOTSTRAP_REASONS,
     )
     node = node_info(ctx, bootstrap.node, "node")
@@ -79,6 +84,10 @@ def translate_bootstrap(
         if bootstrap.HasField("layered_runtime")
         else {}
     )
+    max_connections = connection_limits(ctx, runtime, "layered_runtime")
+    if bootstrap.HasField("overload_manager"):
+        # The resource monitor wins over the deprecated runtime key, as in Envoy.
+        max_connections = overload_manager(ctx, bootstrap.overload_manager, "overload_manager") or max_connections
     ctx.runtime = runtime
     dynamic = None
     # Whether ADS is configured decides if static resources may use ads config sources; an ads_config with
@@ -120,6 +129,7 @@ def translate_bootstrap(
         runtime=runtime,
         warnings=tuple(ctx.warnings),
         dynamic=dynamic,
+        max_downstream_connections=max_connections,
     )
 
 

@@ -122,6 +122,7 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
             "http2_protocol_options",
             "stream_idle_timeout",
             "request_timeout",
+            "request_headers_timeout",
             "max_request_headers_kb",
             "common_http_protocol_options",
             "server_name",
@@ -161,13 +162,16 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
         http2 = http2_options(ctx, proto.http2_protocol_options, join(path, "http2_protocol_options"))
     idle_timeout: float | None = 3600.0
     max_stream_duration: float | None = None
+    max_connection_duration: float | None = None
     underscores = "ALLOW"
     if proto.HasField("common_http_protocol_options"):
         cpath = join(path, "common_http_protocol_options")
         chpo = proto.common_http_protocol_options
-        ctx.check(chpo, cpath, {"idle_timeout", "headers_with_underscores_action", "max_stream_duration"})
+        ctx.check(chpo, cpath, {"idle_timeout", "headers_with_underscores_action", "max_stream_duration",
+                                "max_connection_duration"})
         idle_timeout = opt_seconds(chpo, "idle_timeout", 3600.0)
         max_stream_duration = opt_seconds(chpo, "max_stream_duration", None)
+        max_connection_duration = opt_seconds(chpo, "max_connection_duration", None)
         underscores = enum_name(chpo, "headers_with_underscores_action")
     access_logs = tuple(
         log
@@ -197,6 +201,8 @@ def http_connection_manager(ctx: Ctx, proto: Any, path: str) -> m.HttpConnection
         xff_num_trusted_hops=proto.xff_num_trusted_hops,
         idle_timeout=idle_timeout,
         max_stream_duration=max_stream_duration,
+        max_connection_duration=max_connection_duration,
+        request_headers_timeout=opt_seconds(proto, "request_headers_timeout", None),
         headers_with_underscores_action=underscores,  # type: ignore[arg-type]
     )
 

@@ -47,6 +47,7 @@ def listener(ctx: Ctx, proto: Any, path: str) -> m.Listener | None:
             "listener_filters",
             "listener_filters_timeout",
             "continue_on_listener_filters_timeout",
+            "ignore_global_conn_limit",
             "metadata",
             "enable_reuse_port",
         },
@@ -98,6 +99,7 @@ def listener(ctx: Ctx, proto: Any, path: str) -> m.Listener | None:
         ipv4_compat=ipv4_compat,
         listener_filters_timeout=opt_seconds(proto, "listener_filters_timeout", 15.0),
         continue_on_listener_filters_timeout=proto.continue_on_listener_filters_timeout,
+        ignore_global_conn_limit=proto.ignore_global_conn_limit,
     )
 
 
@@ -135,7 +137,8 @@ def _listener_filters(ctx: Ctx, filters: Any, path: str) -> bool:
 
 def filter_chain(ctx: Ctx, fc: Any, path: str, *, is_default: bool = False) -> m.FilterChain | None:
     before = len(ctx.problems)
-    ctx.check(fc, path, {"filter_chain_match", "filters", "transport_socket", "name", "metadata"})
+    ctx.check(fc, path, {"filter_chain_match", "filters", "transport_socket", "name", "metadata",
+                         "transport_socket_connect_timeout"})
     match = m.FilterChainMatch()
     if fc.HasField("filter_chain_match") and not is_default:
         match = filter_chain_match(ctx, fc.filter_chain_match, join(path, "filter_chain_match"))
@@ -170,7 +173,8 @@ def filter_chain(ctx: Ctx, fc: Any, path: str, *, is_default: bool = False) -> m
         )
     if hcm is None or len(ctx.problems) != before:
         return None
-    return m.FilterChain(name=fc.name, match=match, tls=tls, hcm=hcm)
+    return m.FilterChain(name=fc.name, match=match, tls=tls, hcm=hcm,
+                         transport_socket_connect_timeout=opt_seconds(fc, "transport_socket_connect_timeout", None))
 
 
 def filter_chain_match(ctx: Ctx, fcm: Any, path: str) -> m.FilterChainMatch:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pyproxy.config import model as m
 from pyproxy.config.errors import join
-from pyproxy.config.translate.common import Ctx, socket_address, struct_to_python
+from pyproxy.config.translate.common import Ctx, socket_address, struct_to_python, typed_name, unpack
 from pyproxy.config.translate.hcm import access_log
 
 
@@ -94,3 +94,65 @@ def layered_runtime(ctx: Ctx, lr: Any, path: str) -> dict[str, object]:
         if layer.HasField("static_layer"):
             _flatten("", struct_to_python(layer.static_layer), merged)
     return merged
+
+
+_DOWNSTREAM_CONNECTIONS_TYPE = (
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+GLOBAL_CX_MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
+
+
+def connection_limits(ctx: Ctx, runtime: dict[str, object], path: str) -> int | None:
+    """Check the runtime keys of connection limits; return the runtime's global limit, if any.
+
+    ``envoy.resource_limits.listener.<listener name>.connection_limit`` and
+    ``overload.global_downstream_max_connections`` must be non-negative integers. Envoy reads a runtime value
+    that is not a number as "unset" and goes on without a limit; pyproxy refuses the bootstrap instead, since
+    a limit that silently does nothing is what these keys exist to prevent."""
+    global_limit: int | None = None
+    for key, value in sorted(runtime.items()):
+        is_listener = key.startswith(m.LISTENER_LIMIT_PREFIX) and key.endswith(m.LISTENER_LIMIT_SUFFIX)
+        if not is_listener and key != m.GLOBAL_LIMIT_RUNTIME_KEY:
+            continue
+        number = value
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)  # Istio writes its global limit as the string "2147483647"
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            ctx.add(f"{path}: {key}", f"a connection limit must be a non-negative integer, got {value!r}")
+            continue
+        runtime[key] = number
+        if key == m.GLOBAL_LIMIT_RUNTIME_KEY:
+            global_limit = number
+    return global_limit
+
+
+def overload_manager(ctx: Ctx, om: Any, path: str) -> int | None:
+    """The overload manager's global downstream connection limit (the only resource monitor pyproxy has);
+    None when not configured. ``refresh_interval`` is accepted and has no use: the count is exact."""
+    ctx.check(om, path, {"refresh_interval", "resource_monitors"},
+              reasons={"actions": "overload actions are not supported (only the global connection limit is)",
+                       "loadshed_points": "load shed points are not supported",
+                       "buffer_factory_config": "buffer_factory_config is not supported"})
+    limit: int | None = None
+    for i, rm in enumerate(om.resource_monitors):
+        rpath = f"{join(path, 'resource_monitors')}[{i}]"
+        ctx.check(rm, rpath, {"name", "typed_config"})
+        type_name = typed_name(rm.typed_config) if rm.HasField("typed_config") else ""
+        if type_name != _DOWNSTREAM_CONNECTIONS_TYPE:
+            ctx.add(rpath, f"resource monitor {rm.name!r} ({type_name or 'no typed_config'}) is not supported "
+                           f"(supported: {GLOBAL_CX_MONITOR}, {_DOWNSTREAM_CONNECTIONS_TYPE})")
+            continue
+        from envoy.extensions.resource_monitors.downstream_connections.v3 import downstream_connections_pb2
+
+        config = unpack(rm.typed_config, downstream_connections_pb2.DownstreamConnectionsConfig)
+        cpath = join(rpath, "typed_config")
+        ctx.check(config, cpath, {"max_active_downstream_connections"})
+        value = config.max_active_downstream_connections
+        if value <= 0:  # the proto's rule: int64 gt 0
+            ctx.add(join(cpath, "max_active_downstream_connections"), f"must be greater than 0, got {value}")
+            continue
+        if limit is not None:
+            ctx.add(rpath, f"{GLOBAL_CX_MONITOR} is configured twice")
+            continue
+        limit = value
+    return limit

@@ -233,3 +233,35 @@ def test_service_domains_are_istios() -> None:
         FQDN,
         f"{FQDN}:8080",
     ]
+
+
+def test_sidecars_get_connection_timeouts_and_limits() -> None:
+    """Issue 9.7: explicit values where Istio's defaults keep a silent connection for an hour or more (see
+    mesh_ctl.translate.limits); pyproxy reads them back as the limits it enforces."""
+    from mesh_ctl.translate import limits
+    from pyproxy.config.bootstrap import load_bootstrap
+
+    bootstraps, _ = _build()
+    for d in bootstraps.values():
+        listeners = d["static_resources"]["listeners"]
+        for listener in listeners:
+            for chain in listener["filter_chains"]:
+                hcm = chain["filters"][0]["typed_config"]
+                assert hcm["common_http_protocol_options"]["idle_timeout"] == limits.IDLE_TIMEOUT
+                if "transport_socket" in chain:
+                    assert chain["transport_socket_connect_timeout"] == limits.TLS_HANDSHAKE_TIMEOUT
+        layer = d["layered_runtime"]["layers"][0]["static_layer"]
+        assert layer == {f"envoy.resource_limits.listener.{lst['name']}.connection_limit":
+                         limits.LISTENER_CONNECTION_LIMIT for lst in listeners}
+        monitor = d["overload_manager"]["resource_monitors"][0]
+        assert monitor["typed_config"]["max_active_downstream_connections"] == limits.GLOBAL_CONNECTION_LIMIT
+    # The ADS bootstrap (its listeners come from the control plane, named as above), read by pyproxy.
+    from mesh_ctl.bootstrap import build_ads_bootstrap
+    from mesh_ctl.translate.names import INBOUND_LISTENER, OUTBOUND_LISTENER
+
+    t = default_topology()
+    ads = build_ads_bootstrap(t, plan(t, probe=lambda _: True), "client", "127.0.0.1:15010")
+    snapshot = load_bootstrap(None, yaml.safe_dump(ads))
+    assert snapshot.max_downstream_connections == limits.GLOBAL_CONNECTION_LIMIT
+    for name in (OUTBOUND_LISTENER, INBOUND_LISTENER):
+        assert snapshot.listener_connection_limit(name) == limits.LISTENER_CONNECTION_LIMIT
