@@ -257,7 +257,13 @@ p.add_argument("--ca-address")
 p.add_argument("--token-path")
 p.add_argument("--cert-ttl")
 p.add_argument("--admin-token-file")
+p.add_argument("--listen-fd", type=int, action="append", default=[])  # the supervisor's held ports
 a = p.parse_args()
+import socket
+inherited = {}
+for fd in a.listen_fd:
+    held = socket.socket(fileno=fd)
+    inherited[held.getsockname()[:2]] = held
 if a.admin_token_file:
     assert len(open(a.admin_token_file).read().strip()) >= 32, "no owner's credential"
 if a.token_path:
@@ -321,7 +327,19 @@ addresses = [sa(b["admin"]["address"])] + listeners
 if a.stats_address:
     host, _, port = a.stats_address.rpartition(":")
     addresses.append((host, int(port)))
-servers = [http.server.ThreadingHTTPServer(addr, Ok) for addr in addresses]
+
+
+def server(addr):
+    if addr not in inherited:
+        return http.server.ThreadingHTTPServer(addr, Ok)
+    s = http.server.ThreadingHTTPServer(addr, Ok, bind_and_activate=False)  # serve the held socket, as pyproxy
+    s.socket.close()
+    s.socket = inherited.pop(addr)
+    return s
+
+
+servers = [server(addr) for addr in addresses]
+assert not inherited, f"held sockets no listener uses: {inherited}"
 for s in servers:
     threading.Thread(target=s.serve_forever, daemon=True).start()
 stop = threading.Event()
@@ -429,9 +447,11 @@ def test_lifecycle_detach_status_refuse_down(
     cp = next(p for p in state["processes"] if p["name"] == "control-plane")
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
     assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
-    assert sidecar["argv"][9:] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
-                                   str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
-                                   "--admin-token-file", str(run_dir / "api-token")]
+    assert sidecar["argv"][9:-2] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
+                                     str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
+                                     "--admin-token-file", str(run_dir / "api-token")]
+    # Its outbound port, held by the supervisor across restarts (the client has no inbound listener).
+    assert sidecar["argv"][-2] == "--listen-fd" and sidecar["argv"][-1].isdigit()
     assert stat.S_IMODE((run_dir / "api-token").stat().st_mode) == 0o600
     assert stat.S_IMODE((run_dir / "tokens").stat().st_mode) == 0o700
     for name, sa in (("payment-v1", "payment"), ("payment-v2", "payment"), ("client", "client")):
@@ -504,7 +524,8 @@ def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
     assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
     assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
     assert legacy["addresses"] == {"target": f"{prefix}.10:15006"}
-    assert all(p["argv"][-4:-2] == ["--cert-ttl", "6s"] for p in state["processes"] if p["role"] == "sidecar")
+    assert all(p["argv"][p["argv"].index("--cert-ttl") + 1] == "6s"
+               for p in state["processes"] if p["role"] == "sidecar")
 
     def reported() -> bool:
         s = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["summary"]
