@@ -345,6 +345,15 @@ class H2Connection:
             self.closed = True
 
     @property
+    def header_block_pending(self) -> bool:
+        """A header block has begun and is not complete: CONTINUATION frames are awaited, or a HEADERS frame
+        has only partly arrived (Envoy's request_headers_timeout runs meanwhile)."""
+        if self._continuation is not None:
+            return True
+        buf = self._buf
+        return len(buf) >= 4 and buf[3] == fr.HEADERS and not self._preface_pending
+
+    @property
     def active_streams(self) -> int:
         return len(self.streams)
 

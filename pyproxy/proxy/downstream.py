@@ -58,9 +58,9 @@ class DownstreamConnection:
     requested_server_name: str | None
     peer: PeerIdentity
     peer_address: tuple[str, int]
-    __slots__ = ("ctx", "dirty", "draining", "duration_timer", "engine", "got_data", "idle_since", "idle_timer",
-                 "keepalive", "local_port", "peer", "peer_address", "requested_server_name", "runtime", "streams",
-                 "transport")
+    __slots__ = ("ctx", "dirty", "draining", "duration_timer", "engine", "got_data", "header_timer", "idle_since",
+                 "idle_timer", "keepalive", "local_port", "peer", "peer_address", "requested_server_name", "runtime",
+                 "streams", "transport")
 
     def __init__(self, ctx: ChainContext, transport: Transport, peer: PeerIdentity,
                  requested_server_name: str | None = None, created: float | None = None) -> None:
@@ -92,6 +92,7 @@ class DownstreamConnection:
         self.idle_timer: TimerHandle | None = None
         if hcm.idle_timeout is not None:
             self.idle_timer = timers.call_at(created + hcm.idle_timeout, self._on_idle_timer)
+        self.header_timer: TimerHandle | None = None  # request_headers_timeout, while a header block arrives
         self.duration_timer: TimerHandle | None = None
         if hcm.max_connection_duration is not None:
             self.duration_timer = timers.call_at(created + hcm.max_connection_duration, self._on_max_duration)
@@ -132,6 +133,28 @@ class DownstreamConnection:
         log.debug("downstream %s: idle timeout", self.peer_address)
         self.ctx.hcm_counters.downstream_cx_idle_timeout += 1
         self._end_by_timer()
+
+    def _watch_header_block(self, timeout: float) -> None:
+        """Envoy's request_headers_timeout: from the first byte of a request's header block to its last. In
+        HTTP/2 nothing else may come from the client until its header block is complete (RFC 9113 6.10), and
+        the block cannot be skipped without losing the HPACK state, so a client too slow with its headers
+        loses the connection (GOAWAY), as a stream of its own would block the rest anyway."""
+        if self.engine.header_block_pending:
+            if self.header_timer is None:
+                self.header_timer = self.runtime.timers.call_later(timeout, self._on_header_timeout)
+        elif self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self.header_timer = None
+        if self.transport.closed or not self.engine.header_block_pending:
+            return
+        log.debug("downstream %s: request header timeout", self.peer_address)
+        self.ctx.hcm_counters.downstream_rq_header_timeout += 1
+        self.engine.send_goaway(ErrorCode.NO_ERROR, b"request header timeout")
+        self.flush()
+        self.transport.close_lingering(self.runtime.timers.call_later)
 
     def _on_max_duration(self) -> None:
         self.duration_timer = None
@@ -205,6 +228,7 @@ class DownstreamConnection:
         transport = self.transport
         ctx = self.ctx
         streams = self.streams
+        header_timeout = ctx.hcm.request_headers_timeout
         engine.initiate_connection()
         runtime.mark_dirty(self)
         runtime.flush()
@@ -269,6 +293,8 @@ class DownstreamConnection:
                                     log.info("downstream %s: connection error: %s", self.peer_address,
                                              ev.additional_data.decode(errors="replace"))  # type: ignore[attr-defined]
                                 self.draining = True
+                        if header_timeout is not None:
+                            self._watch_header_block(header_timeout)
                         runtime.mark_dirty(self)
                         runtime.flush()
                         if engine.closed:
@@ -282,10 +308,10 @@ class DownstreamConnection:
         finally:
             if self.keepalive is not None:
                 self.keepalive.stop()
-            for timer in (self.idle_timer, self.duration_timer):
+            for timer in (self.idle_timer, self.duration_timer, self.header_timer):
                 if timer is not None:
                     timer.cancel()
-            self.idle_timer = self.duration_timer = None
+            self.idle_timer = self.duration_timer = self.header_timer = None
             runtime.downstream_connections.discard(self)
             lost = list(streams.values())
             streams.clear()

@@ -143,9 +143,9 @@ async def _with_proxy(d: dict[str, Any], body: Any) -> Runtime:
     return rt
 
 
-def _read_until_closed(s: socket.socket, timeout: float) -> tuple[bytes, float]:
-    """Everything the proxy sends until it closes; and how long that took."""
-    t0 = time.monotonic()
+def _read_until_closed(s: socket.socket, timeout: float, t0: float) -> tuple[bytes, float]:
+    """Everything the proxy sends until it closes; and how long that took since ``t0`` (taken before the
+    connection was made, so that a timer running from the proxy's accept cannot seem early)."""
     s.settimeout(timeout)
     data = b""
     while True:
@@ -160,8 +160,9 @@ def _read_until_closed(s: socket.socket, timeout: float) -> tuple[bytes, float]:
 
 def test_a_silent_connection_is_closed_by_the_idle_timeout_without_a_byte() -> None:
     async def body(rt: Runtime, port: int) -> None:
+        t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
-        data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0)
+        data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
         assert data == b"" and 0.3 <= took < 3.0  # no codec yet: no SETTINGS, no GOAWAY
         assert rt.stats.hcm_counters("x").downstream_cx_idle_timeout == 1
@@ -172,9 +173,10 @@ def test_a_silent_connection_is_closed_by_the_idle_timeout_without_a_byte() -> N
 
 def test_an_idle_http2_connection_gets_a_goaway_then_is_closed() -> None:
     async def body(rt: Runtime, port: int) -> None:
+        t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # preface + empty SETTINGS
-        data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0)
+        data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
         frame_types = []
         while len(data) >= 9:
@@ -190,8 +192,9 @@ def test_an_idle_http2_connection_gets_a_goaway_then_is_closed() -> None:
 
 def test_max_connection_duration_closes_a_silent_connection() -> None:
     async def body(rt: Runtime, port: int) -> None:
+        t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
-        _, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0)
+        _, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
         assert 0.3 <= took < 3.0
         assert rt.stats.hcm_counters("x").downstream_cx_max_duration_reached == 1
@@ -207,8 +210,9 @@ def test_connections_over_the_limit_are_closed_at_once_and_counted(limit: str) -
         counters = rt.listeners["l"].counters
         while counters.downstream_cx_active < 2:  # noqa: ASYNC110 - a counter, not an event: polled
             await trio.sleep(0.01)
+        t0 = time.monotonic()
         over = socket.create_connection(("127.0.0.1", port))
-        data, took = await trio.to_thread.run_sync(_read_until_closed, over, 5.0)
+        data, took = await trio.to_thread.run_sync(_read_until_closed, over, 5.0, t0)
         assert data == b"" and took < 1.0
         assert (counters.downstream_cx_overflow, counters.downstream_global_cx_overflow) == (
             (1, 0) if limit == "listener" else (0, 1))
@@ -232,8 +236,9 @@ def test_connections_over_the_limit_are_closed_at_once_and_counted(limit: str) -
 
 def test_listener_filters_timeout_is_counted() -> None:
     async def body(rt: Runtime, port: int) -> None:
+        t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
-        _, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0)
+        _, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
         assert 0.3 <= took < 3.0
         assert rt.listeners["l"].counters.downstream_pre_cx_timeout == 1
@@ -242,3 +247,46 @@ def test_listener_filters_timeout_is_counted() -> None:
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}
     trio.run(_with_proxy, bootstrap(listener={"listener_filters": [tls_inspector],
                                               "listener_filters_timeout": "0.3s"}), body)
+
+
+def test_request_headers_timeout_ends_a_connection_whose_header_block_never_completes() -> None:
+    """Envoy's request_headers_timeout, from the first byte of a header block to its last: a client that
+    starts one (HEADERS without END_HEADERS) and never sends the CONTINUATION gets a GOAWAY and is closed."""
+    async def body(rt: Runtime, port: int) -> None:
+        t0 = time.monotonic()
+        s = socket.create_connection(("127.0.0.1", port))
+        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        partial = b"\x00\x00\x01\x01\x01\x00\x00\x00\x01\x82"  # HEADERS, END_STREAM, no END_HEADERS: ":method GET"
+        s.sendall(PREFACE + settings + partial)
+        data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
+        s.close()
+        frame_types = []
+        while len(data) >= 9:
+            length = int.from_bytes(data[:3], "big")
+            frame_types.append(data[3])
+            data = data[9 + length:]
+        assert 0x7 in frame_types, frame_types  # GOAWAY
+        assert 0.3 <= took < 4.0
+        assert rt.stats.hcm_counters("x").downstream_rq_header_timeout == 1
+
+    trio.run(_with_proxy, bootstrap(hcm={"request_headers_timeout": "0.3s"}), body)
+
+
+def test_request_headers_timeout_leaves_complete_header_blocks_alone() -> None:
+    async def body(rt: Runtime, port: int) -> None:
+        s = socket.create_connection(("127.0.0.1", port))
+        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+        s.sendall(PREFACE + settings)
+        start = time.monotonic()
+        while time.monotonic() - start < 0.8:  # pings for longer than the timeout: the connection stays
+            s.sendall(ping)
+            await trio.sleep(0.1)
+        s.setblocking(False)
+        try:
+            assert s.recv(65536)  # SETTINGS, ACKs: still open
+        finally:
+            s.close()
+        assert rt.stats.hcm_counters("x").downstream_rq_header_timeout == 0
+
+    trio.run(_with_proxy, bootstrap(hcm={"request_headers_timeout": "0.3s"}), body)
