@@ -209,7 +209,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return sorted(self._connections.values(), key=lambda c: (c.name, c.id))
 
     def status(self) -> list[dict[str, Any]]:
-        return [c.status() for c in self.connections()]
+        """Each connection's status. One whose resources are not yet computed for the installed generation
+        (its translation is still running: seconds for a big configuration) is STALE wherever it would
+        otherwise show SYNCED with the previous configuration."""
+        out = []
+        current = self._generation.revision
+        for c in self.connections():
+            st = c.status()
+            if c.revision != current:
+                for t in st["types"]:
+                    if t["status"] == "SYNCED":
+                        t["status"] = "STALE"
+            out.append(st)
+        return out
 
     def resources_of(self, name_or_node: str) -> ProxyResources | None:
         """The resources last computed for a connected proxy (by `proxy-status` name or node id)."""

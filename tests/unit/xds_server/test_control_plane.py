@@ -263,3 +263,50 @@ def test_stopping_never_waits_on_a_client_that_keeps_its_connection_open(registr
         return elapsed
 
     assert run(scenario) < 8.0
+
+
+def test_a_proxy_not_yet_translated_for_the_installed_generation_is_stale(registry: Registry, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed generation's revision is published before the proxies' translation ends (seconds for a
+    big configuration): meanwhile a proxy that ACKed the previous one is STALE, not SYNCED."""
+    import threading
+
+    from mesh_ctl.xds import ads
+
+    release = threading.Event()
+    original = ads._translate_many
+
+    def slow(*args: Any) -> Any:
+        assert release.wait(10)
+        return original(*args)
+
+    async def scenario() -> None:
+        async with control_plane(registry, tmp_path, debounce_after=30.0, debounce_max=30.0) as (cp, api, s):
+            await call(api.apply, [{"origin": "dr.yaml", "text": DR_YAML}, {"origin": "vs.yaml", "text": VS_YAML}])
+            await cp._flush(["test"])
+            await s.send(ROUTE_TYPE, ["virtualOutbound"])
+            await s.ack(await s.recv(), ("virtualOutbound",))
+            for _ in range(100):
+                [proxy] = (await call(api.proxy_status))["proxies"]
+                if {t["status"] for t in proxy["types"]} == {"SYNCED", "NOT SENT"}:
+                    break
+                await asyncio.sleep(0.05)
+            assert {t["status"] for t in proxy["types"]} == {"SYNCED", "NOT SENT"}
+            await call(api.set_weight, "payment", "default", {"v1": 10, "v2": 90})
+            monkeypatch.setattr(ads, "_translate_many", slow)
+            flush = asyncio.create_task(cp._flush(["test"]))
+            try:
+                while cp.ads.generation.revision != "2":  # noqa: ASYNC110 - the installed revision, polled
+                    await asyncio.sleep(0.01)
+                status = await call(api.proxy_status)
+                assert status["pushed_revision"] == "2"
+                [proxy] = status["proxies"]
+                assert proxy["revision"] == "1"
+                assert "SYNCED" not in {t["status"] for t in proxy["types"]}
+                assert "STALE" in {t["status"] for t in proxy["types"]}
+            finally:
+                release.set()
+                await flush
+            assert route_weights(await s.recv()) == [("v1", 10), ("v2", 90)]
+
+    run(scenario)
