@@ -183,12 +183,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyproxy: {e}", file=sys.stderr)
         return 1
     _raise_fd_limit(snapshot)
+    _one_malloc_arena()
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
                                           admin_address_path=args.admin_address_path, admin_token=admin_token,
                                           inherited=inherited))
     except KeyboardInterrupt:
         return 0
+
+
+def _one_malloc_arena() -> None:
+    """``MALLOC_ARENA_MAX=1``, set before any thread starts. glibc gives each thread that allocates a malloc
+    arena of its own and keeps what it grew to; pyproxy's other threads are trio's workers, which translate xDS
+    resources off the event loop. Measured with a 25,906-route table: the sidecar went from 54 to 281 MB with
+    per-thread arenas, to 167 MB with one. The workers rarely run, so sharing the arena costs nothing."""
+    if os.environ.get("MALLOC_ARENA_MAX") is not None:
+        return  # the operator's choice
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _raise_fd_limit(snapshot: object) -> None:
