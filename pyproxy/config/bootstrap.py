@@ -73,7 +73,11 @@ _EnvoyYamlLoader.add_implicit_resolver(
 
 
 def _load_yaml(text: str, origin: str) -> object:
-    loader = _EnvoyYamlLoader(text)
+    try:
+        # The reader refuses non-printable characters already here (a ReaderError, a YAMLError too).
+        loader = _EnvoyYamlLoader(text)
+    except yaml.YAMLError as err:
+        raise ConfigError([("", f"{origin}: invalid YAML: {err}")]) from None
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as err:
