@@ -24,7 +24,7 @@ class Input:
         return self.data[self.pos - 1]
 
     def uint(self, nbytes: int) -> int:
-        return int.from_bytes(self.bytes(nbytes).ljust(nbytes, b"\0"), "big")
+        return int.from_bytes(self.take(nbytes).ljust(nbytes, b"\0"), "big")
 
     def bool(self) -> bool:
         return bool(self.byte() & 1)
@@ -33,14 +33,14 @@ class Input:
         """An index below ``n`` (one byte)."""
         return self.byte() % n
 
-    def bytes(self, n: int) -> bytes:
+    def take(self, n: int) -> bytes:
         out = self.data[self.pos:self.pos + n]
         self.pos += len(out)
         return out
 
     def blob(self, length_bytes: int = 1) -> bytes:
         """A length-prefixed byte string (big-endian length of ``length_bytes`` bytes)."""
-        return self.bytes(self.uint(length_bytes))
+        return self.take(self.uint(length_bytes))
 
     def rest(self) -> bytes:
         out = self.data[self.pos:]
@@ -62,12 +62,12 @@ class Writer:
         self.parts.append(value.to_bytes(nbytes, "big"))
         return self
 
-    def bytes(self, data: bytes) -> Writer:
+    def raw(self, data: bytes) -> Writer:
         self.parts.append(data)
         return self
 
     def blob(self, data: bytes, length_bytes: int = 1) -> Writer:
-        return self.uint(len(data), length_bytes).bytes(data)
+        return self.uint(len(data), length_bytes).raw(data)
 
     def build(self) -> bytes:
         return b"".join(self.parts)

@@ -52,7 +52,8 @@ logging.getLogger("mesh_ctl.ca").setLevel(logging.CRITICAL)  # one refusal line 
 _KEYS = (rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1()),
          ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP521R1()),
          ed25519.Ed25519PrivateKey.generate())
-_HASHES = (hashes.SHA256(), hashes.SHA384(), hashes.SHA512(), hashes.SHA1(), hashes.SHA224())
+_HASHES: tuple[hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512, ...] = (
+    hashes.SHA256(), hashes.SHA384(), hashes.SHA512(), hashes.SHA224())
 _URIS = (
     "spiffe://cluster.local/ns/default/sa/payment", "spiffe://cluster.local/ns/default/sa/client",
     "spiffe://other.domain/ns/default/sa/payment", "spiffe://cluster.local/ns/default/sa/payment/x",

@@ -3,8 +3,9 @@
 Input: one mode byte, then either raw peer bytes or a sequence of operations.
 
 - Raw (mode bit 1 clear): the bytes a client sends a server (after the preface, unless bit 4 asks to fuzz the
-  preface too) or a server sends a client. They are fed twice, to two fresh connections: in one call and in
-  chunks; the events and the output must be the same (frame reassembly must not depend on TCP segmentation).
+  preface too) or a server sends a client (which has requests open on streams 1 and 3). They are fed twice,
+  to two fresh connections: in one call and in chunks; the events and the output must be the same (frame
+  reassembly must not depend on TCP segmentation).
 - Operations (bit 1 set): up to :data:`MAX_OPS` of: a peer frame (any type, flags and stream id, with a
   payload that is raw or built to be valid: an HPACK block from the reference ``hpack`` encoder, SETTINGS,
   DATA of a chosen size...), raw peer bytes, and what the proxy does: send headers / data / end the stream,
@@ -261,7 +262,7 @@ class _Harness:
                     pad = inp.byte() % 32
                     prefix = bytes((pad,))
                 if flags & fr.FLAG_PRIORITY:
-                    prefix += inp.bytes(5).ljust(5, b"\0")
+                    prefix += inp.take(5).ljust(5, b"\0")
                 block = prefix + block + b"\0" * pad
             if len(block) > 255 and inp.bool():  # split into HEADERS + CONTINUATION frames
                 return fr.headers_frames(sid, block, bool(flags & fr.FLAG_END_STREAM), 128)
@@ -275,11 +276,11 @@ class _Harness:
             payload = b"".join(struct.pack(">HL", inp.choice(10), inp.uint(4)) for _ in range(inp.choice(4)))
             flags &= ~fr.FLAG_ACK if not flags & 0x40 else 0xFF
         elif ftype in (fr.WINDOW_UPDATE, fr.RST_STREAM):
-            payload = inp.bytes(4).ljust(4, b"\0")
+            payload = inp.take(4).ljust(4, b"\0")
         elif ftype in (fr.PING, fr.GOAWAY):
-            payload = inp.bytes(8).ljust(8, b"\0") + (inp.blob() if ftype == fr.GOAWAY else b"")
+            payload = inp.take(8).ljust(8, b"\0") + (inp.blob() if ftype == fr.GOAWAY else b"")
         elif ftype == fr.PRIORITY:
-            payload = inp.bytes(5).ljust(5, b"\0")
+            payload = inp.take(5).ljust(5, b"\0")
         else:
             payload = inp.blob()
         return _HEAD.pack(len(payload) >> 8 & 0xFFFF, len(payload) & 0xFF, ftype, flags, sid) + payload
@@ -323,7 +324,7 @@ class _Harness:
                 else:
                     conn.acknowledge_stream(n, sid)
             elif op == OP_PING:
-                conn.ping(inp.bytes(8).ljust(8, b"\0"))
+                conn.ping(inp.take(8).ljust(8, b"\0"))
             elif op == OP_GOAWAY:
                 last = inp.uint(4) & 0x7FFFFFFF if inp.bool() else None
                 conn.send_goaway(inp.choice(14), last_stream_id=last)
@@ -339,6 +340,9 @@ def _raw(client_side: bool, settings_variant: int, fuzz_preface: bool, chunk: in
     for chunked in (False, True):
         h = _Harness(client_side, _settings(settings_variant))
         h.conn.initiate_connection()
+        if client_side:  # requests in flight on streams 1 and 3, for the server's bytes to answer
+            h.conn.send_headers(1, _REQUEST, end_stream=True)
+            h.conn.send_headers(3, _REQUEST, end_stream=False)
         h.drain()
         stream = data if (client_side or fuzz_preface) else fr.PREFACE + data
         events: list[Event] = []

@@ -28,6 +28,8 @@ from google.protobuf import json_format, text_format
 from fuzz import h2_connection_fuzz as h2f
 from fuzz import xds_resource_fuzz as xdsf
 from fuzz._input import Writer
+from pyproxy.config import xds_resources as xr
+from pyproxy.http2 import frames as fr
 from pyproxy.http2.connection import H2Connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +95,8 @@ def h2_seeds(out: Path) -> None:
     w.byte(h2f.OP_SEND_HEADERS).byte(7).byte(1).byte(0).byte(1)  # our trailers, END_STREAM
     w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 1).byte(4).byte(2).byte(0).byte(0)  # stream 3
     w.byte(h2f.OP_RESET).byte(1).byte(8)
-    w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 8).byte(0).byte(0).bytes(b"\0\0\x10\0")  # WINDOW_UPDATE
-    w.byte(h2f.OP_PING).bytes(b"pingpong")
+    w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 8).byte(0).byte(0).raw(b"\0\0\x10\0")  # WINDOW_UPDATE
+    w.byte(h2f.OP_PING).raw(b"pingpong")
     w.byte(h2f.OP_GOAWAY).byte(0).byte(0)
     w.byte(h2f.OP_DRAIN)
     _save(out, "h2_connection", w.build())
@@ -105,11 +107,11 @@ def h2_seeds(out: Path) -> None:
     w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 1).byte(4).byte(1).byte(4).byte(0)  # response
     w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 0).byte(0).byte(1).uint(7, 2)
     w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 1).byte(5).byte(1).byte(7).byte(0)  # trailers
-    w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 7).byte(0).byte(0).bytes(b"\0\0\0\1\0\0\0\0").blob(b"bye")
+    w.byte(h2f.OP_FRAME).byte(h2f.STRUCTURED | 7).byte(0).byte(0).raw(b"\0\0\0\1\0\0\0\0").blob(b"bye")
     _save(out, "h2_connection", w.build())
     # A raw request with a huge header block split in CONTINUATION frames (from the reference encoder).
     block = enc.encode([*REQUEST, ("x-big", "v" * 400)])
-    frames = h2f.fr.settings_frame({}) + h2f.fr.headers_frames(1, block, True, 100)
+    frames = fr.settings_frame({}) + fr.headers_frames(1, block, True, 100)
     _save(out, "h2_connection", bytes((0, 13)) + frames)
 
 
@@ -163,11 +165,11 @@ def bootstrap_seeds(out: Path) -> None:
         _save(out, "bootstrap", b"\x03" + text_format.MessageToString(proto).encode())
     overlay = b"node: {id: overlay}\nadmin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\n"
     base = BOOTSTRAPS[0].read_bytes()
-    _save(out, "bootstrap", Writer().byte(4).blob(base, 2).bytes(overlay).build())
+    _save(out, "bootstrap", Writer().byte(4).blob(base, 2).raw(overlay).build())
 
 
 def xds_seeds(out: Path) -> None:
-    kinds = {"listeners": xdsf.TYPES.index(xdsf.xr.LISTENER), "clusters": xdsf.TYPES.index(xdsf.xr.CLUSTER)}
+    kinds = {"listeners": xdsf.TYPES.index(xr.LISTENER), "clusters": xdsf.TYPES.index(xr.CLUSTER)}
     for doc in _bootstrap_dicts():
         static = doc.get("static_resources") or {}
         for key, index in kinds.items():
@@ -202,7 +204,8 @@ def istio_seeds(out: Path) -> None:
 
 
 def csr_seeds(out: Path) -> None:
-    keys = [ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(65537, 2048)]
+    keys: list[ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = [ec.generate_private_key(ec.SECP256R1()),
+                                                                  rsa.generate_private_key(65537, 2048)]
     for key, uri in ((keys[0], "spiffe://cluster.local/ns/default/sa/payment"),
                      (keys[1], "spiffe://cluster.local/ns/default/sa/payment"),
                      (keys[0], "spiffe://cluster.local/ns/default/sa/client")):

@@ -190,27 +190,14 @@ def _decode_integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
 class Decoder:
     """Decodes header blocks for one direction of one connection."""
 
-    __slots__ = ("_dynamic", "_max_allowed", "_resize_owed", "_size", "max_header_list_size", "table_size")
+    __slots__ = ("_dynamic", "_size", "max_allowed_table_size", "max_header_list_size", "table_size")
 
     def __init__(self, max_header_list_size: int = 1 << 20) -> None:
         self._dynamic: deque[Header] = deque()  # newest first
         self._size = 0
         self.table_size = DEFAULT_TABLE_SIZE  # current maximum set by the peer's size updates
-        self._max_allowed = DEFAULT_TABLE_SIZE  # our SETTINGS_HEADER_TABLE_SIZE
-        self._resize_owed = False
+        self.max_allowed_table_size = DEFAULT_TABLE_SIZE  # our SETTINGS_HEADER_TABLE_SIZE
         self.max_header_list_size = max_header_list_size
-
-    @property
-    def max_allowed_table_size(self) -> int:
-        return self._max_allowed
-
-    @max_allowed_table_size.setter
-    def max_allowed_table_size(self, size: int) -> None:
-        """Our SETTINGS_HEADER_TABLE_SIZE, once the peer has it. Below the table's current size, the peer's
-        next header block must start with a dynamic table size update that shrinks the table (RFC 7541 4.2,
-        as nghttp2 requires): otherwise it could go on filling a table larger than we allow."""
-        self._max_allowed = size
-        self._resize_owed = size < self.table_size
 
     def _get(self, index: int) -> Header:
         if index <= 0:
@@ -236,10 +223,9 @@ class Decoder:
             self._size -= len(old[0]) + len(old[1]) + ENTRY_OVERHEAD
 
     def _resize(self, new_size: int) -> None:
-        if new_size > self._max_allowed:
-            raise HpackError(f"table size update {new_size} exceeds the allowed {self._max_allowed}")
+        if new_size > self.max_allowed_table_size:
+            raise HpackError(f"table size update {new_size} exceeds the allowed {self.max_allowed_table_size}")
         self.table_size = new_size
-        self._resize_owed = False
         while self._size > new_size:
             old = self._dynamic.pop()
             self._size -= len(old[0]) + len(old[1]) + ENTRY_OVERHEAD
@@ -264,8 +250,11 @@ class Decoder:
         list_size = 0
         may_resize = True
         static = STATIC_TABLE
-        if self._resize_owed and (not end or data[0] & 0xE0 != 0x20):
-            raise HpackError("the table size update our smaller SETTINGS_HEADER_TABLE_SIZE requires is missing")
+        if self.table_size > self.max_allowed_table_size and (not end or data[0] & 0xE0 != 0x20):
+            # Our SETTINGS_HEADER_TABLE_SIZE shrank below the table's size: the first block after the peer
+            # acknowledged it must start with a size update that shrinks the table (RFC 7541 4.2; nghttp2
+            # requires it too), or the peer could go on filling a table larger than we allow.
+            raise HpackError("missing the table size update our smaller SETTINGS_HEADER_TABLE_SIZE requires")
         while pos < end:
             byte = data[pos]
             if byte & 0x80:  # indexed field

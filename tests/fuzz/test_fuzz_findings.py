@@ -1,0 +1,88 @@
+"""What the fuzz targets found, as plain regression tests (each failed before its fix)."""
+
+from __future__ import annotations
+
+import base64
+
+import hpack
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mesh_ctl.ca.csr import CsrError, parse_csr
+from mesh_ctl.resources import loader
+from pyproxy.config.bootstrap import load_bootstrap
+from pyproxy.config.errors import ConfigError
+from pyproxy.http2 import frames as fr
+from pyproxy.http2.connection import H2Connection, H2Settings
+from pyproxy.http2.events import ConnectionTerminated, HeadersReceived
+from pyproxy.http2.frames import ErrorCode
+from pyproxy.http2.hpack import Decoder, HpackError
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/s/m"), (b":authority", b"a")]
+
+
+def test_bootstrap_yaml_with_a_control_character_is_a_config_error() -> None:
+    # PyYAML's reader refuses it when the loader is built, which was outside the try: yaml.ReaderError.
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_bootstrap(None, "node: {id: \x01}")
+
+
+def test_istio_yaml_with_a_control_character_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    class PurePythonLoader(yaml.SafeLoader):  # what loader.py falls back to when PyYAML has no libyaml
+        pass
+
+    PurePythonLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, loader._construct_mapping)
+    monkeypatch.setattr(loader, "_KubeLoader", PurePythonLoader)
+    loaded = loader.load_files([("vs.yaml", "kind: VirtualService\x01\n")])
+    assert [p.reason for p in loaded.problems] == [
+        'unacceptable character #x0001: special characters are not allowed\n  in "<unicode string>", position 20']
+
+
+def test_csr_with_a_version_other_than_v1_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName(
+               [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/payment")]), critical=True)
+           .sign(key, hashes.SHA256()))
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    version = der.index(b"\x02\x01\x00")  # CertificationRequestInfo.version INTEGER 0 (v1)
+    der[version + 2] = 13
+    body = base64.encodebytes(bytes(der)).decode()
+    text = f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
+    with pytest.raises(CsrError, match="not a PEM certificate request: 13 is not a valid CSR version"):
+        parse_csr(text, "cluster.local")
+
+
+def test_hpack_decoder_requires_the_size_update_after_our_setting_shrank() -> None:
+    d = Decoder()
+    d.max_allowed_table_size = 100  # the peer has acknowledged our SETTINGS_HEADER_TABLE_SIZE = 100
+    with pytest.raises(HpackError, match="missing the table size update"):
+        d.decode(b"\x82")  # RFC 7541 4.2: the first block after the change must start with the update
+    with pytest.raises(HpackError, match="missing the table size update"):
+        d.decode(b"")  # an empty block does not carry it either
+    assert d.decode(b"\x3f\x45\x82") == [(b":method", b"GET")]  # size update to 100, then a field
+    assert d.decode(b"\x82") == [(b":method", b"GET")]  # owed once only
+    d.max_allowed_table_size = 4096  # growing the limit asks nothing of the peer
+    assert d.decode(b"\x82") == [(b":method", b"GET")]
+
+
+def _acked_server(header_table_size: int) -> H2Connection:
+    conn = H2Connection(client_side=False, settings=H2Settings(header_table_size=header_table_size))
+    conn.initiate_connection()
+    conn.receive_data(fr.PREFACE + fr.settings_frame({}) + fr.settings_frame(ack=True))
+    conn.data_to_send()
+    return conn
+
+
+def test_connection_requires_the_size_update_once_our_smaller_table_is_acknowledged() -> None:
+    conn = _acked_server(0)
+    block = hpack.Encoder().encode(REQUEST)  # an encoder that ignores our SETTINGS_HEADER_TABLE_SIZE = 0
+    events = conn.receive_data(fr.headers_frames(1, block, True, 16384))
+    assert [(type(e), getattr(e, "error_code", None)) for e in events] == [
+        (ConnectionTerminated, ErrorCode.COMPRESSION_ERROR)]
+    conn = _acked_server(0)
+    events = conn.receive_data(fr.headers_frames(1, b"\x20" + block, True, 16384))
+    assert [type(e) for e in events] == [HeadersReceived]
