@@ -17,6 +17,9 @@ Contract checked (:mod:`pyproxy.http2`'s docstring): ``receive_data`` never rais
 RST_STREAM queued. Caller misuse raises only ``StreamStateError``. Also: every output frame is well-formed
 (whole, on the right stream, WINDOW_UPDATE increments in 1..2^31-1), windows never exceed 2^31-1, the open
 stream counters match the stream table, events fit the side (requests on the server, responses on the client).
+Flow control against a model of the peer (operations mode): the connection window we keep equals the one
+our WINDOW_UPDATEs gave the peer minus what it sent, and DATA within the windows the peer was given is never
+a FLOW_CONTROL_ERROR.
 """
 
 from __future__ import annotations
@@ -107,13 +110,51 @@ class _Harness:
         self.goaway_owed = False
         self.ever_seen_ids: list[int] = []
         self.sent: list[bytes] = []
+        # The peer's view of the flow-control windows it may send into, kept from our WINDOW_UPDATEs and the
+        # DATA it sent (operations mode, frames built by frame() only: raw bytes end the model).
+        self.model = True
+        self.peer_conn_window = fr.DEFAULT_WINDOW
+        self.peer_stream_initial = fr.DEFAULT_WINDOW  # our SETTINGS_INITIAL_WINDOW_SIZE once acknowledged
+        self.peer_streams: dict[int, int] = {}
+        self.last_data: tuple[int, int] | None = None  # (stream id, flow-controlled length) of frame()
 
     # ----------------------------------------------------------------------------------- checks
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes, modelled: bool = False) -> list[Event]:
         conn = self.conn
         was_closed = conn.closed
+        if not modelled:
+            self.model = False
+        data_frame = self.last_data if modelled else None
+        self.last_data = None
+        fits_conn = fits_stream = False
+        acked = conn._local_settings_acked
+        if self.model and data_frame is not None:
+            sid, length = data_frame
+            stream = conn.streams.get(sid)
+            fits_conn = length <= self.peer_conn_window
+            fits_stream = (fits_conn and stream is not None and stream.recv_headers and not stream.recv_closed
+                           and length <= self.peer_streams.get(sid, -1))
         events = conn.receive_data(data)  # must never raise
+        if self.model and not conn.closed:
+            if data_frame is not None:
+                sid, length = data_frame
+                self.peer_conn_window -= length  # DATA counts against the connection whatever the stream
+                if sid in self.peer_streams:
+                    self.peer_streams[sid] -= length
+            if conn._local_settings_acked and not acked:  # the peer applies our SETTINGS
+                delta = conn.local.initial_window - self.peer_stream_initial
+                self.peer_stream_initial = conn.local.initial_window
+                for k in self.peer_streams:
+                    self.peer_streams[k] += delta
+            for k in conn.streams:
+                self.peer_streams.setdefault(k, self.peer_stream_initial)
+        if fits_conn:
+            assert not any(isinstance(e, ConnectionTerminated) and e.local and e.error_code == 3 for e in events), (
+                f"FLOW_CONTROL_ERROR for DATA within the connection window the peer was given: {data_frame}")
+        if fits_stream:
+            assert not any(isinstance(e, StreamReset) and not e.remote and e.error_code == 3 for e in events), (
+                f"stream FLOW_CONTROL_ERROR for DATA within the stream window the peer was given: {data_frame}")
         if was_closed:
             assert events == [], "events from a closed connection"
         for i, ev in enumerate(events):
@@ -140,8 +181,8 @@ class _Harness:
             elif isinstance(ev, DataReceived):
                 assert ev.stream_id > 0 and ev.flow_controlled_length >= len(ev.data)
         self.check_state()
-        if self.goaway_owed or self.pending_resets:
-            self.drain()  # the GOAWAY / RST_STREAM must be in what is queued now
+        if self.goaway_owed or self.pending_resets or self.model:
+            self.drain()  # the GOAWAY / RST_STREAM must be in what is queued now; WINDOW_UPDATEs for the model
         return events
 
     def check_state(self) -> None:
@@ -185,6 +226,10 @@ class _Harness:
             elif ftype == fr.WINDOW_UPDATE:
                 assert length == 4
                 increment = struct.unpack(">L", payload)[0]
+                if sid == 0:
+                    self.peer_conn_window += increment
+                elif sid in self.peer_streams:
+                    self.peer_streams[sid] += increment
                 assert 1 <= increment <= fr.MAX_WINDOW, f"WINDOW_UPDATE increment {increment}"
             elif ftype in (fr.SETTINGS, fr.PING, fr.GOAWAY):
                 assert sid == 0, f"frame type {ftype} on stream {sid} in our output"
@@ -203,6 +248,11 @@ class _Harness:
         missing = self.pending_resets - resets
         assert not missing, f"stream error without RST_STREAM on {sorted(missing)}"
         self.pending_resets.clear()
+        if self.model and not self.conn.closed:
+            assert self.conn.inbound_window == self.peer_conn_window, (
+                f"connection window: ours {self.conn.inbound_window}, the peer was given {self.peer_conn_window}")
+            for sid in self.conn.streams:  # streams we opened since the last drain (client side)
+                self.peer_streams.setdefault(sid, self.peer_stream_initial)
 
     # ----------------------------------------------------------------------------------- peer input
 
@@ -283,6 +333,8 @@ class _Harness:
             payload = inp.take(5).ljust(5, b"\0")
         else:
             payload = inp.blob()
+        if ftype == fr.DATA and sid & 0x7FFFFFFF and len(payload) <= self.conn.local.max_frame_size:
+            self.last_data = (sid & 0x7FFFFFFF, len(payload))
         return _HEAD.pack(len(payload) >> 8 & 0xFFFF, len(payload) & 0xFF, ftype, flags, sid) + payload
 
     # ----------------------------------------------------------------------------------- our side
@@ -368,15 +420,15 @@ def run(data: bytes) -> None:
     h.conn.initiate_connection()
     h.drain()
     if not mode & 16:  # start as a real peer does: preface and SETTINGS (the fuzzer may skip it)
-        h.receive((b"" if client_side else fr.PREFACE) + fr.settings_frame({}))
+        h.receive((b"" if client_side else fr.PREFACE) + fr.settings_frame({}), modelled=True)
     if mode & 32:  # the peer acknowledges our SETTINGS (applies our smaller window / table size)
-        h.receive(fr.settings_frame(ack=True))
+        h.receive(fr.settings_frame(ack=True), modelled=True)
     for _ in range(MAX_OPS):
         if not inp.remaining:
             break
         op = inp.choice(N_OPS)
         if op == OP_FRAME:
-            h.receive(h.frame(inp))
+            h.receive(h.frame(inp), modelled=True)
         elif op == OP_RAW:
             h.receive(inp.blob())
         else:
