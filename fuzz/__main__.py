@@ -9,8 +9,13 @@ packages (and a few third-party parsers, :data:`_EXTRA_INSTRUMENTED`). Examples:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
+import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 import atheris
 
@@ -29,8 +34,21 @@ def main(argv: list[str]) -> None:
     include = ["pyproxy", "mesh_ctl", "fuzz", *_EXTRA_INSTRUMENTED.get(name, ())]
     with atheris.instrument_imports(include=include):
         target = importlib.import_module(module_name)
-    atheris.Setup([argv[0], *argv[2:]], target.run)
+    atheris.Setup([_launcher(name), *argv[2:]], target.run)
     atheris.Fuzz()
+
+
+def _launcher(name: str) -> str:
+    """An executable that runs this target again: libFuzzer re-executes its ``argv[0]`` for ``-merge=1`` and
+    ``-fork``, and would otherwise get this module's path (not executable, and without the target name)."""
+    python = hashlib.sha1(sys.executable.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"fuzz-{name}-{os.getuid()}-{python}.sh"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fuzz {name} "$@"\n')
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    return str(path)
 
 
 if __name__ == "__main__":
