@@ -129,6 +129,9 @@ class _Harness:
         self.last_data = None
         fits_conn = fits_stream = False
         acked = conn._local_settings_acked
+        if self.model:
+            for k in conn.streams:  # streams we opened since (client side)
+                self.peer_streams.setdefault(k, self.peer_stream_initial)
         if self.model and data_frame is not None:
             sid, length = data_frame
             stream = conn.streams.get(sid)
