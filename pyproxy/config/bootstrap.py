@@ -26,7 +26,7 @@ from pyproxy.config import model as m
 from pyproxy.config.errors import ConfigError, Problem, Problems
 from pyproxy.config.material import MaterialStore
 from pyproxy.config.pgv import validate_message
-from pyproxy.config.protojson import parse_message
+from pyproxy.config.protojson import check_any_types, parse_message
 from pyproxy.config.translate import translate_bootstrap
 
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -139,6 +139,8 @@ def _redact(value: object, key: str = "") -> object:
 
 def _finish(bootstrap: Any, material: MaterialStore | None) -> m.Snapshot:
     problems = Problems()
+    check_any_types(bootstrap, "", problems)  # .pb/.pb_text: JSON and YAML had these checks when parsed
+    problems.raise_if_any()  # an Any that cannot be opened can be neither validated, dumped nor translated
     validate_message(bootstrap, "", problems)
     source = _redact(json_format.MessageToDict(bootstrap, preserving_proto_field_name=True))
     assert isinstance(source, dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import hpack
 import pytest
@@ -10,11 +11,14 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.listener.v3 import listener_pb2
 
 from mesh_ctl.ca.csr import CsrError, parse_csr
 from mesh_ctl.resources import loader
 from pyproxy.config.bootstrap import load_bootstrap
 from pyproxy.config.errors import ConfigError
+from pyproxy.config.xds_resources import LISTENER, translate_resource
 from pyproxy.http2 import frames as fr
 from pyproxy.http2.connection import H2Connection, H2Settings
 from pyproxy.http2.events import ConnectionTerminated, HeadersReceived
@@ -86,3 +90,47 @@ def test_connection_requires_the_size_update_once_our_smaller_table_is_acknowled
     conn = _acked_server(0)
     events = conn.receive_data(fr.headers_frames(1, b"\x20" + block, True, 16384))
     assert [type(e) for e in events] == [HeadersReceived]
+
+
+def _pb_bootstrap_with_tls_any(tmp_path: Path, type_url: str, value: bytes) -> str:
+    bootstrap = bootstrap_pb2.Bootstrap()
+    listener = bootstrap.static_resources.listeners.add(name="in")
+    listener.address.socket_address.address = "127.0.0.1"
+    listener.address.socket_address.port_value = 15006
+    socket = listener.filter_chains.add().transport_socket
+    socket.name = "envoy.transport_sockets.tls"
+    socket.typed_config.type_url = type_url
+    socket.typed_config.value = value
+    path = tmp_path / "bootstrap.pb"
+    path.write_bytes(bootstrap.SerializeToString())
+    return str(path)
+
+
+def test_binary_bootstrap_with_an_unknown_any_type_is_a_config_error(tmp_path: Path) -> None:
+    # MessageToDict (the config dump's source) raised TypeError: JSON and YAML reported the same as a problem.
+    path = _pb_bootstrap_with_tls_any(
+        tmp_path, "type.googleapis.com/envoy.extensions.transport_sockets.tls.v4.DownstreamTlsContext", b"")
+    with pytest.raises(ConfigError) as err:
+        load_bootstrap(path)
+    assert [str(p) for p in err.value.problems] == [
+        "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.@type: unknown type "
+        "'envoy.extensions.transport_sockets.tls.v4.DownstreamTlsContext'"]
+
+
+def test_binary_bootstrap_with_an_any_that_does_not_decode_is_a_config_error(tmp_path: Path) -> None:
+    path = _pb_bootstrap_with_tls_any(
+        tmp_path, "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", b"\xff")
+    with pytest.raises(ConfigError, match=r"typed_config: the value cannot be decoded as envoy\.extensions\."):
+        load_bootstrap(path)
+
+
+def test_xds_listener_with_an_any_that_does_not_decode_is_a_config_error() -> None:
+    listener = listener_pb2.Listener(name="in")
+    listener.address.socket_address.address = "127.0.0.1"
+    listener.address.socket_address.port_value = 15006
+    f = listener.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager")
+    f.typed_config.type_url = ("type.googleapis.com/"
+                               "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+    f.typed_config.value = b"\x0a\xff"  # field 1, length 255, and nothing after
+    with pytest.raises(ConfigError, match="typed_config: the value cannot be decoded as"):
+        translate_resource(LISTENER, listener, warnings=[])
