@@ -50,6 +50,10 @@ def _construct_mapping(loader: _EnvoyYamlLoader, node: yaml.MappingNode) -> dict
         if key_node.tag == "!ignore":
             continue
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, dict | list):  # PyYAML's own construct_mapping refuses these too
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    "found an unhashable key (a mapping or a list)",
+                                                    key_node.start_mark)
         if key in mapping:
             loader.duplicates.append((key_node.start_mark.line + 1, key))
         mapping[key] = loader.construct_object(value_node, deep=True)

@@ -16,7 +16,7 @@ from envoy.config.listener.v3 import listener_pb2
 
 from mesh_ctl.ca.csr import CsrError, parse_csr
 from mesh_ctl.resources import loader
-from pyproxy.config.bootstrap import load_bootstrap
+from pyproxy.config.bootstrap import load_bootstrap, parse_bootstrap_dict
 from pyproxy.config.errors import ConfigError
 from pyproxy.config.xds_resources import LISTENER, translate_resource
 from pyproxy.http2 import frames as fr
@@ -134,3 +134,23 @@ def test_xds_listener_with_an_any_that_does_not_decode_is_a_config_error() -> No
     f.typed_config.value = b"\x0a\xff"  # field 1, length 255, and nothing after
     with pytest.raises(ConfigError, match="typed_config: the value cannot be decoded as"):
         translate_resource(LISTENER, listener, warnings=[])
+
+
+def test_bootstrap_yaml_with_a_mapping_as_a_key_is_a_config_error() -> None:
+    # The loader's own construct_mapping dropped PyYAML's check: TypeError (unhashable type: 'dict').
+    with pytest.raises(ConfigError, match="found an unhashable key"):
+        load_bootstrap(None, "node: {? {a: 1} : x}")
+
+
+def test_nul_in_a_cipher_suite_or_a_file_name_is_a_config_error() -> None:
+    tls = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+           "common_tls_context": {"tls_params": {"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256\x00"]},
+                                  "validation_context": {"trusted_ca": {"filename": "/etc/ca\x00.pem"}}}}
+    bootstrap = {"static_resources": {"clusters": [
+        {"name": "c", "type": "STATIC", "transport_socket": {"name": "tls", "typed_config": tls}}]}}
+    with pytest.raises(ConfigError) as err:  # ssl's set_ciphers and open() raised ValueError
+        parse_bootstrap_dict(bootstrap)
+    reasons = [p.reason for p in err.value.problems]
+    assert "'ECDHE-RSA-AES128-GCM-SHA256\\x00' is not a cipher suite this OpenSSL knows (TLS 1.3 suites cannot be " \
+           "set)" in reasons
+    assert "cannot read trusted CA '/etc/ca\\x00.pem': not a valid file name" in reasons

@@ -189,6 +189,9 @@ def data_source(ctx: Ctx, ds: Any, path: str, what: str) -> tuple[bytes | None, 
         except OSError as err:
             ctx.add(join(path, "filename"), f"cannot read {what} {ds.filename!r}: {err.strerror}")
             return None, None
+        except ValueError:  # a NUL character: no such file can exist
+            ctx.add(join(path, "filename"), f"cannot read {what} {ds.filename!r}: not a valid file name")
+            return None, None
     if kind == "inline_string":
         return ds.inline_string.encode(), None
     if kind == "inline_bytes":
