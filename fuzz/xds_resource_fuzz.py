@@ -51,8 +51,10 @@ def run(data: bytes) -> None:
         try:
             doc = mutate(json.loads(text), Input(edits))
             proto = json_format.ParseDict(doc, _MESSAGES[type_url](), ignore_unknown_fields=bool(mode & 16))
-        except (ValueError, TypeError, AttributeError, RecursionError, json_format.ParseError):
-            return  # protobuf's JSON parser refused it (AttributeError: its bug with non-dict Any values)
+        except (ValueError, TypeError, AttributeError, RecursionError, SystemError, json_format.ParseError):
+            # protobuf's JSON parser refused it. AttributeError, SystemError: its bugs with a non-mapping Any
+            # and with a key holding a lone surrogate (pyproxy's own JSON parser, protojson, now avoids the latter)
+            return
         value = proto.SerializeToString()
     else:
         value = inp.rest()

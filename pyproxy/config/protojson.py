@@ -158,7 +158,8 @@ class _ShapeChecker:
         seen_oneofs: dict[str, str] = {}
         for key in list(value):
             child = join(path, str(key))
-            field = desc.fields_by_name.get(key) if isinstance(key, str) else None
+            # Field names are ASCII; upb raises SystemError for a key with a lone surrogate ("\ud800").
+            field = desc.fields_by_name.get(key) if isinstance(key, str) and key.isascii() else None
             if field is None and isinstance(key, str):
                 field = by_json.get(key)
             if field is None:

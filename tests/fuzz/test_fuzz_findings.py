@@ -154,3 +154,10 @@ def test_nul_in_a_cipher_suite_or_a_file_name_is_a_config_error() -> None:
     assert "'ECDHE-RSA-AES128-GCM-SHA256\\x00' is not a cipher suite this OpenSSL knows (TLS 1.3 suites cannot be " \
            "set)" in reasons
     assert "cannot read trusted CA '/etc/ca\\x00.pem': not a valid file name" in reasons
+
+
+@pytest.mark.parametrize("doc", [{"\ud800": 1}, {"node": {"\ud800x": 1}}])
+def test_bootstrap_key_with_a_lone_surrogate_is_a_config_error(doc: dict[str, object]) -> None:
+    # upb's fields_by_name.get raised SystemError for such a key (JSON "\ud800", YAML "\ud800": both decode to one).
+    with pytest.raises(ConfigError, match="unknown field"):
+        parse_bootstrap_dict(doc)
