@@ -15,7 +15,7 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.listener.v3 import listener_pb2
 
 from mesh_ctl.ca.csr import CsrError, parse_csr
-from mesh_ctl.resources import loader
+from mesh_ctl.resources import loader, validate_batch
 from pyproxy.config.bootstrap import load_bootstrap, parse_bootstrap_dict
 from pyproxy.config.errors import ConfigError
 from pyproxy.config.xds_resources import LISTENER, translate_resource
@@ -161,3 +161,15 @@ def test_bootstrap_key_with_a_lone_surrogate_is_a_config_error(doc: dict[str, ob
     # upb's fields_by_name.get raised SystemError for such a key (JSON "\ud800", YAML "\ud800": both decode to one).
     with pytest.raises(ConfigError, match="unknown field"):
         parse_bootstrap_dict(doc)
+
+
+@pytest.mark.parametrize("field", ["weight", "attempts"])
+def test_istio_null_field_is_absent_for_the_semantic_rules(field: str) -> None:
+    # The schema prunes a null in a non-nullable field, but the semantic rules saw it: TypeError (None < 0).
+    weight, attempts = ("null", "1") if field == "weight" else ("1", "null")
+    text = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p}\nspec:\n"
+            "  hosts: [payment]\n  http:\n  - route:\n    - destination: {host: payment}\n"
+            f"      weight: {weight}\n    retries: {{attempts: {attempts}}}\n")
+    loaded = loader.load_files([("vs.yaml", text)])
+    assert not loaded.problems
+    assert validate_batch(loaded.resources).errors == []
