@@ -4,7 +4,7 @@ Seeds are real inputs: h2 byte streams from the ``h2`` library (a client's reque
 server's responses for the client side) and operation sequences, RFC 7541 Appendix C blocks and ``hpack``
 output, the repository's bootstraps (YAML, JSON, binary and text proto), xDS resources taken from them,
 ``examples/`` Istio YAML, and CSRs made with ``cryptography``. The committed corpus is these seeds plus what
-the long runs found, minimized with libFuzzer's ``-merge=1``.
+the long runs found, minimized with libFuzzer's ``-set_cover_merge=1 -use_counters=0`` (README).
 """
 
 from __future__ import annotations
