@@ -63,7 +63,7 @@ def parse_csr(pem: str | bytes, trust_domain: str) -> CsrRequest:
         raise CsrError("expected exactly one PEM block (CERTIFICATE REQUEST)")
     try:
         csr = x509.load_pem_x509_csr(data)
-    except ValueError as e:
+    except (ValueError, x509.InvalidVersion) as e:  # InvalidVersion (version other than v1) is no ValueError
         raise CsrError(f"not a PEM certificate request: {e}") from None
     try:
         signature_ok = csr.is_signature_valid

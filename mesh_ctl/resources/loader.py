@@ -181,7 +181,10 @@ def _parse(text: str, origin: str) -> tuple[list[tuple[int, Any]], ValidationPro
             return [], _problem(origin, 1, f"line {err.lineno}, column {err.colno}: {err.msg}")
         return [(1, value)], None
     docs: list[tuple[int, Any]] = []
-    loader = _KubeLoader(text)
+    try:
+        loader = _KubeLoader(text)
+    except yaml.YAMLError as err:  # PyYAML's pure-Python reader (no libyaml) refuses control characters here
+        return docs, _problem(origin, 1, _yaml_error(err))
     index = 0
     try:
         while True:

@@ -22,6 +22,7 @@ from mesh_ctl.resources.names import (
     k8s_name_problem,
     k8s_namespace_problem,
 )
+from mesh_ctl.resources.normalize import prune_nulls
 from mesh_ctl.resources.security import check_authorization_policy, check_peer_authentication
 from mesh_ctl.resources.virtual_service import check_virtual_service
 
@@ -183,7 +184,9 @@ def validate_resource(resource: Resource) -> DocumentReport:
     if found or not isinstance(spec, dict):
         return report
     report.schema_valid = True
-    semantic = SEMANTIC[resource.kind](spec, resource.namespace, resource.metadata)
+    # The schema treats a null in a non-nullable field as absent (the API server prunes it), and so does the
+    # translator (normalize.prune_nulls): the semantic rules must see the spec without them too.
+    semantic = SEMANTIC[resource.kind](prune_nulls(spec), resource.namespace, resource.metadata)
     seen = {(p.path, p.reason) for p in report.errors}
     for path, reason in semantic.errors:
         if (path, reason) not in seen:

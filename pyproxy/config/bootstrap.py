@@ -26,7 +26,7 @@ from pyproxy.config import model as m
 from pyproxy.config.errors import ConfigError, Problem, Problems
 from pyproxy.config.material import MaterialStore
 from pyproxy.config.pgv import validate_message
-from pyproxy.config.protojson import parse_message
+from pyproxy.config.protojson import check_any_types, parse_message
 from pyproxy.config.translate import translate_bootstrap
 
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -50,6 +50,10 @@ def _construct_mapping(loader: _EnvoyYamlLoader, node: yaml.MappingNode) -> dict
         if key_node.tag == "!ignore":
             continue
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, dict | list):  # PyYAML's own construct_mapping refuses these too
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    "found an unhashable key (a mapping or a list)",
+                                                    key_node.start_mark)
         if key in mapping:
             loader.duplicates.append((key_node.start_mark.line + 1, key))
         mapping[key] = loader.construct_object(value_node, deep=True)
@@ -73,7 +77,11 @@ _EnvoyYamlLoader.add_implicit_resolver(
 
 
 def _load_yaml(text: str, origin: str) -> object:
-    loader = _EnvoyYamlLoader(text)
+    try:
+        # The reader refuses non-printable characters already here (a ReaderError, a YAMLError too).
+        loader = _EnvoyYamlLoader(text)
+    except yaml.YAMLError as err:
+        raise ConfigError([("", f"{origin}: invalid YAML: {err}")]) from None
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as err:
@@ -135,6 +143,8 @@ def _redact(value: object, key: str = "") -> object:
 
 def _finish(bootstrap: Any, material: MaterialStore | None) -> m.Snapshot:
     problems = Problems()
+    check_any_types(bootstrap, "", problems)  # .pb/.pb_text: JSON and YAML had these checks when parsed
+    problems.raise_if_any()  # an Any that cannot be opened can be neither validated, dumped nor translated
     validate_message(bootstrap, "", problems)
     source = _redact(json_format.MessageToDict(bootstrap, preserving_proto_field_name=True))
     assert isinstance(source, dict)

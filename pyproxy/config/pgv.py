@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from validate import validate_pb2
 
 from pyproxy.config.errors import Problems, join
@@ -222,12 +222,16 @@ def _message_field(msg: Message, field: Any, rules: Any, path: str, problems: Pr
     validate_message(value, path, problems)
 
 
-def _unpack_any(value: Any) -> Message | None:
+def _unpack_any(value: Any, path: str, problems: Problems) -> Message | None:
     desc = resolve_type(value.type_url)
     if desc is None:
         return None
     inner: Message = message_factory.GetMessageClass(desc)()
-    return inner if value.Unpack(inner) else None
+    try:
+        return inner if value.Unpack(inner) else None
+    except DecodeError:  # Envoy: "Unable to unpack as <type>"
+        problems.add(path, f"the value cannot be decoded as {desc.full_name}")
+        return None
 
 
 _Plan = tuple[bool, tuple[tuple[str, str], ...], tuple[tuple[Any, Any, str | None], ...]]
@@ -266,7 +270,7 @@ def validate_message(msg: Message, path: str, problems: Problems) -> None:
     if full in _NO_RULES:
         return
     if full == "google.protobuf.Any":
-        inner = _unpack_any(msg)
+        inner = _unpack_any(msg, path, problems)
         if inner is not None:
             validate_message(inner, path, problems)
         return

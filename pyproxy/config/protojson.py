@@ -23,9 +23,9 @@ import os
 import re
 from typing import Any, TypeVar
 
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from pyproxy.config.errors import ConfigError, Problems, join
 
@@ -158,7 +158,8 @@ class _ShapeChecker:
         seen_oneofs: dict[str, str] = {}
         for key in list(value):
             child = join(path, str(key))
-            field = desc.fields_by_name.get(key) if isinstance(key, str) else None
+            # Field names are ASCII; upb raises SystemError for a key with a lone surrogate ("\ud800").
+            field = desc.fields_by_name.get(key) if isinstance(key, str) and key.isascii() else None
             if field is None and isinstance(key, str):
                 field = by_json.get(key)
             if field is None:
@@ -338,6 +339,44 @@ class _ShapeChecker:
         value["@type"] = type_url
         value.update(checked)
         return value
+
+
+def check_any_types(msg: Message, path: str, problems: Problems) -> None:
+    """For a proto read from binary or text format: what :meth:`_Parser._any` checks in JSON, i.e. every
+    ``Any`` names a known v3 type, and its value decodes as that type (recursively). Without this, an unknown or
+    corrupt ``Any`` in a ``.pb``/``.pb_text`` bootstrap raised TypeError / DecodeError out of the loader."""
+    if msg.DESCRIPTOR.full_name == "google.protobuf.Any":
+        type_url: str = msg.type_url  # type: ignore[attr-defined]
+        name = type_name_of(type_url)
+        if _V2_API.search(name):
+            problems.add(join(path, "@type"), f"{name!r} is an Envoy v2 API type; Envoy dropped v2: use the v3 type")
+            return
+        desc = resolve_type(type_url)
+        if desc is None:
+            problems.add(join(path, "@type"), f"unknown type {name!r}")
+            return
+        inner: Message = message_factory.GetMessageClass(desc)()
+        try:
+            msg.Unpack(inner)  # type: ignore[attr-defined]
+        except DecodeError:
+            problems.add(path, f"the value cannot be decoded as {name}")
+            return
+        check_any_types(inner, path, problems)
+        return
+    for field, value in msg.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        fpath = join(path, field.name)
+        entry: Any = field.message_type
+        if entry.GetOptions().map_entry:
+            if entry.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                for key, item in value.items():
+                    check_any_types(item, f"{fpath}[{key!r}]", problems)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                check_any_types(item, f"{fpath}[{i}]", problems)
+        else:
+            check_any_types(value, fpath, problems)
 
 
 _PARSE_AT = re.compile(r' at "?([A-Za-z0-9_.\[\]"@-]+?)"?\.*$')

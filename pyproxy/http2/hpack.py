@@ -250,6 +250,11 @@ class Decoder:
         list_size = 0
         may_resize = True
         static = STATIC_TABLE
+        if self.table_size > self.max_allowed_table_size and (not end or data[0] & 0xE0 != 0x20):
+            # Our SETTINGS_HEADER_TABLE_SIZE shrank below the table's size: the first block after the peer
+            # acknowledged it must start with a size update that shrinks the table (RFC 7541 4.2; nghttp2
+            # requires it too), or the peer could go on filling a table larger than we allow.
+            raise HpackError("missing the table size update our smaller SETTINGS_HEADER_TABLE_SIZE requires")
         while pos < end:
             byte = data[pos]
             if byte & 0x80:  # indexed field

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from pyproxy.config import model as m
 from pyproxy.config.errors import Problems, join
@@ -112,8 +112,13 @@ def typed_name(any_msg: Any) -> str:
 
 
 def unpack(any_msg: Any, cls: type[Any]) -> Any:
+    """``any_msg`` as a ``cls``; empty if it holds another type, or bytes that do not decode (which
+    :func:`~pyproxy.config.pgv.validate_message` reports: translation goes on to report the rest)."""
     inner = cls()
-    any_msg.Unpack(inner)
+    try:
+        any_msg.Unpack(inner)
+    except DecodeError:
+        pass
     return inner
 
 
@@ -183,6 +188,9 @@ def data_source(ctx: Ctx, ds: Any, path: str, what: str) -> tuple[bytes | None, 
                 return f.read(), ds.filename
         except OSError as err:
             ctx.add(join(path, "filename"), f"cannot read {what} {ds.filename!r}: {err.strerror}")
+            return None, None
+        except ValueError:  # a NUL character: no such file can exist
+            ctx.add(join(path, "filename"), f"cannot read {what} {ds.filename!r}: not a valid file name")
             return None, None
     if kind == "inline_string":
         return ds.inline_string.encode(), None

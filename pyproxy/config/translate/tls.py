@@ -214,7 +214,7 @@ def _tls_params(ctx: Ctx, params: Any, path: str) -> tuple[tuple[str | None, str
             continue
         try:
             probe.set_ciphers(suite)
-        except ssl.SSLError:
+        except (ssl.SSLError, ValueError):  # ValueError: a NUL character
             ctx.add(
                 ipath, f"{suite!r} is not a cipher suite this OpenSSL knows (TLS 1.3 suites cannot be set)"
             )
