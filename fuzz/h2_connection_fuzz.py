@@ -64,7 +64,7 @@ STRUCTURED = 0x80
 def _settings(variant: int) -> H2Settings:
     if variant == 1:  # tight limits: every flood / size / concurrency check is reachable with little input
         return H2Settings(max_concurrent_streams=2, initial_window=300, initial_connection_window=65535,
-                          max_header_list_size=300, header_table_size=0, max_rapid_resets=3,
+                          max_header_list_size=300, header_table_size=0, premature_reset_total_stream_count=6,
                           max_priority_per_stream=2, max_window_updates_per_data=1)
     if variant == 2:  # the other extreme
         return H2Settings(initial_window=fr.MAX_WINDOW, initial_connection_window=fr.MAX_WINDOW,
