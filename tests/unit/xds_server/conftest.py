@@ -113,7 +113,7 @@ class Stream:
             self._read = asyncio.ensure_future(self.call.read())
         return self._read
 
-    async def recv(self, timeout: float = 3.0) -> discovery_pb2.DiscoveryResponse:
+    async def recv(self, timeout: float = 10.0) -> discovery_pb2.DiscoveryResponse:
         read = self._next()
         done, _ = await asyncio.wait({read}, timeout=timeout)
         if not done:
