@@ -34,8 +34,9 @@ _LINUX = sys.platform.startswith("linux")
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if _LINUX else None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """``preexec_fn``: SIGKILL this child when its parent dies (Linux), including if it already has."""
+def kill_with_parent(parent_pid: int) -> None:
+    """In a child (``preexec_fn``, a pool initializer): SIGKILL it when its parent dies (Linux), including if
+    it already has."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -59,7 +60,7 @@ def spawn(
     and stderr on ``popen.stderr``. That is how the supervisor caps the logs (:mod:`mesh_ctl.runtime.logs`).
     ``pass_fds``: descriptors the child inherits under the same numbers (held listening sockets)."""
     parent = os.getpid()
-    preexec = (lambda: _die_with_parent(parent)) if die_with_parent else None
+    preexec = (lambda: kill_with_parent(parent)) if die_with_parent else None
 
     def popen(stdout: int | IO[bytes], stderr: int | IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

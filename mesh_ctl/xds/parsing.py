@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from mesh_ctl.resources.loader import Loaded, load_files
+from mesh_ctl.runtime.procs import kill_with_parent
 
 log = logging.getLogger("mesh_ctl.api")
 
@@ -33,7 +35,10 @@ class FileParser:
     async def load(self, texts: Sequence[tuple[str, str]]) -> Loaded:
         """:func:`~mesh_ctl.resources.loader.load_files` of ``texts``, in the parsing process."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # The child dies with the control plane, however that ends (SIGKILL included): its queue pipe never
+            # reports EOF to it (it holds both ends), so without this it outlived every control plane.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=kill_with_parent, initargs=(os.getpid(),))
         pool = self._pool
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, load_files, list(texts))
