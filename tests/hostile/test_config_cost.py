@@ -42,7 +42,7 @@ import yaml
 from mesh_ctl.resources.loader import MAX_OBJECT_BYTES
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
-from tests.support.live_mesh import AUTHORITY, Load, Mesh, failures
+from tests.support.live_mesh import AUTHORITY, Load, Mesh, failures, running_mesh
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -183,15 +183,10 @@ def p50_of_calls(target: str, n: int = CALLS) -> float:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    work = tmp_path_factory.mktemp("config-cost")
-    m = Mesh(work / "run", work)
-    try:
-        m.up("--rps", "1", "--concurrency", "1")
+    with running_mesh(tmp_path_factory, "config-cost", "--rps", "1", "--concurrency", "1") as m:
         m.cli("apply", "-f", str(m.write("dr.yaml", DR)))
         m.apply("vs.yaml", SMALL_VS)
         yield m
-    finally:
-        m.stop()
 
 
 def sidecar_pid(mesh: Mesh, workload: str) -> int:

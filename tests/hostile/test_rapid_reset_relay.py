@@ -22,7 +22,7 @@ import pytest
 from hpack import Encoder
 from hpack.struct import NeverIndexedHeaderTuple
 
-from tests.support.live_mesh import AUTHORITY, Load, Mesh, failures, wait_until
+from tests.support.live_mesh import AUTHORITY, Load, Mesh, failures, running_mesh, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,13 +111,8 @@ def counter(text: str, name: str) -> float:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    work = tmp_path_factory.mktemp("rapid-reset")
-    m = Mesh(work / "run", work)
-    try:
-        m.up("--rps", "1", "--concurrency", "1")
+    with running_mesh(tmp_path_factory, "rapid-reset", "--rps", "1", "--concurrency", "1") as m:
         yield m
-    finally:
-        m.stop()
 
 
 def test_rapid_resets_are_charged_to_the_connection_that_made_them(mesh: Mesh) -> None:

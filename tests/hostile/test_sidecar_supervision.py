@@ -16,20 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.live_mesh import Load, Mesh, failures, wait_until
+from tests.support.live_mesh import Load, Mesh, failures, running_mesh, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    work = tmp_path_factory.mktemp("supervision")
-    m = Mesh(work / "run", work)
-    try:
-        m.up("--rps", "2", "--concurrency", "1")
+    with running_mesh(tmp_path_factory, "supervision", "--rps", "2", "--concurrency", "1") as m:
         yield m
-    finally:
-        m.stop()
 
 
 def post(url: str, headers: dict[str, str]) -> int:

@@ -55,7 +55,7 @@ import yaml
 
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
-from tests.support.live_mesh import LOAD_RPS, Call, Load, Mesh, failures, requests_total, wait_until
+from tests.support.live_mesh import LOAD_RPS, Call, Load, Mesh, failures, requests_total, running_mesh, wait_until
 from tests.support.procs import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(240)
@@ -157,14 +157,9 @@ def test_the_split_analysis_itself() -> None:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    work = tmp_path_factory.mktemp("traffic")
-    m = Mesh(work / "run", work)
-    try:
-        m.up("--rps", "2", "--concurrency", "1")
+    with running_mesh(tmp_path_factory, "traffic", "--rps", "2", "--concurrency", "1") as m:
         m.apply("dr.yaml", DR)
         yield m
-    finally:
-        m.stop()
 
 
 # ------------------------------------------------------------------------------------------------ prometheus

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -261,6 +261,18 @@ class Mesh:
         control.down(RunDir(self.run_dir), io.StringIO(), timeout=60)
         for pid, (argv, started) in self.seen.items():
             rprocs.terminate(pid, argv, started, 2.0)
+
+
+@contextlib.contextmanager
+def running_mesh(tmp_path_factory: Any, name: str, *up_options: str) -> Iterator[Mesh]:
+    """A module's mesh: `up` in a directory of its own with ``up_options``, stopped whatever happens."""
+    work = tmp_path_factory.mktemp(name)
+    m = Mesh(work / "run", work)
+    try:
+        m.up(*up_options)
+        yield m
+    finally:
+        m.stop()
 
 
 _SAMPLE = re.compile(r"^istio_requests_total\{(.*)\} (\S+)$")

@@ -143,6 +143,19 @@ async def _with_proxy(d: dict[str, Any], body: Any) -> Runtime:
     return rt
 
 
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+GOAWAY = 0x7
+
+
+def frame_types(data: bytes) -> list[int]:
+    """The type of each HTTP/2 frame in ``data``, in order."""
+    types = []
+    while len(data) >= 9:
+        types.append(data[3])
+        data = data[9 + int.from_bytes(data[:3], "big"):]
+    return types
+
+
 def _read_until_closed(s: socket.socket, timeout: float, t0: float) -> tuple[bytes, float]:
     """Everything the proxy sends until it closes; and how long that took since ``t0`` (taken before the
     connection was made, so that a timer running from the proxy's accept cannot seem early)."""
@@ -175,15 +188,11 @@ def test_an_idle_http2_connection_gets_a_goaway_then_is_closed() -> None:
     async def body(rt: Runtime, port: int) -> None:
         t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # preface + empty SETTINGS
+        s.sendall(PREFACE + EMPTY_SETTINGS)
         data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
-        frame_types = []
-        while len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            frame_types.append(data[3])
-            data = data[9 + length:]
-        assert 0x7 in frame_types, frame_types  # GOAWAY (the drain sequence)
+        types = frame_types(data)
+        assert GOAWAY in types, types  # the drain sequence
         assert 0.3 <= took < 4.0
         assert rt.stats.hcm_counters("x").downstream_cx_idle_timeout == 1
 
@@ -255,17 +264,12 @@ def test_request_headers_timeout_ends_a_connection_whose_header_block_never_comp
     async def body(rt: Runtime, port: int) -> None:
         t0 = time.monotonic()
         s = socket.create_connection(("127.0.0.1", port))
-        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
         partial = b"\x00\x00\x01\x01\x01\x00\x00\x00\x01\x82"  # HEADERS, END_STREAM, no END_HEADERS: ":method GET"
-        s.sendall(PREFACE + settings + partial)
+        s.sendall(PREFACE + EMPTY_SETTINGS + partial)
         data, took = await trio.to_thread.run_sync(_read_until_closed, s, 5.0, t0)
         s.close()
-        frame_types = []
-        while len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            frame_types.append(data[3])
-            data = data[9 + length:]
-        assert 0x7 in frame_types, frame_types  # GOAWAY
+        types = frame_types(data)
+        assert GOAWAY in types, types
         assert 0.3 <= took < 4.0
         assert rt.stats.hcm_counters("x").downstream_rq_header_timeout == 1
 
@@ -275,9 +279,8 @@ def test_request_headers_timeout_ends_a_connection_whose_header_block_never_comp
 def test_request_headers_timeout_leaves_complete_header_blocks_alone() -> None:
     async def body(rt: Runtime, port: int) -> None:
         s = socket.create_connection(("127.0.0.1", port))
-        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
         ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
-        s.sendall(PREFACE + settings)
+        s.sendall(PREFACE + EMPTY_SETTINGS)
         start = time.monotonic()
         while time.monotonic() - start < 0.8:  # pings for longer than the timeout: the connection stays
             s.sendall(ping)
