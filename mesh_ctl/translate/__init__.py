@@ -5,6 +5,7 @@ Data flow, one module per step::
     Istio dicts --istio.index_resources--> IstioConfig (VS/DR by host, exportTo, namespaces; PA, AP)
     Registry (mesh_ctl.registry) + IstioConfig + node --proxy.translate_for_proxy--> ProxyResources
         routes.py      VirtualService http[] -> Envoy routes (matches, weights, timeouts, mirrors, headers)
+        fault.py       http[].fault -> the route's HTTPFault (typed_per_filter_config), the fault filter
         retry.py       retries -> RetryPolicy (Istio's defaults when absent)
         policy.py      DestinationRule trafficPolicy -> LB, circuit breakers, outlier detection, TLS mode
         peer_authn.py  PeerAuthentication -> a workload's mTLS mode per port (scope, precedence, UNSET)
@@ -49,7 +50,7 @@ finds the control plane through a bootstrap file named by the ``GRPC_XDS_BOOTSTR
 
 :func:`grpc_xds_bootstrap` writes that document. ``GENERATOR: grpc`` (Istio's grpc-agent sets the same)
 makes :func:`translate_for_proxy` answer with what grpcio accepts (REFERENCE.md section 7, Istio's
-``grpcgen``): LDS ``<host>:<port>`` API listeners with ``rds`` and the router filter; RDS with the same
+``grpcgen``): LDS ``<host>:<port>`` API listeners with ``rds`` and the fault and router filters; RDS with the same
 routes as a sidecar (weighted subsets, header/path matches; grpcio ignores mirrors and header mutations);
 CDS EDS clusters with ``ROUND_ROBIN`` only; EDS with a ``load_balancing_weight`` on every locality.
 Endpoints are the apps' own plaintext ports (issue 4 adds mTLS). A client can be registered with

@@ -4,7 +4,11 @@ Sidecar:
 
 - ``virtualOutbound`` on ``<workload ip>:15001`` (OUTBOUND, plain h2c: the local app dials it), one HTTP
   connection manager whose routes come over RDS: ``rds {config_source: {ads: {}, resource_api_version: V3},
-  route_config_name: virtualOutbound}``. The route configuration has one virtual host per service the app
+  route_config_name: virtualOutbound}``, with the filters ``envoy.filters.http.fault`` (empty: routes with a
+  VirtualService ``fault`` configure it per route) and the router, Istio's order (``buildHTTPConnectionManager``
+  appends fault and CORS after the authn/authz, stats and ALPN filters, just before the router; minimesh has
+  none of those on outbound, and no CORS). Istio puts the fault filter on inbound HCMs too, where no route
+  ever configures it; minimesh leaves it out there. The route configuration has one virtual host per service the app
   calls, named ``<fqdn>:<port>``, with Istio's domain variants (``payment``, ``payment:8080``,
   ``payment.default`` ... ``payment.default.svc.cluster.local:8080``), ``validate_clusters: false`` (a
   route to a missing subset answers 503, as in Istio, instead of NACKing everything) and
@@ -18,14 +22,17 @@ Sidecar:
 
 Proxyless gRPC client (Istio's ``grpcgen/lds.go``): one API listener per name the client may dial,
 ``<host>:<port>`` for every host variant, each an HTTP connection manager with ``rds`` naming the route
-configuration ``outbound|<port>||<fqdn>`` and the ``envoy.filters.http.router`` filter; that route
-configuration has the service's virtual host (domains with ports, as grpcio matches the dial target).
+configuration ``outbound|<port>||<fqdn>`` and the filters ``envoy.filters.http.fault`` and
+``envoy.filters.http.router`` (Istio's ``supportedFilters``; grpcio implements the fault filter, gRFC A33);
+that route configuration has the service's virtual host (domains with ports, as grpcio matches the dial
+target).
 """
 
 from __future__ import annotations
 
 from mesh_ctl.registry import ServiceEntry, WorkloadEntry
 from mesh_ctl.translate.clusters import socket_address
+from mesh_ctl.translate.fault import fault_filter
 from mesh_ctl.translate.limits import hcm_connection_options
 from mesh_ctl.translate.names import (
     DEFAULT_ROUTE,
@@ -80,7 +87,7 @@ def outbound_listener(workload: WorkloadEntry, route_config_name: str, access_lo
         "filter_chains": [{
             "name": f"{OUTBOUND_LISTENER}-http",
             "filters": [_hcm(f"outbound_{workload.address}_{workload.outbound_port}",
-                             {"rds": _rds(route_config_name)}, access_log=access_log)],
+                             {"rds": _rds(route_config_name)}, [fault_filter()], access_log)],
         }],
     }
 
@@ -149,7 +156,7 @@ def proxyless_listener_names(service: ServiceEntry, caller_namespace: str) -> li
 
 
 def proxyless_listener(name: str, service: ServiceEntry) -> Json:
-    hcm = {"@type": HCM_TYPE, "rds": _rds(service_cluster(service)), "http_filters": [_router()]}
+    hcm = {"@type": HCM_TYPE, "rds": _rds(service_cluster(service)), "http_filters": [fault_filter(), _router()]}
     return {
         "name": name,
         "address": socket_address("0.0.0.0", service.port),

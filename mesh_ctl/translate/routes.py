@@ -9,9 +9,10 @@ Supported: uri/authority/method/scheme/headers/withoutHeaders (exact, prefix, re
 ``ignoreUriCase``; ``route[]`` to one cluster or ``weighted_clusters`` (weight 0 dropped, ``total_weight``
 never set, as grpcio ignores it); per-destination ``headers``; ``timeout``; ``retries``; ``mirror`` /
 ``mirrors`` / ``mirrorPercentage``; ``headers.request/response`` ``set``/``add``/``remove``; ``rewrite``
-(``uri`` as prefix rewrite, ``authority``); ``directResponse``. Not (yet) in pyproxy, so refused with a
-:class:`TranslationError`: ``fault``, ``redirect``, ``corsPolicy``, ``delegate``, query parameter matches,
-``uriRegexRewrite``, JWT claim matches, header values with ``%`` formatter commands.
+(``uri`` as prefix rewrite, ``authority``); ``directResponse``; ``fault`` (the route's
+``typed_per_filter_config`` for ``envoy.filters.http.fault``, :mod:`.fault`). Not (yet) in pyproxy, so
+refused with a :class:`TranslationError`: ``redirect``, ``corsPolicy``, ``delegate``, query parameter
+matches, ``uriRegexRewrite``, JWT claim matches, header values with ``%`` formatter commands.
 
 Timeouts (Istio's ``setTimeout``): ``timeout`` default 0 (disabled). A sidecar gets
 ``max_stream_duration {max_stream_duration: 0s, grpc_timeout_header_max: <timeout or 0s>}`` so a caller's
@@ -27,10 +28,11 @@ from typing import Any
 
 from mesh_ctl.registry import Labels, ServiceEntry, matches
 from mesh_ctl.translate.errors import TranslationError
+from mesh_ctl.translate.fault import million, per_route_fault
 from mesh_ctl.translate.headers import header_operations
 from mesh_ctl.translate.istio import MESH_GATEWAY, Config, resolve_host
 from mesh_ctl.translate.matches import route_match
-from mesh_ctl.translate.names import DEFAULT_ROUTE, outbound_cluster, service_cluster
+from mesh_ctl.translate.names import DEFAULT_ROUTE, FAULT, outbound_cluster, service_cluster
 from mesh_ctl.translate.retry import default_policy, retry_policy
 from mesh_ctl.translate.values import (
     ANY_KEY,
@@ -47,9 +49,8 @@ from mesh_ctl.translate.values import (
 )
 
 _HTTP_ROUTE_FIELDS = {"name", "match", "route", "timeout", "retries", "mirror", "mirrors", "mirrorPercentage",
-                      "mirrorPercent", "headers", "rewrite", "directResponse"}
+                      "mirrorPercent", "headers", "rewrite", "directResponse", "fault"}
 _HTTP_ROUTE_REASONS = {
-    "fault": "fault injection is not supported by pyproxy yet",
     "redirect": "redirects are not supported (gRPC clients do not follow redirects)",
     "corsPolicy": "CORS policies are not supported (no CORS filter in pyproxy)",
     "delegate": "delegate VirtualServices are not supported",
@@ -162,6 +163,8 @@ def _route(vs: Config, h: Mapping[str, Any], path: str, match: object, mpath: st
     else:
         out["route"] = _action(vs, h, path, authority, out, scope)
     out["decorator"] = {"operation": _operation(out, vs.name, scope.port)}
+    if "fault" in h:
+        out["typed_per_filter_config"] = {FAULT: per_route_fault(h["fault"], join(path, "fault"))}
     out["metadata"] = {"filter_metadata": {"istio": {"config": vs.config_path}}}
     return out
 
@@ -289,7 +292,7 @@ def _fraction(pct: float) -> Json | None:
     """Istio's ``translatePercentToFractionalPercent``: parts per million; 0 means no mirroring."""
     if pct <= 0:
         return None
-    return {"numerator": int(pct * 10000), "denominator": "MILLION"}
+    return million(pct)
 
 
 def _mirror(cluster: str, fraction: Json) -> Json:

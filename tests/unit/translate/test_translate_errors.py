@@ -18,8 +18,12 @@ def _vs_http(**fields: Any) -> dict[str, Any]:
 
 
 UNSUPPORTED: list[tuple[str, dict[str, Any], str, str]] = [
-    ("fault", _vs_http(fault={"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 10}}}),
-     "spec.http[0].fault", "fault injection"),
+    ("http2 error abort", _vs_http(fault={"abort": {"http2Error": "REFUSED_STREAM"}}),
+     "spec.http[0].fault.abort.http2Error", "HTTP/2 error"),
+    ("exponential delay", _vs_http(fault={"delay": {"exponentialDelay": "1s"}}),
+     "spec.http[0].fault.delay.exponentialDelay", "exponential"),
+    ("unknown grpc status", _vs_http(fault={"abort": {"grpcStatus": "14"}}),
+     "spec.http[0].fault.abort.grpcStatus", "unknown gRPC status"),
     ("redirect", virtual_service([{"redirect": {"uri": "/x"}}]), "spec.http[0].redirect", "redirect"),
     ("cors", _vs_http(corsPolicy={"allowOrigins": [{"exact": "x"}]}), "spec.http[0].corsPolicy", "CORS"),
     ("delegate", virtual_service([{"delegate": {"name": "other"}}]), "spec.http[0].delegate", "delegate"),
@@ -77,16 +81,16 @@ def test_unsupported_fields_are_refused_with_their_path(resource: dict[str, Any]
 def test_translation_raises_the_same_error(registry: Registry) -> None:
     client = registry.workload("client", "default")
     assert client is not None
-    bad = _vs_http(fault={"delay": {"fixedDelay": "1s"}})
-    with pytest.raises(TranslationError, match=r"spec\.http\[0\]\.fault"):
+    bad = _vs_http(corsPolicy={"allowOrigins": [{"exact": "x"}]})
+    with pytest.raises(TranslationError, match=r"spec\.http\[0\]\.corsPolicy"):
         translate_for_proxy(registry, [bad, subsets_dr("v1")], client.node_id)
 
 
 def test_check_looks_past_selection_and_catch_all(registry: Registry) -> None:
     """A route another proxy would get (other sourceLabels, after a catch-all, another port) is checked too."""
     cases: list[list[dict[str, Any]]] = [
-        [ROUTE, {**ROUTE, "fault": {}}],
-        [{**ROUTE, "match": [{"port": 1234}], "fault": {}}],
+        [ROUTE, {**ROUTE, "corsPolicy": {}}],
+        [{**ROUTE, "match": [{"port": 1234}], "fault": {"abort": {"http2Error": "CANCEL"}}}],
         [{**ROUTE, "match": [{"sourceLabels": {"app": "x"}}], "corsPolicy": {}}],
     ]
     for http in cases:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from mesh_ctl.translate import grpc_xds_bootstrap, translate_for_proxy
 from tests.support.procs import ProcessGroup, free_port, wait_for_port
 from tests.unit.translate.ads_stub import AdsStub, serve
 from tests.unit.translate.conftest import dest, subsets_dr, virtual_service
+from tests.unit.translate.grpc_xds_client import INJECTED
 from tests.unit.translate.test_translate_pyproxy import EVERYTHING
 
 BASIC = [
@@ -31,13 +33,37 @@ BASIC = [
     ]),
     subsets_dr("v1", "v2"),
 ]
+FAULTS = [
+    virtual_service([
+        {"name": "abort", "match": [{"headers": {"x-fault": {"exact": "abort"}}}], "route": [dest("v1")],
+         "fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}}},
+        {"name": "half", "match": [{"headers": {"x-fault": {"exact": "half"}}}], "route": [dest("v1")],
+         "fault": {"abort": {"grpcStatus": "RESOURCE_EXHAUSTED", "percentage": {"value": 50}}}},
+        {"name": "split", "route": [dest("v1", 80), dest("v2", 20)]},
+    ]),
+    subsets_dr("v1", "v2"),
+]
+HALF = f"error:RESOURCE_EXHAUSTED:{INJECTED}"
+FQDN_TARGET = "xds:///payment.default.svc.cluster.local:8080"
+
+
+def _half_aborted(counts: dict[str, int]) -> bool:
+    """400 calls, half aborted: 200 +- 50 (5 standard deviations of Binomial(400, 0.5), sd 10)."""
+    return set(counts) == {"v1", HALF} and sum(counts.values()) == 400 and abs(counts[HALF] - 200) <= 50
+
+
+Expected = dict[str, int] | Callable[[dict[str, int]], bool] | None
 # (resources, client call plans, expected replies per plan (None: 80/20 over v1/v2 within 5 points)).
-SCENARIOS: dict[str, tuple[list[dict[str, Any]], list[str], list[dict[str, int] | None]]] = {
+SCENARIOS: dict[str, tuple[list[dict[str, Any]], list[str], list[Expected]]] = {
     "weights and header match": (BASIC, ["xds:///payment.default.svc.cluster.local:8080:1000",
                                          "xds:///payment:8080:100:x-canary=true"], [None, {"v2": 100}]),
     # Everything the translator emits (retries, mirrors, header mutations, regexes, inverted matches, a direct
     # response, circuit breakers...): grpcio must take it all (it ignores what it does not implement).
     "every feature": (EVERYTHING, ["xds:///payment.default.svc.cluster.local:8080:1000"], [None]),
+    # grpcio runs the fault filter Istio gives proxyless clients (gRFC A33) with our per-route HTTPFault.
+    "fault injection": (FAULTS, [f"{FQDN_TARGET}:20:x-fault=abort", f"{FQDN_TARGET}:400:x-fault=half",
+                                 f"{FQDN_TARGET}:1000"],
+                        [{f"error:UNAVAILABLE:{INJECTED}": 20}, _half_aborted, None]),
 }
 
 
@@ -79,6 +105,9 @@ def test_grpcio_accepts_the_translation_and_routes_by_it(procs: ProcessGroup, sc
     assert stub.nacks == [], stub.nacks
     for run, want in zip(result["runs"], expected, strict=True):
         counts = run["counts"]
+        if callable(want):
+            assert want(counts), result
+            continue
         if want is not None:
             assert counts == want, result
             continue

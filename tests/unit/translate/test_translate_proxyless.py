@@ -34,8 +34,11 @@ def test_listeners_are_api_listeners_for_every_name_a_client_may_dial(registry: 
         assert hcm.rds.config_source.HasField("ads")
         assert hcm.rds.config_source.resource_api_version == 2  # V3
         assert hcm.rds.route_config_name in pr.of(ROUTE_TYPE)
-        assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
-        assert hcm.http_filters[0].typed_config.type_url.endswith("envoy.extensions.filters.http.router.v3.Router")
+        # Istio's grpcgen ``supportedFilters``: the fault filter (grpcio implements it, gRFC A33), the router.
+        assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.fault", "envoy.filters.http.router"]
+        assert hcm.http_filters[0].typed_config.type_url.endswith("envoy.extensions.filters.http.fault.v3.HTTPFault")
+        assert hcm.http_filters[0].typed_config.value == b""  # empty: routes configure it
+        assert hcm.http_filters[1].typed_config.type_url.endswith("envoy.extensions.filters.http.router.v3.Router")
 
 
 def test_routes_have_the_same_weighted_routing(registry: Registry) -> None:

@@ -37,7 +37,9 @@ EVERYTHING = [
                                        "authority": {"prefix": "payment"}}],
          "route": [dest("v2", headers={"request": {"set": {"x-route": "refunds"}}})],
          "headers": {"response": {"add": {"x-mesh": "minimesh"}, "remove": ["x-internal"]}},
-         "rewrite": {"authority": "payment.default.svc.cluster.local"}},
+         "rewrite": {"authority": "payment.default.svc.cluster.local"},
+         "fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 0.5}},
+                   "delay": {"fixedDelay": "20ms", "percentage": {"value": 1}}}},
         {"name": "legacy", "match": [{"uri": {"prefix": "/legacy."}}],
          "directResponse": {"status": 404, "body": {"string": "gone"}}},
         {"name": "split", "route": [dest("v1", 80, headers={"response": {"set": {"x-subset": "v1"}}}),
@@ -195,11 +197,15 @@ def _normalise(snap: m.Snapshot) -> tuple[dict[str, m.Listener], dict[str, m.Clu
             rc = dataclasses.replace(rc, validate_clusters=True)  # type: ignore[call-arg,unused-ignore]
         return rc
 
+    def http_filters(filters: tuple[m.HttpFilter, ...]) -> tuple[m.HttpFilter, ...]:
+        return tuple(f for f in filters if f.name != "envoy.filters.http.fault")  # Istio's, on outbound
+
     listeners = {}
     for name, lst in snap.listeners.items():
         mtls = [c for c in lst.filter_chains if c.match.transport_protocol != "raw_buffer"]
         chains = tuple(dataclasses.replace(c, match=m.FilterChainMatch(), tls=_tls(c.tls), hcm=dataclasses.replace(
-            c.hcm, route_config=route_config(c.hcm.route_config))) for c in mtls)
+            c.hcm, route_config=route_config(c.hcm.route_config), http_filters=http_filters(c.hcm.http_filters)))
+            for c in mtls)
         listeners[name] = dataclasses.replace(lst, filter_chains=chains, tls_inspector=False)
     clusters = {}
     for name, c in snap.clusters.items():
@@ -228,7 +234,9 @@ def test_without_istio_resources_sidecars_get_what_mesh_ctl_up_configures(defaul
         assert ours.admin == theirs.admin
         # ...and the differences are exactly what Istio adds.
         if "virtualOutbound" in ours.listeners:
-            rc = ours.listeners["virtualOutbound"].filter_chains[0].hcm.route_config
+            hcm = ours.listeners["virtualOutbound"].filter_chains[0].hcm
+            assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.fault", "envoy.filters.http.router"]
+            rc = hcm.route_config
             assert rc is not None
             (route,) = rc.virtual_hosts[0].routes
             assert isinstance(route.action, m.RouteAction) and route.action.retry_policy is not None
