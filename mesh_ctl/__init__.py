@@ -4,7 +4,8 @@ Architecture (data flows top to bottom; each layer only imports the ones below i
 
     cli.py                argparse command tree; one module per command in commands/ (thin: parse -> call)
     commands/<cmd>.py     up, down, status (the local mesh); serve (the control plane); apply, get, delete,
-                          set-weight, analyze, proxy-status, proxy-config (clients of the control plane)
+                          set-weight, fault, retries, lb, outlier, analyze, proxy-status, proxy-config
+                          (clients of the control plane)
     runtime/              how a mesh is run: local processes (local.py) today; compose / kind later
       local.py            supervisor: start the control plane -> apps -> sidecars -> client, wait ready, live
                           summary, restart a dead control plane, stop in reverse order
@@ -18,6 +19,7 @@ Architecture (data flows top to bottom; each layer only imports the ones below i
     xds/                  ADS state of the world: versions, nonces, ACK/NACK, debounced pushes, proxy status
     client.py             how commands find and call the control plane's management API
     store.py              durable, versioned Istio resources; resources/ validates them (field paths)
+    edits/                the policy verbs' edits of a VirtualService / DestinationRule (pure; run by the store)
     translate/            registry + Istio resources -> xDS resources per proxy (pure)
     registry.py           the workloads and services the control plane knows (from the topology)
     ca/                   roots (self-signed or cacerts), bootstrap tokens, CreateCertificate (a CSR is signed

@@ -297,6 +297,13 @@ class Client:
         return self.call("POST", "/v1/set-weight", {"service": service, "namespace": namespace,
                                                     "weights": weights, "dry_run": dry_run, "relative": relative})
 
+    def set_policy(self, service: str, namespace: str, field: str, value: dict[str, Any] | None,
+                   subset: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Set (``value``) or clear (None) one Istio policy block of the service: ``fault``, ``retries``,
+        ``loadBalancer``, ``outlierDetection`` (see :mod:`mesh_ctl.xds.policy_api`)."""
+        return self.call("POST", "/v1/set-policy", {"service": service, "namespace": namespace, "field": field,
+                                                    "value": value, "subset": subset, "dry_run": dry_run})
+
     def proxy_status(self) -> dict[str, Any]:
         return self.call("GET", "/v1/proxy-status")
 

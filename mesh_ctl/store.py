@@ -241,44 +241,54 @@ class ConfigStore:
     def apply(self, resources: Sequence[Resource], dry_run: bool = False) -> ApplyResult:
         """Create or update every resource, or none (raises :class:`InvalidConfig`)."""
         with self._writer():
-            report = validate_batch(resources, self._resources, implicit_subsets=self.implicit_subsets)
-            self._run_checks(report)
-            errors = list(report.errors)
-            changes: list[Change] = []
-            staged: dict[ResourceKey, Resource] = {}
-            revision = self._revision + 1
-            for doc in report.documents:
-                resource = doc.resource
-                old = self._resources.get(resource.key)
-                errors.extend(self._precondition(resource, old))
-                if old is not None and _content(old) == _content(resource):
-                    changes.append(
-                        Change(
-                            resource.key,
-                            "unchanged",
-                            str(old.metadata["resourceVersion"]),
-                            int(old.metadata["generation"]),
-                        )
-                    )
-                    continue
-                stored = self._stamp(resource, old, revision)
-                staged[resource.key] = stored
+            return self._apply_locked(resources, dry_run)
+
+    def update(self, make: Callable[[StoreSnapshot], Sequence[Resource]], dry_run: bool = False) -> ApplyResult:
+        """Read, modify, write: ``make`` gets the state under the writer lock (no writer, in this process or
+        another, changes the store between that read and the write) and returns the resources to apply, which
+        are validated and stored as :meth:`apply` does. An exception from ``make`` propagates; nothing changes."""
+        with self._writer():
+            return self._apply_locked(make(self.snapshot()), dry_run)
+
+    def _apply_locked(self, resources: Sequence[Resource], dry_run: bool) -> ApplyResult:
+        report = validate_batch(resources, self._resources, implicit_subsets=self.implicit_subsets)
+        self._run_checks(report)
+        errors = list(report.errors)
+        changes: list[Change] = []
+        staged: dict[ResourceKey, Resource] = {}
+        revision = self._revision + 1
+        for doc in report.documents:
+            resource = doc.resource
+            old = self._resources.get(resource.key)
+            errors.extend(self._precondition(resource, old))
+            if old is not None and _content(old) == _content(resource):
                 changes.append(
                     Change(
                         resource.key,
-                        "configured" if old else "created",
-                        str(revision),
-                        int(stored.metadata["generation"]),
+                        "unchanged",
+                        str(old.metadata["resourceVersion"]),
+                        int(old.metadata["generation"]),
                     )
                 )
-            if errors:
-                raise _invalid(errors, report.warnings)
-            if dry_run or not staged:
-                return ApplyResult(self._revision, tuple(changes), tuple(report.warnings), dry_run)
-            new_state = dict(self._resources)
-            new_state.update(staged)
-            self._commit(new_state, revision, changes)
-            return ApplyResult(revision, tuple(changes), tuple(report.warnings))
+                continue
+            stored = self._stamp(resource, old, revision)
+            staged[resource.key] = stored
+            changes.append(
+                Change(
+                    resource.key,
+                    "configured" if old else "created",
+                    str(revision),
+                    int(stored.metadata["generation"]),
+                )
+            )
+        if errors:
+            raise _invalid(errors, report.warnings)
+        if dry_run or not staged:
+            return ApplyResult(self._revision, tuple(changes), tuple(report.warnings), dry_run)
+        new_state = dict(self._resources)
+        new_state.update(staged)
+        self._commit(new_state, revision, changes)
+        return ApplyResult(revision, tuple(changes), tuple(report.warnings))
 
     def delete(self, kind: str, namespace: str, name: str, dry_run: bool = False) -> ApplyResult:
         """Delete one resource; refused if a stored VirtualService still uses one of its subsets."""
@@ -303,17 +313,18 @@ class ConfigStore:
         """``mesh_ctl set-weight payment v1=90 v2=10``: rewrite the default route of the host's
         VirtualService (created if there is none) and apply it (``relative``: see
         :func:`~mesh_ctl.resources.weights.weights_virtual_service`)."""
-        self.refresh()
-        with self._lock:
+
+        def make(_: StoreSnapshot) -> list[Resource]:
             existing = self._virtual_service_for(host, namespace)
             subsets = self._subsets_for(host, namespace)
-        doc = weights_virtual_service(
-            host, namespace, weights, existing.to_dict() if existing else None, known_subsets=subsets,
-            relative=relative,
-        )
-        origin = existing.origin if existing else "set-weight"
-        resource = Resource(doc["apiVersion"], doc["kind"], doc["metadata"], doc["spec"], origin, 0, doc)
-        return self.apply([resource], dry_run=dry_run)
+            doc = weights_virtual_service(
+                host, namespace, weights, existing.to_dict() if existing else None, known_subsets=subsets,
+                relative=relative,
+            )
+            origin = existing.origin if existing else "set-weight"
+            return [Resource(doc["apiVersion"], doc["kind"], doc["metadata"], doc["spec"], origin, 0, doc)]
+
+        return self.update(make, dry_run=dry_run)
 
     # ---------------------------------------------------------------------------------- notifications
 

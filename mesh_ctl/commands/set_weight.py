@@ -28,9 +28,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import yaml
-
 from mesh_ctl import client
+from mesh_ctl.commands._change import add_change_options, add_service_argument, print_outcome, table
 from mesh_ctl.resources.weights import MAX_WEIGHT
 
 
@@ -48,15 +47,11 @@ def weight_pair(text: str) -> tuple[str, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("service", metavar="SERVICE", help="the service (short name or FQDN), e.g. payment")
+    add_service_argument(p)
     p.add_argument("weights", metavar="SUBSET=WEIGHT", nargs="+", type=weight_pair, help="e.g. v1=90 v2=10")
-    p.add_argument("-n", "--namespace", default="default", help="the service's namespace (default: default)")
     p.add_argument("--relative", action="store_true",
                    help="weights need not add up to 100: each subset gets weight / total (what Istio does)")
-    p.add_argument("--dry-run", action="store_true", help="show the change; store nothing")
-    p.add_argument("-o", "--output", choices=("diff", "yaml"), default="diff",
-                   help="diff: the weights before and after (default); yaml: also the VirtualService")
-    client.add_arguments(p)
+    add_change_options(p, "the weights")
 
 
 def _percent(split: Sequence[Sequence[object]] | None) -> dict[str, float]:
@@ -75,9 +70,7 @@ def diff_lines(before: Sequence[Sequence[object]] | None, after: Sequence[Sequen
     """The weights table: one row per subset, before and after, as shares of the total."""
     old, new = _shares(before), _shares(after)
     subsets = list(dict.fromkeys([*new, *old]))
-    rows = [["SUBSET", "BEFORE", "AFTER"]] + [[s, old.get(s, "-"), new.get(s, "-")] for s in subsets]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return ["  " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return table([["SUBSET", "BEFORE", "AFTER"]] + [[s, old.get(s, "-"), new.get(s, "-")] for s in subsets])
 
 
 def effect_lines(before: Sequence[Sequence[object]] | None, after: Sequence[Sequence[object]]) -> list[str]:
@@ -115,10 +108,5 @@ def run(args: argparse.Namespace) -> int:
         print("  (before: the topology's split; no VirtualService existed)")
     for line in effect_lines(result.get("before"), result.get("after") or []):
         print(f"  {line}")
-    for line in result.get("warnings", []):
-        print(f"Warning: {line}", file=sys.stderr)
-    for line in result.get("lines", []):
-        print(f"{line} (revision {result.get('revision')})" if not result.get("dry_run") else line)
-    if args.output == "yaml" and result.get("document"):
-        print("---\n" + yaml.safe_dump(result["document"], sort_keys=False).rstrip())
+    print_outcome(result, args.output)
     return 0

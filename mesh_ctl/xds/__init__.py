@@ -11,7 +11,10 @@ Architecture (each module only uses the ones above it)::
                   CA's trust bundle as ``ROOTCA`` (set_trust_bundle, again on every root rotation) and never
                   ``default`` (the workload key stays in the sidecar, its agent serves it)
     web.py        the management API's server: FastAPI on uvicorn, the owner's credential, Host/Origin checks, audit
-    api.py        the management API the CLI calls (apply, get, delete, analyze, set-weight, proxy-status)
+    answers.py    how the API answers a change: the store's result, 422 refusals, the audit line, 404 services
+    policy_api.py set-policy: one block of a service's VirtualService / DestinationRule (fault, retries, lb, outlier)
+    api.py        the management API the CLI calls (apply, get, delete, analyze, set-weight, set-policy,
+                  proxy-status)
 
 ``mesh_ctl/server.py`` wires them to the store and the registry (`mesh_ctl serve`); ``mesh_ctl/client.py`` is
 the CLI's side of the management API.

@@ -9,6 +9,8 @@
     POST /v1/set-weight              {"service", "namespace", "weights": {"v1": 90}, "dry_run", "relative"}
                                      (404: no such service; 422: a weight outside 0-100, a sum other than
                                      100 without "relative", an unknown subset)
+    POST /v1/set-policy              {"service", "namespace", "field", "value", "subset", "dry_run"}: one
+                                     block of the VirtualService or DestinationRule (:mod:`.policy_api`)
     GET  /v1/proxy-status            per connected proxy and type: SYNCED / STALE / NOT SENT / NACKED
     GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy (CDS, EDS,
                                      LDS, RDS, and SDS: the ROOTCA secret served to it)
@@ -40,9 +42,14 @@ from mesh_ctl.resources import InvalidConfig, Resource, ValidationProblem, kind_
 from mesh_ctl.resources.loader import Loaded, in_order
 from mesh_ctl.resources.names import resolve_host
 from mesh_ctl.resources.weights import default_route_weights
-from mesh_ctl.store import ApplyResult, NotFound
+from mesh_ctl.store import NotFound
 from mesh_ctl.translate.names import SECRET_TYPE, SHORT_NAMES, TYPE_URLS
+from mesh_ctl.xds.answers import audit_change as _audit
+from mesh_ctl.xds.answers import find_service
+from mesh_ctl.xds.answers import invalid as _invalid
+from mesh_ctl.xds.answers import result_json as _result
 from mesh_ctl.xds.parsing import ParserGone
+from mesh_ctl.xds.policy_api import SetPolicyBody, set_policy
 from mesh_ctl.xds.web import HttpError, audit, caller
 
 if TYPE_CHECKING:
@@ -123,6 +130,11 @@ def router(cp: ControlPlane) -> APIRouter:
     async def set_weight(body: SetWeightBody) -> dict[str, Any]:
         return await api.set_weight(body.model_dump())
 
+    @r.post("/v1/set-policy", summary="set or clear one policy block of a service's VirtualService or "
+                                      "DestinationRule (fault, retries, loadBalancer, outlierDetection)")
+    async def set_policy_block(body: SetPolicyBody) -> dict[str, Any]:
+        return await set_policy(cp, body)
+
     @r.get("/v1/proxy-status", summary="per connected proxy and xDS type: SYNCED / STALE / NOT SENT / NACKED")
     async def proxy_status() -> dict[str, Any]:
         return await api.proxy_status()
@@ -141,27 +153,6 @@ def router(cp: ControlPlane) -> APIRouter:
         return await api.set_ready(namespace, name, body.ready)
 
     return r
-
-
-def _invalid(e: InvalidConfig, counts: dict[str, int] | None = None) -> HttpError:
-    extra: dict[str, Any] = {"counts": counts} if counts is not None else {}
-    return HttpError(422, "invalid configuration: nothing was changed", problems=[str(p) for p in e.problems],
-                     warnings=[str(w) for w in e.warnings], **extra)
-
-
-def _audit(what: str, r: ApplyResult) -> None:
-    """Who changed what, at which revision (dry runs change nothing and are not recorded)."""
-    if r.changed and not r.dry_run:
-        audit.info("%s by %s: %s (revision %s)", what, caller(), "; ".join(r.lines()), r.revision)
-
-
-def _result(r: ApplyResult) -> dict[str, Any]:
-    return {
-        "revision": r.revision, "dry_run": r.dry_run, "changed": r.changed, "lines": r.lines(),
-        "changes": [{"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name, "action": c.action,
-                     "resource_version": c.resource_version, "generation": c.generation} for c in r.changes],
-        "warnings": [str(w) for w in r.warnings],
-    }
 
 
 async def _files(cp: ControlPlane, body: Mapping[str, Any]) -> tuple[Loaded, list[str]]:
@@ -299,12 +290,8 @@ class _Api:
         if not isinstance(weights, dict) or not weights:
             raise HttpError(400, "weights must be an object {subset: weight}")
         cp = self.cp
-        host = resolve_host(service, namespace, cp.registry.domain_suffix)
-        entry = cp.registry.service(host)
-        if entry is None:
-            services = ", ".join(f"{s.name} (namespace {s.namespace})" for s in cp.registry.services) or "none"
-            raise HttpError(404, f"there is no service {service!r} in namespace {namespace} (host {host}); "
-                                 f"known services: {services}", known_services=[s.fqdn for s in cp.registry.services])
+        entry = find_service(cp.registry, service, namespace)
+        host = entry.fqdn
         await asyncio.to_thread(cp.store.refresh)
         vs = next((r for r in cp.store.list("VirtualService", namespace)
                    if any(resolve_host(str(h), namespace, cp.registry.domain_suffix) == host

@@ -17,7 +17,7 @@ import pytest
 
 from mesh_ctl.resources import InvalidConfig, Resource, load_documents
 from mesh_ctl.resources.crds import load_crds
-from mesh_ctl.store import ConfigStore, NotFound, StoreCorrupt, StoreEvent
+from mesh_ctl.store import ConfigStore, NotFound, StoreCorrupt, StoreEvent, StoreSnapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -255,6 +255,36 @@ def test_two_stores_on_one_directory_do_not_lose_writes(tmp_path: Path) -> None:
     assert [r.kind for r in a.list()] == ["DestinationRule", "VirtualService"]
     a.apply(docs(vs(10, 90)))
     assert a.revision == 3
+
+
+def test_update_reads_the_latest_state_under_the_writer_lock(tmp_path: Path) -> None:
+    """A read-modify-write sees what another store (another process) wrote since this one last looked, and
+    what it returns is validated and stored like an apply; nothing changes when it raises or is refused."""
+    a, b = ConfigStore(tmp_path), ConfigStore(tmp_path)
+    a.apply(docs(DR))
+    b.apply(docs(vs(90, 10)))  # a has not seen it
+
+    def shift(snapshot: StoreSnapshot) -> list[Resource]:
+        [old] = [r for r in snapshot.resources if r.kind == "VirtualService"]
+        weights = [d["weight"] for d in old.spec["http"][0]["route"]]
+        assert weights == [90, 10]  # b's write, re-read under the lock
+        return docs(vs(weights[0] - 10, weights[1] + 10))
+
+    assert a.update(shift).revision == 3
+    stored = a.get("vs", "default", "payment")
+    assert stored is not None and [d["weight"] for d in stored.spec["http"][0]["route"]] == [80, 20]
+
+    def boom(_: StoreSnapshot) -> list[Resource]:
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        a.update(boom)
+    with pytest.raises(InvalidConfig):
+        a.update(lambda _: docs(vs().replace("subset: v2", "subset: v9")))
+    assert a.update(lambda _: docs(vs(70, 30)), dry_run=True).dry_run
+    assert a.update(lambda _: []).changes == ()
+    b.refresh()
+    assert a.revision == b.revision == 3
 
 
 def test_extra_checks_refuse_what_the_translator_cannot_do(tmp_path: Path) -> None:
