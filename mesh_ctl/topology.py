@@ -23,7 +23,8 @@ A topology file is YAML (camelCase keys, like Kubernetes); unknown keys are reje
           - {name: v2, labels: {version: v2}, weight: 50}
     workloads:
       - {name: payment-v1, app: payment-server, serviceAccount: payment, labels: {app: payment, version: v1}}
-      - {name: payment-v2, app: payment-server, serviceAccount: payment, labels: {app: payment, version: v2}}
+      - {name: payment-v2, app: payment-server, serviceAccount: payment, labels: {app: payment, version: v2},
+         errorRate: 0.3}                # optional, payment-server only: that fraction of calls fails UNAVAILABLE
       - name: client
         app: payment-client
         serviceAccount: client
@@ -101,6 +102,7 @@ class Workload:
     service_account: str
     labels: dict[str, str]
     calls: tuple[Call, ...] = ()
+    error_rate: float = 0.0  # payment-server: the fraction of calls it fails with UNAVAILABLE (its --error-rate)
 
     @property
     def version(self) -> str | None:
@@ -290,7 +292,8 @@ def topology_to_dict(t: Topology) -> dict[str, Any]:
         "workloads": [
             {"name": w.name, "namespace": w.namespace, "app": w.app, "serviceAccount": w.service_account,
              "labels": dict(w.labels),
-             "calls": [{"service": c.service, "rps": c.rps, "concurrency": c.concurrency} for c in w.calls]}
+             "calls": [{"service": c.service, "rps": c.rps, "concurrency": c.concurrency} for c in w.calls],
+             **({"errorRate": w.error_rate} if w.error_rate else {})}
             for w in t.workloads
         ],
     }
@@ -317,10 +320,15 @@ def _service(doc: object, path: str, ns_default: str) -> Service:
 
 
 def _workload(doc: object, path: str, ns_default: str) -> Workload:
-    d = _obj(doc, path, {"name", "namespace", "app", "serviceAccount", "labels", "calls"})
+    d = _obj(doc, path, {"name", "namespace", "app", "serviceAccount", "labels", "calls", "errorRate"})
     app = d.get("app")
     if app not in APP_KINDS:
         raise TopologyError(f"{path}.app: must be one of {', '.join(APP_KINDS)} (got {app!r})")
+    error_rate = d.get("errorRate", 0.0)
+    if not isinstance(error_rate, int | float) or isinstance(error_rate, bool) or not 0 <= error_rate <= 1:
+        raise TopologyError(f"{path}.errorRate: must be a fraction from 0 to 1 (got {error_rate!r})")
+    if error_rate and app != "payment-server":
+        raise TopologyError(f"{path}.errorRate: only a payment-server fails calls on purpose (this is a {app})")
     calls = []
     for i, c in enumerate(_list(d.get("calls", []), f"{path}.calls")):
         cp = f"{path}.calls[{i}]"
@@ -338,6 +346,7 @@ def _workload(doc: object, path: str, ns_default: str) -> Workload:
         service_account=_name(d.get("serviceAccount", name), f"{path}.serviceAccount"),
         labels=_labels(d.get("labels", {}), f"{path}.labels"),
         calls=tuple(calls),
+        error_rate=float(error_rate),
     )
 
 

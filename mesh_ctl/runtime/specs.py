@@ -222,7 +222,7 @@ def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:
     return ProcessSpec(
         name=w.name, workload=w.name, role="app",
         argv=(python, "-m", "payment_service.server", "--version", w.version or "v1", "--listen", listen,
-              "--name", w.name),
+              "--name", w.name, *(("--error-rate", f"{w.error_rate:g}") if w.error_rate else ())),
         addresses={"app": listen}, ready="tcp", ready_at=listen, restart=True,
     )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mesh_ctl.addressing import plan
 from mesh_ctl.runtime.specs import build_specs
-from mesh_ctl.topology import default_topology
+from mesh_ctl.topology import default_topology, topology_from_dict, topology_to_dict
 
 
 def test_apps_then_sidecars_then_the_client() -> None:
@@ -67,3 +67,13 @@ def test_apps_then_sidecars_then_the_client() -> None:
     )
     assert clients[0].ready == "first-report" and clients[0].reports
     assert {s.role for s in apps + clients} == {"app"} and {s.role for s in sidecars} == {"sidecar"}
+
+
+def test_a_server_with_an_error_rate_gets_it() -> None:
+    doc = topology_to_dict(default_topology())
+    doc["workloads"][1]["errorRate"] = 0.3
+    t = topology_from_dict(doc)
+    p = plan(t, probe=lambda _: True)
+    apps, _, _ = build_specs(t, p, {w.name: Path(f"/b/{w.name}.yaml") for w in t.workloads}, python="py")
+    assert apps[0].argv[-2:] == ("--name", "payment-v1")
+    assert apps[1].argv[-4:] == ("--name", "payment-v2", "--error-rate", "0.3")

@@ -131,6 +131,9 @@ _DELETE = object()
         ("accessLogFormat", "%START_TIME% %UPSTREAM_COLOUR%",
          r"^accessLogFormat: unsupported access log command operator %UPSTREAM_COLOUR%"),
         ("accessLogFormat", "", r"^accessLogFormat: expected an Envoy format string"),
+        ("workloads[1].errorRate", 1.5, r"^workloads\[1\]\.errorRate: must be a fraction from 0 to 1"),
+        ("workloads[1].errorRate", "30%", r"^workloads\[1\]\.errorRate: must be a fraction from 0 to 1"),
+        ("workloads[2].errorRate", 0.1, r"^workloads\[2\]\.errorRate: only a payment-server fails calls"),
     ],
 )
 def test_errors_name_the_field(path: str, value: object, error: str) -> None:
@@ -182,3 +185,12 @@ def test_access_logs_default_to_istios_demo_profile_and_can_be_turned_off() -> N
     custom = topology_from_dict(_edit("accessLogFormat", "%REQ(:PATH)% %GRPC_STATUS%"))
     assert custom.access_log_format == "%REQ(:PATH)% %GRPC_STATUS%"
     assert topology_from_dict(topology_to_dict(custom)) == custom
+
+
+def test_a_server_may_fail_a_share_of_its_calls(tmp_path: Path) -> None:
+    """``errorRate`` (the payment server's --error-rate), for demos of retries and outlier detection."""
+    doc = _edit("workloads[1].errorRate", 0.3)
+    t = topology_from_dict(doc)
+    assert [w.error_rate for w in t.workloads] == [0.0, 0.3, 0.0]
+    assert topology_from_dict(topology_to_dict(t)) == t
+    assert "errorRate" not in topology_to_dict(default_topology())["workloads"][0]
