@@ -215,7 +215,7 @@ class Route:
     action: RouteAction | DirectResponse
     request_headers: HeaderMutation = HeaderMutation()
     response_headers: HeaderMutation = HeaderMutation()
-    # filter name -> per-route config object (e.g. fault overrides); filled by later issues.
+    # filter name -> per-route filter config (typed_per_filter_config: HTTPFault, RBACPerRoute, ...).
     per_filter_config: tuple[tuple[str, object], ...] = ()
 
 
@@ -229,6 +229,8 @@ class VirtualHost:
     retry_policy: RetryPolicy | None = None
     include_request_attempt_count: bool = False  # x-envoy-attempt-count on upstream requests
     include_attempt_count_in_response: bool = False  # x-envoy-attempt-count on downstream responses
+    # filter name -> per-virtual-host filter config (typed_per_filter_config); a route's own entry wins.
+    per_filter_config: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +398,13 @@ class RbacConfig:
     shadow_rules: RbacRules | None = None
     stat_prefix: str = ""
     shadow_stat_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RbacPerRoute:
+    """``envoy.extensions.filters.http.rbac.v3.RBACPerRoute``: ``rbac`` None turns the filter off on the route."""
+
+    rbac: RbacConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
