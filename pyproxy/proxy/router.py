@@ -61,11 +61,14 @@ class Router:
         "action", "cluster", "deadline_from_caller", "deferred_down_ack", "deferred_up_ack", "held",
         "held_bytes", "held_headers", "hold_for_trailers", "host", "include_attempt_count", "outlier_on_trailers",
         "per_try_timer", "pool", "replay", "req_end_sent", "req_pending", "response_mutations", "retry",
-        "s", "shadows", "timer", "up", "up_sid", "upstream_headers",
+        "s", "shadows", "timer", "trailers_in", "up", "up_sid", "upstream_headers", "end_in",
     )
 
     def __init__(self, s: ProxyStream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState) -> None:
         self.s = s
+        # The request's end and trailers as they reached the router (past the filters, which may hold them).
+        self.end_in = s.req_end_received and s.req_trailers is None and not s.req_held
+        self.trailers_in: list[Header] | None = None
         self.action = action
         self.cluster = cluster
         self.host: Host | None = None
@@ -180,10 +183,10 @@ class Router:
             if self.shadows is None:
                 self.shadows = []
             self.shadows.append(shadow)
-            if s.req_end_received and s.req_trailers is None:
+            if self.end_in and self.trailers_in is None:
                 shadow.on_data(b"", True)
-            elif s.req_trailers is not None:
-                shadow.on_trailers(s.req_trailers)
+            elif self.trailers_in is not None:
+                shadow.on_trailers(self.trailers_in)
             cluster.pool_for(host).attach(shadow)
 
     # ================================================================================== attempts
@@ -355,15 +358,17 @@ class Router:
             retry = self.retry
             if retry is not None and retry.body:
                 self.replay = deque(retry.body)
-        end = (s.req_end_received and not self.replay and not self.req_pending and s.req_trailers is None)
+        end = self.end_in and not self.replay and not self.req_pending and self.trailers_in is None
         conn.engine.send_headers(sid, headers, end_stream=end)
         if end:
             self.req_end_sent = True
-        elif self.replay or self.req_pending or s.req_end_received:
+        elif self.replay or self.req_pending or self.end_in:
             self._pump_request()
 
     def on_request_data(self, data: bytes, end: bool, flow_len: int) -> None:
         """Request DATA that passed the filters (the stream updated its counters and end flag)."""
+        if end:
+            self.end_in = True
         shadows = self.shadows
         if shadows is not None:
             for shadow in shadows:
@@ -389,6 +394,8 @@ class Router:
             self._pump_request()
 
     def on_request_trailers(self, trailers: list[Header]) -> None:
+        self.end_in = True
+        self.trailers_in = trailers
         if self.shadows is not None:
             for shadow in self.shadows:
                 shadow.on_trailers(trailers)
@@ -405,7 +412,7 @@ class Router:
         sid = self.up_sid
         pending = self.req_pending
         forwarded = 0
-        ends_with_data = s.req_end_received and s.req_trailers is None
+        ends_with_data = self.end_in and self.trailers_in is None
         try:
             replay = self.replay
             if replay:
@@ -413,9 +420,9 @@ class Router:
             if not replay and not self.req_end_sent:
                 keep = self.retry.keep if self.retry is not None and self.retry.retriable else None
                 forwarded, self.req_end_sent = send_queued(eng, sid, pending, ends_with_data, keep)
-                if not pending and s.req_end_received and not self.req_end_sent:
-                    if s.req_trailers is not None:
-                        eng.send_headers(sid, s.req_trailers, end_stream=True)
+                if not pending and self.end_in and not self.req_end_sent:
+                    if self.trailers_in is not None:
+                        eng.send_headers(sid, self.trailers_in, end_stream=True)
                     else:
                         eng.send_data(sid, b"", end_stream=True)
                     self.req_end_sent = True
@@ -426,7 +433,7 @@ class Router:
             self._ack_down(forwarded)
 
     def on_upstream_window(self) -> None:
-        if self.replay or self.req_pending or (self.s.req_end_received and not self.req_end_sent):
+        if self.replay or self.req_pending or (self.end_in and not self.req_end_sent):
             self._pump_request()
 
     def _ack_down(self, n: int) -> None:
@@ -465,7 +472,7 @@ class Router:
         # Hold a gRPC response whose status will come in trailers, to retry on it (opt-in, unary calls only:
         # the whole request has arrived and was kept for replay).
         hold = (self.hold_for_trailers and grpc_status is None and not ev.end_stream and status == 200
-                and retry is not None and retry.retriable and s.req_end_received and s.is_grpc)
+                and retry is not None and retry.retriable and self.end_in and s.is_grpc)
         if self.cluster.outlier is not None and not (self.outlier_on_trailers and grpc_status is None
                                                      and not ev.end_stream):
             outlier_status = status

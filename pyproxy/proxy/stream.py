@@ -230,7 +230,7 @@ class ProxyStream:
 
     def _request_headers_from(self, first: int) -> bool:
         """Run request headers through filters ``first``..; True when they passed them all."""
-        end = self.req_end_received and self.req_trailers is None
+        end = self.req_end_received and self.req_trailers is None and not self.req_held  # headers' END_STREAM
         filters = self.ctx.filters
         for i in range(first, len(filters)):
             status = filters[i].on_request_headers(self, end)
@@ -379,9 +379,11 @@ class ProxyStream:
             return
         self._send_response_trailers(trailers)
 
-    def _response_from(self, first: int, kind: int, payload: object, end: bool, flow_len: int) -> bool:
-        """Run a response event through the response filters from ``first``; True when it passed them all."""
-        if first == 0 and (self.resp_stopped >= 0 or self.resp_held):
+    def _response_from(self, first: int, kind: int, payload: object, end: bool, flow_len: int,
+                       replay: bool = False) -> bool:
+        """Run a response event through the response filters from ``first``; True when it passed them all.
+        A new event waits behind held ones (``replay``: it is a held one)."""
+        if not replay and (self.resp_stopped >= 0 or self.resp_held):
             held = self.resp_held
             if held is None:
                 held = self.resp_held = deque()
@@ -414,7 +416,7 @@ class ProxyStream:
         held = self.resp_held
         while held and self.resp_stopped < 0 and not self.done:
             first, kind, payload, end, flow_len = held.popleft()
-            if not self._response_from(first, kind, payload, end, flow_len):
+            if not self._response_from(first, kind, payload, end, flow_len, replay=True):
                 continue
             if kind == _HEADERS:
                 self._send_response_headers(payload, end)  # type: ignore[arg-type]
