@@ -25,8 +25,7 @@ from pyproxy.config.model import NodeInfo, RbacConfig
 from pyproxy.filters.rbac import RbacCounters
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.context import ChainContext
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.proxy.record import RecordChain, RequestRecord
 
 ISTIO_LABELS = (
     "reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
@@ -202,14 +201,14 @@ class ProxyStats:
                     (hcm, f"{shadow}shadow_denied", c.shadow_denied)]
         return out
 
-    def recorder(self, node: NodeInfo) -> Callable[[ChainContext, ProxyStream], None]:
+    def recorder(self, node: NodeInfo) -> Callable[[RecordChain, RequestRecord], None]:
         me = Workload.from_node(node)
         prefix_cache = self._prefix_cache
         series_map = self.series
         bisect_left = bisect.bisect_left
         buckets = BUCKETS
 
-        def record(ctx: ChainContext, s: ProxyStream) -> None:
+        def record(ctx: RecordChain, s: RequestRecord) -> None:
             self.downstream_rq_total += 1
             inbound = ctx.inbound
             cluster = s.cluster
@@ -276,7 +275,7 @@ class ProxyStats:
                 yield f"{name}_count{{{text}}} {acc}"
 
 
-def _label_prefix(ctx: ChainContext, me: Workload, s: ProxyStream, cluster_name: str) -> tuple[str, ...]:
+def _label_prefix(ctx: RecordChain, me: Workload, s: RequestRecord, cluster_name: str) -> tuple[str, ...]:
     """Labels 0..19 (reporter .. destination_cluster) for this request's peer/cluster/authority."""
     peer = decode_peer_metadata(s.peer_metadata)
     authority = s.authority.decode("latin-1")

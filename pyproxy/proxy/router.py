@@ -3,9 +3,9 @@
 A :class:`Router` is made when a request has passed every other filter. It prepares the upstream request
 (route timeout or the caller's grpc-timeout, header mutations, rewrites, Envoy's ``x-envoy-*`` headers),
 then runs *attempts*: pick a host, ask its pool for a stream, send headers and body, relay the response to
-the request's downstream side (:class:`~pyproxy.proxy.stream.ProxyStream`), which runs it back through the
-filters. Pools and upstream connections call the router directly (``bind_upstream``, ``on_response_*``,
-``on_upstream_*``).
+the request's downstream side (:class:`~pyproxy.proxy.stream.ProxyStream`, seen as a :class:`RouterDownstream`),
+which runs it back through the filters. Pools and upstream connections call the router directly
+(``bind_upstream``, ``on_response_*``, ``on_upstream_*``).
 
 Retries: until response headers are committed downstream, an attempt that fails in a way the route's retry
 policy covers (connect failure, refused stream, reset, per-try timeout, a retriable status or a trailers-only
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -46,7 +46,8 @@ from pyproxy.proxy.shadow import ShadowStream, shadow_authority
 from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.io.transport import Transport
+    from pyproxy.proxy.context import ChainContext
     from pyproxy.routing.table import CompiledMutation, CompiledRoute
     from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
@@ -54,6 +55,76 @@ if TYPE_CHECKING:
     from pyproxy.upstream.pool import HostPool
 
 _STRIP = frozenset({b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id"})
+
+
+class RouterConnection(Protocol):
+    """The downstream connection as the router sees it: the transport whose backlog holds back the upstream's
+    window (:meth:`Router.ack_response`)."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+
+class RouterDownstream(Protocol):
+    """The request's downstream side as its router sees it (:class:`~pyproxy.proxy.stream.ProxyStream`): the
+    request to forward, the record it fills in (host, attempts, response code and grpc-status, identities,
+    timings, flags), and where the response goes (through the filters, then downstream)."""
+
+    @property
+    def ctx(self) -> ChainContext: ...
+
+    @property
+    def down(self) -> RouterConnection: ...
+
+    # The request
+    @property
+    def request_headers(self) -> list[Header]: ...
+
+    @property
+    def is_grpc(self) -> bool: ...
+
+    @property
+    def start_time(self) -> float: ...
+
+    @property
+    def req_end_received(self) -> bool: ...
+
+    @property
+    def req_trailers(self) -> list[Header] | None: ...
+
+    # Where the request is
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def resp_headers_sent(self) -> bool: ...
+
+    # The record, filled in by the router
+    host: Host | None
+    attempts: int
+    response_code: int
+    grpc_status: int | None
+    peer_metadata: bytes | None
+    failure_reason: str
+    upstream_principal: str
+    upstream_local: tuple[str, int] | None
+    upstream_start: float
+
+    def add_flag(self, flag: str) -> None: ...
+
+    # The response, and the request's flow control
+    def encode_headers(self, headers: list[Header], end: bool) -> None: ...
+
+    def encode_data(self, data: bytes, end: bool, flow_len: int) -> None: ...
+
+    def encode_trailers(self, trailers: list[Header]) -> None: ...
+
+    def ack_request(self, n: int) -> None: ...
+
+    # Endings
+    def fail(self, err: ProxyError) -> None: ...
+
+    def reset_downstream(self, code: int) -> None: ...
 
 
 class Router:
@@ -64,7 +135,7 @@ class Router:
         "s", "shadows", "timer", "trailers_in", "up", "up_sid", "upstream_headers", "end_in",
     )
 
-    def __init__(self, s: ProxyStream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState) -> None:
+    def __init__(self, s: RouterDownstream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState) -> None:
         self.s = s
         # The request's end and trailers as they reached the router (past the filters, which may hold them).
         self.end_in = s.req_end_received and s.req_trailers is None and not s.req_held

@@ -21,7 +21,9 @@ after them (gRPC: trailers with grpc-status; others: RST_STREAM). That is the on
 responses. Local replies do not pass through the filters' response hooks.
 
 The stream is also the per-request record that the access log, the metrics and the admin API read
-(route, cluster, host, attempts, flags, identities, timings).
+(route, cluster, host, attempts, flags, identities, timings): a :class:`~pyproxy.proxy.record.RequestRecord`.
+The router sees it as a :class:`~pyproxy.proxy.router.RouterDownstream`, and it holds its downstream
+connection as a :class:`~pyproxy.proxy.interfaces.StreamConnection`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from pyproxy.proxy.router import Router, send_queued
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
-    from pyproxy.proxy.downstream import DownstreamConnection
+    from pyproxy.proxy.interfaces import StreamConnection
     from pyproxy.routing.table import CompiledRoute
     from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
@@ -82,7 +84,7 @@ class ProxyStream:
     )
     # Read by the access log, the stats and the admin API (declared for type checkers; set in __init__).
     ctx: ChainContext
-    down: DownstreamConnection
+    down: StreamConnection
     response_code: int
     grpc_status: int | None
     flags: str
@@ -95,7 +97,7 @@ class ProxyStream:
     host: Host | None
     attempts: int
 
-    def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
+    def __init__(self, ctx: ChainContext, down: StreamConnection, ev: HeadersReceived) -> None:
         self.ctx = ctx
         self.down = down
         self.down_sid = ev.stream_id
