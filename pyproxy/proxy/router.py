@@ -135,10 +135,11 @@ class Router:
         "s", "shadows", "timer", "trailers_in", "up", "up_sid", "upstream_headers", "end_in",
     )
 
-    def __init__(self, s: RouterDownstream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState) -> None:
+    def __init__(self, s: RouterDownstream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState,
+                 end_in: bool) -> None:
         self.s = s
         # The request's end and trailers as they reached the router (past the filters, which may hold them).
-        self.end_in = s.req_end_received and s.req_trailers is None and not s.req_held
+        self.end_in = end_in
         self.trailers_in: list[Header] | None = None
         self.action = action
         self.cluster = cluster

@@ -314,7 +314,9 @@ class ProxyStream:
                                              action.cluster_not_found_response_code))
             return
         self.cluster = cluster
-        router = self.router = Router(self, croute, action, cluster)
+        # The request's end reaches the router now if the headers ended it (nothing held behind them).
+        end_in = self.req_end_received and self.req_trailers is None and not self.req_held
+        router = self.router = Router(self, croute, action, cluster, end_in)
         self.req_direct = not self.ctx.request_body_filters and not self.req_held
         router.start(croute, self.grpc_timeout)
 
