@@ -224,7 +224,7 @@ class _Fault:
     def __init__(self, settings: _Settings, cluster: str | None) -> None:
         self.settings = settings
         self.cluster = cluster
-        self.active = False  # counted in active_faults
+        self.active = True  # counted in active_faults (until the stream ends, or a delay ends with no abort)
         self.timer: Cancellable | None = None
 
 
@@ -256,7 +256,7 @@ class FaultFilter(HttpFilter):
         route = cb.route
         if route is not None:
             override = route.per_filter.get(self.name)
-            if override is not None and isinstance(override, FaultConfig):
+            if isinstance(override, FaultConfig):
                 settings = self._route_settings(override)
         if settings is None:
             return CONTINUE
@@ -273,11 +273,10 @@ class FaultFilter(HttpFilter):
         raw_cluster = _first(headers, DOWNSTREAM_SERVICE_CLUSTER)
         cluster = raw_cluster.decode("latin-1") if raw_cluster is not None else None
         rng = cb.env.rng
-        fault: _Fault | None = None
         if settings.delay is not None:
             ms = settings.delay_ms(rng, headers, cluster)
             if ms is not None:
-                fault = self._activate(cb, settings, cluster, None)
+                fault = self._activate(cb, settings, cluster)
                 if fault is not None:
                     pending = fault
                     fault.timer = cb.env.call_later(ms / 1000.0, lambda: self._delay_over(cb, pending))
@@ -289,30 +288,26 @@ class FaultFilter(HttpFilter):
         if settings.abort is not None:
             status = settings.abort_status(rng, headers, cluster)
             if status is not None:
-                fault = self._activate(cb, settings, cluster, fault)
+                fault = self._activate(cb, settings, cluster)
                 if fault is not None:
                     self._abort(cb, fault, status)
                     return STOP
         return CONTINUE
 
-    def _activate(self, cb: FilterCallbacks, settings: _Settings, cluster: str | None,
-                  fault: _Fault | None) -> _Fault | None:
-        """Envoy's ``tryIncActiveFaults``: count the request as an active fault (once), unless the limit is
-        reached (``faults_overflow``). Returns the request's fault state, or None at the limit."""
-        if fault is not None and fault.active:
-            return fault
+    def _activate(self, cb: FilterCallbacks, settings: _Settings, cluster: str | None) -> _Fault | None:
+        """Envoy's ``tryIncActiveFaults``: count the request as an active fault, unless the limit is reached
+        (``faults_overflow``). Returns the request's fault state, or None at the limit. (A request counts once:
+        the abort that follows a delay is injected by the timer without coming here, as in Envoy.)"""
         counters = self.counters
         if counters.active_faults >= settings.active_limit():
             counters.faults_overflow += 1
             return None
         counters.active_faults += 1
-        if fault is None:
-            fault = _Fault(settings, cluster)
-            state = cb.filter_state
-            if state is None:
-                state = cb.filter_state = {}
-            state[self.name] = fault
-        fault.active = True
+        fault = _Fault(settings, cluster)
+        state = cb.filter_state
+        if state is None:
+            state = cb.filter_state = {}
+        state[self.name] = fault
         return fault
 
     def _delay_over(self, cb: FilterCallbacks, fault: _Fault) -> None:
