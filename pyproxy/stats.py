@@ -238,7 +238,6 @@ class ProxyStats:
             cluster = s.cluster
             cluster_name = cluster.name if cluster is not None else ""
             down = s.down
-            up = s.up
             key = (inbound, s.peer_metadata, down.peer.principal if inbound else "",
                    cluster_name, s.authority)
             prefix = prefix_cache.get(key)
@@ -252,7 +251,7 @@ class ProxyStats:
                 dest_principal = prefix[11]
             else:
                 security = UNKNOWN
-                dest_principal = (up.peer_principal if up is not None else "") or prefix[11]
+                dest_principal = s.upstream_principal or prefix[11]
             grpc = s.grpc_status
             labels = (*prefix[:11], dest_principal, *prefix[12:],
                       "grpc" if s.is_grpc else "http", str(s.response_code),

@@ -209,6 +209,17 @@ class DirectResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcTrailersOptions:
+    """minimesh's opt-in gRPC behaviours of a route, beyond Envoy (route ``metadata.filter_metadata["minimesh"]``,
+    which Envoy ignores): ``retry_on_trailers`` retries a unary call on a retriable grpc-status that arrives in
+    trailers after headers (envoy#11049); ``outlier_on_trailers`` lets outlier detection count that status
+    (envoy#8228). Both off by default: the default behaviour is Envoy's."""
+
+    retry_on_trailers: bool = False
+    outlier_on_trailers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     match: RouteMatch
@@ -217,6 +228,7 @@ class Route:
     response_headers: HeaderMutation = HeaderMutation()
     # filter name -> per-route filter config (typed_per_filter_config: HTTPFault, RBACPerRoute, ...).
     per_filter_config: tuple[tuple[str, object], ...] = ()
+    grpc_trailers: GrpcTrailersOptions = GrpcTrailersOptions()
 
 
 @dataclass(frozen=True, slots=True)

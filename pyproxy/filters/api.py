@@ -75,7 +75,9 @@ class PeerFacts(Protocol):
 class FilterCallbacks(Protocol):
     """What a request offers its filters (Envoy's ``StreamDecoderFilterCallbacks``/``...EncoderFilterCallbacks``)."""
 
-    env: FilterEnv
+    @property
+    def env(self) -> FilterEnv: ...
+
     request_headers: list[Header]  # may be changed in place until the router sends them
     method: bytes
     path: bytes

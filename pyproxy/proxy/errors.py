@@ -63,6 +63,7 @@ class ProxyError(Exception):
     grpc_status: int | None = None  # None: mapped from http_status
     flag = "-"
     details = "proxy_error"
+    envoy_headers: tuple[Header, ...] = ()  # x-envoy-* headers of the reply (left out with suppress_envoy_headers)
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -125,9 +126,13 @@ class UpstreamReset(ProxyError):
 
 
 class Overflow(ProxyError):
+    """A circuit breaker tripped (max requests, pending requests, connections): Envoy's 503 with
+    ``x-envoy-overloaded: true`` and flag UO (gRPC: 14 UNAVAILABLE)."""
+
     http_status = 503
     flag = "UO"
     details = "upstream_reset_before_response_started{overflow}"
+    envoy_headers = ((b"x-envoy-overloaded", b"true"),)
 
     def __init__(self) -> None:
         super().__init__(f"{_CONNECT_PREFIX}overflow")

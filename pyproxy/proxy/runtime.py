@@ -40,7 +40,7 @@ from pyproxy.proxy.downstream import (
 from pyproxy.proxy.parking import FirstBytes, Parked
 from pyproxy.routing.table import RouteTable
 from pyproxy.stats import ListenerCounters, ProxyStats
-from pyproxy.timers import Timers
+from pyproxy.timers import TimerHandle, Timers
 from pyproxy.tls import build_context
 from pyproxy.upstream.cluster import ClusterManager
 
@@ -107,6 +107,13 @@ class Runtime:
         self.ready = trio.Event()
 
     # ------------------------------------------------------------------------------------- plumbing
+
+    # FilterEnv: time and randomness for HTTP filters (pyproxy.filters.api).
+    def now(self) -> float:
+        return trio.current_time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self.timers.call_later(delay, callback)
 
     def mark_dirty(self, conn: Flushable) -> None:
         if not conn.dirty:

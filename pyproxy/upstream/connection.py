@@ -37,8 +37,8 @@ from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.tls import identity_from_cert, san_matches
 
 if TYPE_CHECKING:
+    from pyproxy.proxy.router import Router as ProxyStream
     from pyproxy.proxy.runtime import Runtime
-    from pyproxy.proxy.stream import ProxyStream
     from pyproxy.upstream.pool import HostPool
 
 

@@ -15,8 +15,8 @@ from pyproxy.proxy.errors import Overflow, UpstreamConnectFailure
 from pyproxy.upstream.connection import ConnectError, UpstreamConnection, connect
 
 if TYPE_CHECKING:
+    from pyproxy.proxy.router import Router as ProxyStream
     from pyproxy.proxy.runtime import Runtime
-    from pyproxy.proxy.stream import ProxyStream
     from pyproxy.upstream.cluster import ClusterState, Host
 
 
