@@ -53,7 +53,8 @@ class Cancellable(Protocol):
 class FilterEnv(Protocol):
     """Time and randomness, from the runtime (or a test's fake)."""
 
-    rng: random.Random
+    @property
+    def rng(self) -> random.Random: ...
 
     def now(self) -> float:
         """Monotonic seconds (trio's clock in the proxy)."""

@@ -29,7 +29,7 @@ from pyproxy.routing.table import RouteTable
 from pyproxy.tls import local_principal
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.proxy.interfaces import ChainRuntime
     from pyproxy.proxy.stream import ProxyStream
 
 
@@ -38,7 +38,7 @@ class ChainContext:
 
     local_principal: str
 
-    def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
+    def __init__(self, runtime: ChainRuntime, listener: Listener, chain: FilterChain, node: NodeInfo,
                  recorder: Callable[[ChainContext, ProxyStream], None],
                  peer_metadata: tuple[bytes, bytes] | None,
                  runtime_values: Mapping[str, object] | None = None) -> None:

@@ -184,7 +184,7 @@ class Router:
                 shadow.on_data(b"", True)
             elif s.req_trailers is not None:
                 shadow.on_trailers(s.req_trailers)
-            cluster.pool_for(host).attach(shadow)  # type: ignore[arg-type]
+            cluster.pool_for(host).attach(shadow)
 
     # ================================================================================== attempts
 
