@@ -22,6 +22,7 @@ from pyproxy.upstream.interfaces import KeepaliveRuntime, OutputCoalescing
 
 if TYPE_CHECKING:
     from pyproxy.config.model import FilterChain, Listener, RbacConfig
+    from pyproxy.filters.fault import FaultCounters
     from pyproxy.filters.rbac import RbacCounters
     from pyproxy.routing.table import RouteTable
     from pyproxy.timers import Timers
@@ -109,9 +110,12 @@ class ConnectionManagerCounters(Protocol):
 
 class ChainStats(DownstreamCounters, Protocol):
     """The proxy-wide counters as a chain context and its connections see them
-    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC filters and connection manager."""
+    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC and fault filters and connection
+    manager."""
 
     def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters: ...
+
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters: ...
 
     def hcm_counters(self, stat_prefix: str) -> ConnectionManagerCounters: ...
 
