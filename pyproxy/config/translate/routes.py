@@ -175,7 +175,31 @@ def route(ctx: Ctx, r: Any, path: str, max_body: int) -> m.Route:
         request_headers=request_headers,
         response_headers=response_headers,
         per_filter_config=typed_per_filter_config(ctx, r, path),
+        grpc_trailers=grpc_trailers_options(ctx, r, path),
     )
+
+
+MINIMESH_METADATA = "minimesh"
+_TRAILERS_KEYS = {"retry_on_trailers", "outlier_on_trailers"}
+
+
+def grpc_trailers_options(ctx: Ctx, r: Any, path: str) -> m.GrpcTrailersOptions:
+    """minimesh's opt-in gRPC behaviours from ``metadata.filter_metadata["minimesh"]`` (Envoy ignores it):
+    ``retry_on_trailers`` and ``outlier_on_trailers``, booleans. Our own namespace, so anything else in it is
+    an error rather than silently ignored."""
+    if not r.HasField("metadata") or MINIMESH_METADATA not in r.metadata.filter_metadata:
+        return m.GrpcTrailersOptions()
+    fields = r.metadata.filter_metadata[MINIMESH_METADATA].fields
+    mpath = f"{join(path, 'metadata')}.filter_metadata[{MINIMESH_METADATA!r}]"
+    values: dict[str, bool] = {}
+    for key, value in fields.items():
+        if key not in _TRAILERS_KEYS:
+            ctx.add(join(mpath, key), f"unknown key (known: {', '.join(sorted(_TRAILERS_KEYS))})")
+        elif value.WhichOneof("kind") != "bool_value":
+            ctx.add(join(mpath, key), "must be true or false")
+        else:
+            values[key] = value.bool_value
+    return m.GrpcTrailersOptions(**values)
 
 
 def route_match(ctx: Ctx, rm: Any, path: str) -> m.RouteMatch:
