@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from trio import current_time
 
 from pyproxy.config.model import NodeInfo, RbacConfig
+from pyproxy.filters.fault import FaultCounters
 from pyproxy.filters.rbac import RbacCounters
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class ProxyStats:
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         # (HCM stat_prefix, rules_stat_prefix, shadow_rules_stat_prefix) -> counters
         self.rbac: dict[tuple[str, str, str], RbacCounters] = {}
+        self.faults: dict[str, FaultCounters] = {}  # by HCM stat_prefix
         self.listeners: dict[str, ListenerCounters] = {}  # by listener name
         self.hcms: dict[str, HcmCounters] = {}  # by HCM stat_prefix
 
@@ -199,6 +201,27 @@ class ProxyStats:
             out += [(hcm, f"{rules}allowed", c.allowed), (hcm, f"{rules}denied", c.denied),
                     (hcm, f"{shadow}shadow_allowed", c.shadow_allowed),
                     (hcm, f"{shadow}shadow_denied", c.shadow_denied)]
+        return out
+
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters:
+        """Counters shared by every fault filter of a connection manager, in every snapshot: Envoy's
+        ``http.<hcm stat_prefix>.fault.*`` (its filters share one stats scope)."""
+        counters = self.faults.get(hcm_stat_prefix)
+        if counters is None:
+            counters = self.faults[hcm_stat_prefix] = FaultCounters()
+        return counters
+
+    def fault_stats(self) -> list[tuple[str, str, str, int]]:
+        """``(hcm stat_prefix, downstream cluster or "", name, value)`` of every fault counter and of the
+        ``active_faults`` gauge: Envoy's ``http.<hcm>.fault.<name>`` and ``http.<hcm>.fault.<cluster>.<name>``."""
+        out: list[tuple[str, str, str, int]] = []
+        for hcm, c in sorted(self.faults.items()):
+            out += [(hcm, "", "aborts_injected", c.aborts_injected), (hcm, "", "delays_injected", c.delays_injected),
+                    (hcm, "", "faults_overflow", c.faults_overflow),
+                    (hcm, "", "response_rl_injected", c.response_rl_injected),
+                    (hcm, "", "active_faults", c.active_faults)]
+            for cluster, (delays, aborts) in sorted(c.downstream.items()):
+                out += [(hcm, cluster, "aborts_injected", aborts), (hcm, cluster, "delays_injected", delays)]
         return out
 
     def recorder(self, node: NodeInfo) -> Callable[[RecordChain, RequestRecord], None]:

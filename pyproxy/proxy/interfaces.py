@@ -25,6 +25,7 @@ from pyproxy.upstream.interfaces import Flushable, KeepaliveRuntime, OutputCoale
 
 if TYPE_CHECKING:
     from pyproxy.config.model import FilterChain, Listener, RbacConfig
+    from pyproxy.filters.fault import FaultCounters
     from pyproxy.filters.rbac import RbacCounters
     from pyproxy.http2.connection import H2Connection
     from pyproxy.io.transport import Transport
@@ -133,9 +134,12 @@ class ConnectionManagerCounters(Protocol):
 
 class ChainStats(DownstreamCounters, Protocol):
     """The proxy-wide counters as a chain context and its connections see them
-    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC filters and connection manager."""
+    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC and fault filters and connection
+    manager."""
 
     def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters: ...
+
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters: ...
 
     def hcm_counters(self, stat_prefix: str) -> ConnectionManagerCounters: ...
 
