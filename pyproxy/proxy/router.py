@@ -109,6 +109,7 @@ class RouterDownstream(Protocol):
     upstream_principal: str
     upstream_local: tuple[str, int] | None
     upstream_start: float
+    response_headers_time: float
 
     def add_flag(self, flag: str) -> None: ...
 
@@ -176,7 +177,6 @@ class Router:
         runtime = ctx.runtime
         action = self.action
         cluster_name = self.cluster.name
-        now = trio.current_time()
         # Timeout: the route's, or the caller's grpc-timeout when the route honours it (max_grpc_timeout).
         timeout = action.timeout
         if grpc_timeout is not None and action.max_grpc_timeout is not None:
@@ -216,7 +216,7 @@ class Router:
         if max_duration and (not timeout or max_duration < timeout):
             self.timer = runtime.timers.call_at(s.start_time + max_duration, self._on_max_duration)
         elif timeout:
-            self.timer = runtime.timers.call_at(now + timeout, self._on_timeout)
+            self.timer = runtime.timers.call_later(timeout, self._on_timeout)
         policy = action.retry_policy or (vhost.retry_policy if vhost is not None else None)
         if policy is not None and policy.num_retries > 0:
             self.retry = RetryState(policy)
@@ -593,7 +593,7 @@ class Router:
         extra = ctx.downstream_response_headers
         if extra:
             out.extend(extra)
-        now = trio.current_time()
+        now = s.response_headers_time = trio.current_time()
         if not ctx.suppress_envoy_headers:
             out.append((b"x-envoy-upstream-service-time", b"%d" % int((now - s.upstream_start) * 1000)))
         if self.include_attempt_count & 2:
@@ -673,7 +673,10 @@ class Router:
                 transport.on_drain(self._release_up_ack)
             self.deferred_up_ack += n
             return
-        self.ack_response_now(n)
+        up = self.up
+        if up is not None and n:
+            up.engine.acknowledge_stream(n, self.up_sid)
+            self.s.ctx.runtime.mark_dirty(up)
 
     def ack_response_now(self, n: int) -> None:
         up = self.up

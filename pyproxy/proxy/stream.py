@@ -433,8 +433,7 @@ class ProxyStream:
         self.ctx.runtime.mark_dirty(self.down)
 
     def _send_response_headers(self, out: list[Header], end: bool) -> None:
-        self.response_headers = out
-        self.response_headers_time = trio.current_time()
+        self.response_headers = out  # (the router set response_headers_time when it made them)
         self.resp_headers_sent = True
         if end:
             self.resp_end_received = True
