@@ -9,6 +9,8 @@ Architecture (one process, one trio event loop)::
                  ProxyStream (one request, both directions, flow control), errors -> local replies
     routing/     route tables compiled per snapshot (virtual hosts, matchers, weighted clusters)
     upstream/    clusters, hosts, load balancers, per-host pools of multiplexed HTTP/2 connections
+    */interfaces.py  what upstream/ and proxy/'s connections and requests need of the runtime (Protocols, so
+                 that they do not import it: no import cycle, tests/unit/test_import_cycles.py)
     tls/         SSL contexts from TLS configs, SPIFFE identities
     admin/       Envoy-style admin API (/ready, /config_dump, /clusters, /stats/prometheus)
     stats.py     Istio standard metrics, declared once

@@ -13,7 +13,10 @@ connection say (:class:`RequestFacts`):
   downstream connection; the IP principals see the peer address (no x-forwarded-for trust).
 - ``shadow_rules`` are evaluated the same way but only counted and recorded.
 The decision and the matched policy feed the access log (``rbac_access_denied_matched_policy[...]``) and
-stats; a denied request is answered 403 "RBAC: access denied" (gRPC: 7 PERMISSION_DENIED) by the stream.
+stats; a denied request is answered 403 "RBAC: access denied" (gRPC: 7 PERMISSION_DENIED) with a local reply.
+
+Per route, ``typed_per_filter_config`` may carry an ``RBACPerRoute``: its ``rbac`` replaces the listener's
+rules for that route, and an empty one turns the filter off there (Envoy's semantics).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyproxy.config.model import RbacConfig, RbacMatcher, RbacPolicy, RbacRules
+from pyproxy.config.model import RbacConfig, RbacMatcher, RbacPerRoute, RbacPolicy, RbacRules
+from pyproxy.filters.api import CONTINUE, STOP, FilterCallbacks, HttpFilter, Status
 from pyproxy.http2.hpack import Header
+from pyproxy.proxy.errors import RbacDenied
 from pyproxy.routing.table import _header_matches
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -128,13 +133,52 @@ class RbacCounters:
     logged: int = 0
 
 
-class RbacFilter:
+class RbacFilter(HttpFilter):
+    __slots__ = ("_per_route", "_rules", "_shadow", "config", "counters")
+
     def __init__(self, name: str, config: RbacConfig, counters: RbacCounters | None = None) -> None:
-        self.name = name
+        super().__init__(name)
         self.config = config
         self._rules = _Rules(config.rules) if config.rules is not None else None
         self._shadow = _Rules(config.shadow_rules) if config.shadow_rules is not None else None
         self.counters = counters or RbacCounters()
+        # RBACPerRoute overrides, compiled on first use (the route table outlives no snapshot's filters).
+        self._per_route: dict[int, tuple[RbacPerRoute, RbacFilter | None]] = {}
+
+    def on_request_headers(self, cb: FilterCallbacks, end_stream: bool) -> Status:
+        rbac: RbacFilter | None = self
+        route = cb.route
+        if route is not None and route.per_filter:
+            override = route.per_filter.get(self.name)
+            if isinstance(override, RbacPerRoute):
+                rbac = self._override(override)
+                if rbac is None:
+                    return CONTINUE  # an empty RBACPerRoute: the filter is off on this route
+        assert rbac is not None
+        peer = cb.peer_facts()
+        identity = peer.peer
+        path = cb.path.decode("latin-1")
+        q = path.find("?")
+        facts = RequestFacts(headers=cb.request_headers, path=path if q < 0 else path[:q],
+                             destination_port=peer.local_port, peer_ip=peer.peer_address[0],
+                             uri_sans=identity.uri_sans, dns_sans=identity.dns_sans, subject=identity.subject,
+                             authenticated=identity.presented)
+        decision = rbac.evaluate(facts)
+        if decision.allowed:
+            return CONTINUE
+        cb.send_local_reply(RbacDenied(decision.policy))
+        return STOP
+
+    def _override(self, per_route: RbacPerRoute) -> RbacFilter | None:
+        cached = self._per_route.get(id(per_route))
+        if cached is not None and cached[0] is per_route:
+            return cached[1]
+        compiled = (RbacFilter(self.name, per_route.rbac, self.counters) if per_route.rbac is not None
+                    else None)
+        if len(self._per_route) > 4096:
+            self._per_route.clear()
+        self._per_route[id(per_route)] = (per_route, compiled)
+        return compiled
 
     def evaluate(self, facts: RequestFacts) -> Decision:
         counters = self.counters

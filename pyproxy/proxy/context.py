@@ -19,19 +19,18 @@ from pyproxy.config.model import (
     HttpConnectionManager,
     Listener,
     NodeInfo,
-    RbacConfig,
     RouterConfig,
     TrafficDirection,
 )
-from pyproxy.filters.rbac import RbacFilter
+from pyproxy.filters import build_filters
 from pyproxy.http2.connection import H2Settings
 from pyproxy.http2.hpack import Header
 from pyproxy.routing.table import RouteTable
 from pyproxy.tls import local_principal
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.proxy.interfaces import ChainRuntime
+    from pyproxy.proxy.record import RequestRecord
 
 
 class ChainContext:
@@ -39,8 +38,8 @@ class ChainContext:
 
     local_principal: str
 
-    def __init__(self, runtime: Runtime, listener: Listener, chain: FilterChain, node: NodeInfo,
-                 recorder: Callable[[ChainContext, ProxyStream], None],
+    def __init__(self, runtime: ChainRuntime, listener: Listener, chain: FilterChain, node: NodeInfo,
+                 recorder: Callable[[ChainContext, RequestRecord], None],
                  peer_metadata: tuple[bytes, bytes] | None,
                  runtime_values: Mapping[str, object] | None = None) -> None:
         self.runtime = runtime
@@ -83,8 +82,11 @@ class ChainContext:
         router = next((f.config for f in hcm.http_filters if isinstance(f.config, RouterConfig)), None)
         self.suppress_envoy_headers = bool(router and router.suppress_envoy_headers)
         self.access_loggers = tuple(AccessLogger(a) for a in hcm.access_logs)
-        self.rbac_filters = tuple(RbacFilter(f.name, f.config, runtime.stats.rbac_counters(f.config, hcm.stat_prefix))
-                                  for f in hcm.http_filters if isinstance(f.config, RbacConfig))
+        # The HTTP filters before the router, in order; which of them want which hooks, computed once.
+        self.filters = build_filters(hcm.http_filters, runtime.stats, hcm.stat_prefix)
+        self.request_body_filters = any(f.wants_request_body for f in self.filters)
+        self.response_filters = tuple(f for f in reversed(self.filters) if f.wants_response)
+        self.end_filters = tuple(f for f in self.filters if f.wants_end)
         self.underscores = hcm.headers_with_underscores_action
         self.use_remote_address = hcm.use_remote_address
         self.request_timeout = hcm.request_timeout
@@ -100,7 +102,7 @@ class ChainContext:
         name = self.hcm.rds_route_config_name
         return self.runtime.route_tables.get(name) if name else None
 
-    def record(self, stream: ProxyStream) -> None:
+    def record(self, stream: RequestRecord) -> None:
         self._recorder(self, stream)
         for logger in self.access_loggers:
             logger.log(stream)

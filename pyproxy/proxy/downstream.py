@@ -43,7 +43,7 @@ from pyproxy.tls import PeerIdentity, identity_from_cert, san_matches
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
-    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.proxy.interfaces import ListenerRuntime
     from pyproxy.stats import ListenerCounters
     from pyproxy.timers import TimerHandle
 
@@ -259,7 +259,8 @@ class DownstreamConnection:
                             elif t is HeadersReceived:
                                 kind = ev.kind  # type: ignore[attr-defined]
                                 if kind == REQUEST:
-                                    s = ProxyStream(ctx, self, ev)  # type: ignore[arg-type]
+                                    s = ProxyStream(ctx, self,  # self: a StreamConnection, checked here
+                                                    ev)  # type: ignore[arg-type]
                                     streams[ev.stream_id] = s  # type: ignore[attr-defined]
                                     s.start()
                                 elif kind == TRAILERS:
@@ -361,7 +362,8 @@ def _tls_only(listener: Listener) -> bool:
 _last_plaintext_warning: dict[str, float] = {}
 
 
-def _refuse_plaintext(runtime: Runtime, listener_name: str, sock: socket.socket, first_bytes: bytes) -> None:
+def _refuse_plaintext(runtime: ListenerRuntime[ChainContext], listener_name: str, sock: socket.socket,
+                      first_bytes: bytes) -> None:
     """Count a plaintext client on a TLS-only listener and say so (at most one warning per second per
     listener: a non-mesh client retrying must not flood the log; the counter has every one)."""
     runtime.stats.downstream_plaintext_refused += 1
@@ -414,7 +416,7 @@ async def _peek(sock: socket.socket, timeout: float | None, limit: int = 16384) 
     return data, scope.cancelled_caught
 
 
-async def handle_connection(runtime: Runtime, listener_name: str, sock: socket.socket,
+async def handle_connection(runtime: ListenerRuntime[ChainContext], listener_name: str, sock: socket.socket,
                             counters: ListenerCounters | None = None, accepted: float | None = None,
                             filters_timed_out: bool = False) -> None:
     """Serve one accepted connection to completion (never raises, except Cancelled).

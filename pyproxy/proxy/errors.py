@@ -63,6 +63,7 @@ class ProxyError(Exception):
     grpc_status: int | None = None  # None: mapped from http_status
     flag = "-"
     details = "proxy_error"
+    envoy_headers: tuple[Header, ...] = ()  # x-envoy-* headers of the reply (left out with suppress_envoy_headers)
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -125,9 +126,13 @@ class UpstreamReset(ProxyError):
 
 
 class Overflow(ProxyError):
+    """A circuit breaker tripped (max requests, pending requests, connections): Envoy's 503 with
+    ``x-envoy-overloaded: true`` and flag UO (gRPC: 14 UNAVAILABLE)."""
+
     http_status = 503
     flag = "UO"
     details = "upstream_reset_before_response_started{overflow}"
+    envoy_headers = ((b"x-envoy-overloaded", b"true"),)
 
     def __init__(self) -> None:
         super().__init__(f"{_CONNECT_PREFIX}overflow")
@@ -206,6 +211,21 @@ class RbacDenied(ProxyError):
     def __init__(self, policy: str) -> None:
         super().__init__("RBAC: access denied")
         self.details = f"rbac_access_denied_matched_policy[{policy or 'none'}]"
+
+
+class FaultAbort(ProxyError):
+    """The fault filter's abort (Envoy's ``FaultFilter::abortWithStatus``): body/grpc-message "fault filter
+    abort", flag FI. An ``http_status`` abort answers that status (a gRPC caller gets it mapped as any local
+    reply: 503 -> 14 UNAVAILABLE); a ``grpc_status`` abort answers HTTP 200, which a gRPC caller sees as a
+    trailers-only reply with that grpc-status, and any other caller as a 200 with the text body, as in Envoy."""
+
+    flag = "FI"
+    details = "fault_filter_abort"
+
+    def __init__(self, http_status: int, grpc_status: int | None = None) -> None:
+        super().__init__("fault filter abort")
+        self.http_status = http_status
+        self.grpc_status = grpc_status
 
 
 class DirectResponseReply(ProxyError):

@@ -16,15 +16,15 @@ from trio import current_time
 from pyproxy.http2.connection import H2Connection
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
     from pyproxy.timers import TimerHandle
+    from pyproxy.upstream.interfaces import KeepaliveRuntime
 
 
 class Keepalive:
     __slots__ = ("_close", "_engine", "_interval", "_jitter", "_last_rx", "_mark_dirty", "_outstanding",
                  "_runtime", "_timeout", "_timer", "stopped")
 
-    def __init__(self, runtime: Runtime, engine: H2Connection, mark_dirty: Callable[[], None],
+    def __init__(self, runtime: KeepaliveRuntime, engine: H2Connection, mark_dirty: Callable[[], None],
                  close: Callable[[], None], interval: float, timeout: float | None, jitter_percent: float) -> None:
         self._runtime = runtime
         self._engine = engine

@@ -23,14 +23,13 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, TypeVarTuple
 
 import trio
 
 from pyproxy.config.model import FilterChain, Listener, Snapshot, SocketAddress, TlsContext
 from pyproxy.proxy.context import ChainContext, encode_peer_metadata
 from pyproxy.proxy.downstream import (
-    DownstreamConnection,
     connection_bound,
     count_timeout,
     handle_connection,
@@ -40,17 +39,16 @@ from pyproxy.proxy.downstream import (
 from pyproxy.proxy.parking import FirstBytes, Parked
 from pyproxy.routing.table import RouteTable
 from pyproxy.stats import ListenerCounters, ProxyStats
-from pyproxy.timers import Timers
+from pyproxy.timers import TimerHandle, Timers
 from pyproxy.tls import build_context
 from pyproxy.upstream.cluster import ClusterManager
 
+if TYPE_CHECKING:
+    from pyproxy.proxy.interfaces import ServedConnection
+    from pyproxy.upstream.interfaces import Flushable
+
 log = logging.getLogger("pyproxy")
-
-
-class Flushable(Protocol):
-    dirty: bool
-
-    def flush(self) -> None: ...
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass
@@ -94,7 +92,7 @@ class Runtime:
         self.snapshot = snapshot
         self.route_tables: dict[str, RouteTable] = {}
         self.listeners: dict[str, ListenerEntry] = {}
-        self.downstream_connections: set[DownstreamConnection] = set()
+        self.downstream_connections: set[ServedConnection] = set()
         # Accepted sockets counted against the overload manager's global limit (every listener that does not
         # set ignore_global_conn_limit; the admin listener is not one of them, as in Envoy).
         self.global_cx_active = 0
@@ -107,6 +105,13 @@ class Runtime:
         self.ready = trio.Event()
 
     # ------------------------------------------------------------------------------------- plumbing
+
+    # FilterEnv: time and randomness for HTTP filters (pyproxy.filters.api).
+    def now(self) -> float:
+        return trio.current_time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self.timers.call_later(delay, callback)
 
     def mark_dirty(self, conn: Flushable) -> None:
         if not conn.dirty:
@@ -121,7 +126,7 @@ class Runtime:
         for conn in dirty:
             conn.flush()
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[[*Ts], Awaitable[object]], *args: *Ts) -> None:
         assert self._nursery is not None
         self._nursery.start_soon(fn, *args)
 

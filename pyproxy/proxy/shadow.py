@@ -19,9 +19,9 @@ from pyproxy.http2.hpack import Header
 from pyproxy.proxy.errors import ProxyError
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
     from pyproxy.upstream.cluster import ClusterState, Host
     from pyproxy.upstream.connection import UpstreamConnection
+    from pyproxy.upstream.interfaces import OutputCoalescing
     from pyproxy.upstream.pool import HostPool
 
 MAX_SHADOW_BUFFER = 4 << 20
@@ -42,7 +42,7 @@ class ShadowStream:
     __slots__ = ("buffered", "cluster", "done", "end_received", "end_sent", "headers", "host", "pending",
                  "pool", "runtime", "trailers", "up", "up_sid")
 
-    def __init__(self, runtime: Runtime, cluster: ClusterState, host: Host, headers: list[Header]) -> None:
+    def __init__(self, runtime: OutputCoalescing, cluster: ClusterState, host: Host, headers: list[Header]) -> None:
         self.runtime = runtime
         self.cluster = cluster
         self.host = host
@@ -166,7 +166,7 @@ class ShadowStream:
             up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
             self.runtime.mark_dirty(up)
         if self.pool is not None:
-            self.pool.cancel(self)  # type: ignore[arg-type]
+            self.pool.cancel(self)
             self.pool = None
         self._finish()
 

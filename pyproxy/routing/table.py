@@ -48,8 +48,8 @@ def compile_mutations(*mutations: HeaderMutation) -> tuple[CompiledMutation, ...
 class CompiledRoute:
     """A route plus what is needed to evaluate it fast (including its header mutations per cluster)."""
 
-    __slots__ = ("_bprefix", "_cum", "_exact", "_mutations", "clusters", "config", "header_matchers", "route",
-                 "total", "vhost")
+    __slots__ = ("_bprefix", "_cum", "_exact", "_mutations", "clusters", "config", "grpc_trailers",
+                 "header_matchers", "per_filter", "route", "total", "vhost")
 
     def __init__(self, route: Route, vhost: VirtualHost | None = None,
                  config: RouteConfiguration | None = None) -> None:
@@ -57,6 +57,12 @@ class CompiledRoute:
         self.vhost = vhost
         self.config = config
         self._mutations: dict[str, tuple[tuple[CompiledMutation, ...], tuple[CompiledMutation, ...]]] = {}
+        # typed_per_filter_config by filter name, the most specific level winning (route over virtual host),
+        # as Envoy resolves it for filters that do not merge levels (fault, RBAC).
+        per_filter: dict[str, object] = dict(vhost.per_filter_config) if vhost is not None else {}
+        per_filter.update(route.per_filter_config)
+        self.per_filter = per_filter
+        self.grpc_trailers = route.grpc_trailers
         m = route.match
         self._bprefix: bytes | None = m.prefix.encode() if (m.prefix is not None and m.case_sensitive) else None
         self._exact: bytes | None = m.path.encode() if (m.path is not None and m.case_sensitive) else None

@@ -27,7 +27,7 @@ from pyproxy.upstream.outlier import HostOutlierState, OutlierDetector
 from pyproxy.upstream.pool import HostPool
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
+    from pyproxy.upstream.interfaces import UpstreamRuntime
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -97,7 +97,7 @@ class Host:
 class ClusterState:
     name: str
 
-    def __init__(self, runtime: Runtime, config: Cluster) -> None:
+    def __init__(self, runtime: UpstreamRuntime, config: Cluster) -> None:
         self.runtime = runtime
         self.config = config
         self.name = config.name
@@ -236,7 +236,7 @@ def _only_endpoints_or_tls_changed(old: Cluster, new: Cluster) -> bool:
 
 
 class ClusterManager:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: UpstreamRuntime) -> None:
         self.runtime = runtime
         self.clusters: dict[str, ClusterState] = {}
 

@@ -15,11 +15,11 @@ import errno
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from pyproxy.config.model import TlsContext
+from pyproxy.config.model import Cluster, SocketAddress, TlsContext
 from pyproxy.http2.connection import H2Connection, H2Settings
 from pyproxy.http2.events import (
     INFORMATIONAL,
@@ -37,9 +37,62 @@ from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.tls import identity_from_cert, san_matches
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
-    from pyproxy.proxy.stream import ProxyStream
-    from pyproxy.upstream.pool import HostPool
+    from pyproxy.upstream.interfaces import UpstreamConnectionRuntime
+
+
+class UpstreamStreamOwner(Protocol):
+    """What owns a stream on an upstream connection (a proxied request's attempt, a mirrored request) and is
+    told, through these callbacks, everything that happens to it. The connection calls them from its read
+    loop; the owner queues its output and the loop flushes it
+    (:class:`~pyproxy.upstream.interfaces.OutputCoalescing`)."""
+
+    def bind_upstream(self, conn: UpstreamConnection, sid: int) -> None:
+        """The stream ``sid`` on ``conn`` is the owner's: send the request on it."""
+
+    def on_response_headers(self, ev: HeadersReceived) -> None: ...
+
+    def on_response_data(self, ev: DataReceived) -> None: ...
+
+    def on_response_trailers(self, ev: HeadersReceived) -> None: ...
+
+    def on_upstream_window(self) -> None:
+        """The stream's or the connection's send window grew: there may be room for more request data."""
+
+    def on_upstream_reset(self, code: int, remote: bool) -> None: ...
+
+    def on_upstream_lost(self, reason: str) -> None:
+        """The connection is gone (``reason`` is Envoy's transport failure reason) and the stream with it."""
+
+
+class ConnectionCluster(Protocol):
+    """The cluster an upstream connection belongs to, as the connection sees it: its configuration."""
+
+    @property
+    def config(self) -> Cluster: ...
+
+
+class ConnectionHost(Protocol):
+    """The host an upstream connection goes to, as the connection sees it: its address (for the log)."""
+
+    @property
+    def address(self) -> SocketAddress: ...
+
+
+class ConnectionPool(Protocol):
+    """What an :class:`UpstreamConnection` reads of the pool that opened it
+    (:class:`~pyproxy.upstream.pool.HostPool`) and tells it."""
+
+    @property
+    def cluster(self) -> ConnectionCluster: ...
+
+    @property
+    def host(self) -> ConnectionHost: ...
+
+    def connection_idle(self, conn: UpstreamConnection) -> None: ...
+
+    def connection_draining(self, conn: UpstreamConnection) -> None: ...
+
+    def connection_closed(self, conn: UpstreamConnection) -> None: ...
 
 
 class ConnectError(Exception):
@@ -111,14 +164,15 @@ class UpstreamConnection:
     __slots__ = ("closing", "dirty", "engine", "keepalive", "local_address", "peer_principal", "pool", "runtime",
                  "streams", "streams_opened", "transport")
 
-    def __init__(self, runtime: Runtime, pool: HostPool, transport: Transport, settings: H2Settings) -> None:
+    def __init__(self, runtime: UpstreamConnectionRuntime, pool: ConnectionPool, transport: Transport,
+                 settings: H2Settings) -> None:
         self.runtime = runtime
         self.pool = pool
         self.transport = transport
         transport.set_buffer_limit(pool.cluster.config.per_connection_buffer_limit_bytes)
         self.engine = H2Connection(client_side=True, settings=settings)
         self.engine.initiate_connection()  # preface first: streams may be opened before run() starts
-        self.streams: dict[int, ProxyStream] = {}
+        self.streams: dict[int, UpstreamStreamOwner] = {}
         self.dirty = False
         self.closing = False  # GOAWAY received or connection failing: no new streams
         self.peer_principal = identity_from_cert(transport.peer_certificate()).principal
@@ -141,7 +195,7 @@ class UpstreamConnection:
     def available(self) -> bool:
         return not self.closing and self.engine.can_open_stream()
 
-    def open_stream(self, stream: ProxyStream) -> None:
+    def open_stream(self, stream: UpstreamStreamOwner) -> None:
         """Start ``stream`` on this connection (the caller checked :attr:`available`)."""
         sid = self.engine.get_next_stream_id()
         self.streams[sid] = stream

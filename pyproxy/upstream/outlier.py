@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from trio import current_time
 
@@ -26,7 +26,6 @@ from pyproxy.config.model import OutlierDetection
 
 if TYPE_CHECKING:
     from pyproxy.timers import Timers
-    from pyproxy.upstream.cluster import Host
 
 LOCAL_ORIGIN_STATUS = 503
 
@@ -45,8 +44,16 @@ class HostOutlierState:
         self.interval_failure = 0
 
 
+class OutlierHost(Protocol):
+    """A host as outlier detection sees it (:class:`~pyproxy.upstream.cluster.Host`): its detection state
+    (created on its first report) and whether it is ejected."""
+
+    outlier: HostOutlierState | None
+    ejected: bool
+
+
 class OutlierDetector:
-    def __init__(self, config: OutlierDetection, hosts_provider: Callable[[], Sequence[Host]], timers: Timers,
+    def __init__(self, config: OutlierDetection, hosts_provider: Callable[[], Sequence[OutlierHost]], timers: Timers,
                  rng: random.Random, on_change: Callable[[], None]) -> None:
         self.config = config
         self._hosts = hosts_provider  # the cluster's current hosts
@@ -64,7 +71,7 @@ class OutlierDetector:
 
     # ---------------------------------------------------------------------------- results
 
-    def report(self, host: Host, status: int, local_origin: bool = False) -> None:
+    def report(self, host: OutlierHost, status: int, local_origin: bool = False) -> None:
         """One attempt ended with HTTP ``status`` (local-origin failures: pass 503, ``local_origin``)."""
         state = host.outlier
         if state is None:
@@ -95,7 +102,7 @@ class OutlierDetector:
         if cfg.consecutive_gateway_failure and state.consecutive_gateway >= cfg.consecutive_gateway_failure:
             self._maybe_eject(host, state, cfg.enforcing_consecutive_gateway_failure)
 
-    def _maybe_eject(self, host: Host, state: HostOutlierState, enforcing: int) -> bool:
+    def _maybe_eject(self, host: OutlierHost, state: HostOutlierState, enforcing: int) -> bool:
         state.consecutive_5xx = state.consecutive_gateway = state.consecutive_local = 0
         if host.ejected or self._rng.randrange(100) >= enforcing:
             return False
@@ -145,7 +152,7 @@ class OutlierDetector:
             self._on_change()
         self._timer = self._timers.call_later(self.config.interval, self._on_interval)
 
-    def _volumes(self, hosts: Sequence[Host], volume: int) -> list[tuple[Host, float]]:
+    def _volumes(self, hosts: Sequence[OutlierHost], volume: int) -> list[tuple[OutlierHost, float]]:
         out = []
         for h in hosts:
             s = h.outlier
@@ -156,7 +163,7 @@ class OutlierDetector:
                 out.append((h, s.interval_success / n))
         return out
 
-    def _success_rate(self, hosts: Sequence[Host]) -> None:
+    def _success_rate(self, hosts: Sequence[OutlierHost]) -> None:
         cfg = self.config
         if not cfg.enforcing_success_rate:
             return
@@ -170,7 +177,7 @@ class OutlierDetector:
             if r < threshold and h.outlier is not None:
                 self._maybe_eject(h, h.outlier, cfg.enforcing_success_rate)
 
-    def _failure_percentage(self, hosts: Sequence[Host]) -> None:
+    def _failure_percentage(self, hosts: Sequence[OutlierHost]) -> None:
         cfg = self.config
         if not cfg.enforcing_failure_percentage:
             return

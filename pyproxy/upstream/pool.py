@@ -9,26 +9,83 @@ own task (:meth:`HostPool._connect`), which then becomes the connection's read l
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pyproxy.proxy.errors import Overflow, UpstreamConnectFailure
-from pyproxy.upstream.connection import ConnectError, UpstreamConnection, connect
+from pyproxy.upstream.connection import ConnectError, UpstreamConnection, UpstreamStreamOwner, connect
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.runtime import Runtime
-    from pyproxy.proxy.stream import ProxyStream
-    from pyproxy.upstream.cluster import ClusterState, Host
+    import ssl
+
+    from pyproxy.config.model import Cluster, SocketAddress
+    from pyproxy.http2.connection import H2Settings
+    from pyproxy.proxy.errors import ProxyError
+    from pyproxy.upstream.interfaces import HostPoolRuntime
+
+
+class PooledStreamOwner(UpstreamStreamOwner, Protocol):
+    """What :meth:`HostPool.attach` takes: an :class:`UpstreamStreamOwner` that may have to wait in the pool's
+    queue for a connection (``pool`` says which pool it waits in, so it can :meth:`~HostPool.cancel`), and
+    is told when it gets no stream at all."""
+
+    pool: HostPool | None
+
+    def on_upstream_failure(self, err: ProxyError) -> None: ...
+
+
+class PoolCounters(Protocol):
+    """The cluster's counters a pool counts (:class:`~pyproxy.upstream.cluster.ClusterStats`)."""
+
+    upstream_rq_pending_overflow: int
+    upstream_cx_total: int
+    upstream_cx_connect_fail: int
+    upstream_cx_overflow: int
+
+
+class PoolCluster(Protocol):
+    """The cluster a pool belongs to (:class:`~pyproxy.upstream.cluster.ClusterState`), as the pool and its
+    connections see it: configuration (circuit breakers, connect settings), what connecting needs, the
+    count of open connections it shares with the cluster's other pools, counters."""
+
+    open_connections: int
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> Cluster: ...
+
+    @property
+    def stats(self) -> PoolCounters: ...
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def address_family(self) -> int: ...
+
+    @property
+    def h2_settings(self) -> H2Settings: ...
+
+
+class PoolHost(Protocol):
+    """The host a pool connects to (:class:`~pyproxy.upstream.cluster.Host`), as the pool sees it."""
+
+    connect_failures: int
+
+    @property
+    def address(self) -> SocketAddress: ...
 
 
 class HostPool:
     __slots__ = ("cluster", "connecting", "connections", "host", "pending", "runtime")
 
-    def __init__(self, runtime: Runtime, cluster: ClusterState, host: Host) -> None:
+    def __init__(self, runtime: HostPoolRuntime, cluster: PoolCluster, host: PoolHost) -> None:
         self.runtime = runtime
         self.cluster = cluster
         self.host = host
         self.connections: list[UpstreamConnection] = []
-        self.pending: deque[ProxyStream] = deque()
+        self.pending: deque[PooledStreamOwner] = deque()
         self.connecting = 0
 
     def __repr__(self) -> str:
@@ -36,7 +93,7 @@ class HostPool:
         return (f"<HostPool {self.host.address} [Requests: {active} active, {len(self.pending)} queued | "
                 f"Connections: {len(self.connections)} open, {self.connecting} connecting]>")
 
-    def attach(self, stream: ProxyStream) -> None:
+    def attach(self, stream: PooledStreamOwner) -> None:
         """Start ``stream`` on a connection now, or queue it until one is ready."""
         for conn in self.connections:
             if conn.available:
@@ -64,7 +121,7 @@ class HostPool:
     def _stream_capacity(self) -> int:
         return 100  # before SETTINGS arrive, assume a new connection can take this many streams
 
-    def cancel(self, stream: ProxyStream) -> None:
+    def cancel(self, stream: PooledStreamOwner) -> None:
         """``stream`` no longer waits (its caller went away)."""
         try:
             self.pending.remove(stream)
