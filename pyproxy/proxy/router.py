@@ -16,8 +16,9 @@ Better than Envoy for gRPC, opt-in per route (route metadata ``filter_metadata["
 :class:`~pyproxy.config.model.GrpcTrailersOptions`), off by default so behaviour stays Envoy's:
 ``retry_on_trailers``: a unary call whose response carries its grpc-status in *trailers* after headers is
 held (up to the retry buffer limit) until those trailers arrive, and retried if that status is retriable
-(envoy#11049); ``outlier_on_trailers``: outlier detection counts that grpc-status instead of the 200 of the
-headers (envoy#8228).
+(envoy#11049); a response that turns out to be a stream (a second message begins) is committed and flows;
+``outlier_on_trailers``: outlier detection counts that grpc-status instead of the 200 of the headers
+(envoy#8228).
 
 Flow control: request DATA is sent upstream as far as the upstream stream's windows allow; window goes back
 to the caller only for bytes handed to the upstream transport, and not while that transport is above its
@@ -533,8 +534,8 @@ class Router:
             held.append((ev.data, ev.end_stream))
             self.held_bytes += len(ev.data)
             self.ack_response_now(ev.flow_controlled_length)  # held bytes are bounded by the buffer limit
-            if ev.end_stream or self.held_bytes > RETRY_BUFFER_LIMIT:
-                self._release_held(None)  # no trailers, or too big to hold: commit what we have
+            if ev.end_stream or self.held_bytes > RETRY_BUFFER_LIMIT or self._holds_a_stream():
+                self._release_held(None)  # no trailers, too big to hold, or a stream: commit what we have
             return
         s.encode_data(ev.data, ev.end_stream, ev.flow_controlled_length)
 
@@ -562,6 +563,18 @@ class Router:
         if grpc_status is not None:
             s.grpc_status = grpc_status
         s.encode_trailers(ev.headers)
+
+    def _holds_a_stream(self) -> bool:
+        """The held response has begun a second gRPC message: a server stream, not a unary reply, which must
+        flow rather than wait for its trailers (its first message was held until then)."""
+        held = self.held
+        assert held is not None
+        head = b""
+        for data, _ in held:
+            head += data[:5 - len(head)]
+            if len(head) == 5:
+                return self.held_bytes > 5 + int.from_bytes(head[1:], "big")  # 5-byte gRPC message prefix
+        return False
 
     def _release_held(self, trailers: list[Header] | None, grpc_status: int | None = None) -> None:
         """Commit a held response downstream: headers, the data, then the trailers (if they came)."""
