@@ -261,6 +261,7 @@ class Router:
     def _can_retry(self) -> bool:
         retry = self.retry
         s = self.s
+        self._release_retry()  # the attempt that just ended was this request's outstanding retry, if any
         if retry is None or not retry.retriable or s.resp_headers_sent or s.done:
             return False
         if not retry.attempts_left(s.attempts):
@@ -268,8 +269,16 @@ class Router:
         cluster = self.cluster
         if cluster.retries_active >= cluster.config.circuit_breakers.max_retries:
             cluster.stats.upstream_rq_retry_overflow += 1
+            s.add_flag("UO")  # Envoy's flag for a retry overflow; the upstream's response is relayed
             return False
         return True
+
+    def _release_retry(self) -> None:
+        """This request's retry no longer counts against the cluster's max_retries (its attempt ended)."""
+        retry = self.retry
+        if retry is not None and retry.outstanding:
+            retry.outstanding = False
+            self.cluster.retries_active -= 1
 
     def _retry(self) -> None:
         """Schedule the next attempt after Envoy's jittered exponential back-off."""
@@ -279,6 +288,7 @@ class Router:
         self._end_attempt()
         cluster.stats.upstream_rq_retry += 1
         cluster.retries_active += 1
+        retry.outstanding = True
         runtime = self.s.ctx.runtime
         delay = backoff(self.s.attempts, retry.policy.base_interval, retry.policy.max_interval, runtime.rng)
         retry.timer = runtime.timers.call_later(delay, self._retry_now)
@@ -287,7 +297,6 @@ class Router:
         retry = self.retry
         assert retry is not None
         retry.timer = None
-        self.cluster.retries_active -= 1
         self._start_attempt()
 
     def _retry_on_reset(self, kind: ResetKind) -> bool:
@@ -492,6 +501,7 @@ class Router:
             return
         if retry is not None:
             retry.commit()
+            self._release_retry()
         s.encode_headers(out, ev.end_stream)
 
     def _downstream_headers(self, headers: list[Header]) -> list[Header]:
@@ -589,6 +599,7 @@ class Router:
             self.per_try_timer = None
         if self.retry is not None:
             self.retry.commit()
+            self._release_retry()
         s.encode_headers(self.held_headers, False)
         for data, end in held:
             if s.done:
@@ -687,7 +698,7 @@ class Router:
         if retry is not None and retry.timer is not None:
             retry.timer.cancel()
             retry.timer = None
-            self.cluster.retries_active -= 1
+        self._release_retry()
         up = self.up
         if up is not None and self.up_sid in up.engine.streams:
             up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
@@ -724,6 +735,7 @@ class Router:
             self.cluster.stats.upstream_rq_active -= 1
         if self.retry is not None:
             self.retry.commit()
+            self._release_retry()
         self.held = None
 
 
