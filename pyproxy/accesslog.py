@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING
 from pyproxy.config.model import AccessLog
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.proxy.record import RequestRecord
 
 DEFAULT_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
@@ -33,7 +33,7 @@ DEFAULT_FORMAT = (
     '"%UPSTREAM_HOST%"\n'
 )
 
-Field = Callable[["ProxyStream"], str | None]
+Field = Callable[["RequestRecord"], str | None]
 _OPERATOR = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?(?::(\d+))?%")
 
 
@@ -50,28 +50,28 @@ def _header(headers: list[tuple[bytes, bytes]] | None, names: list[bytes]) -> st
 def _header_op(which: str, arg: str) -> Field:
     names = [n.strip().lower().encode() for n in arg.split("?")]
 
-    def request(s: ProxyStream) -> str | None:
+    def request(s: RequestRecord) -> str | None:
         return _header(s.request_headers, names)
 
-    def response(s: ProxyStream) -> str | None:
+    def response(s: RequestRecord) -> str | None:
         return _header(s.response_headers, names)
 
-    def trailer(s: ProxyStream) -> str | None:
+    def trailer(s: RequestRecord) -> str | None:
         return _header(s.response_trailers_seen, names)
 
     return {"REQ": request, "RESP": response, "TRAILER": trailer}[which]
 
 
-def _start_time(s: ProxyStream) -> str:
+def _start_time(s: RequestRecord) -> str:
     ts = datetime.datetime.fromtimestamp(s.start_wallclock, datetime.UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
-def _duration(s: ProxyStream) -> str:
+def _duration(s: RequestRecord) -> str:
     return str(int((s.end_time - s.start_time) * 1000))
 
 
-def _resp_duration(s: ProxyStream) -> str | None:
+def _resp_duration(s: RequestRecord) -> str | None:
     if not s.response_headers_time:
         return None
     return str(int((s.response_headers_time - s.start_time) * 1000))
@@ -142,14 +142,14 @@ def _operator(name: str, arg: str | None, max_len: int | None) -> Field:
     if max_len is None:
         return fn
 
-    def truncated(s: ProxyStream) -> str | None:
+    def truncated(s: RequestRecord) -> str | None:
         value = fn(s)
         return value[:max_len] if value is not None else None
 
     return truncated
 
 
-def compile_format(fmt: str) -> Callable[[ProxyStream], str]:
+def compile_format(fmt: str) -> Callable[[RequestRecord], str]:
     """Compile an Envoy text format (``-`` stands for a missing value, as in Envoy)."""
     parts: list[str | Field] = []
     pos = 0
@@ -163,7 +163,7 @@ def compile_format(fmt: str) -> Callable[[ProxyStream], str]:
     if "%%" in fmt:
         parts = [p.replace("%%", "%") if isinstance(p, str) else p for p in parts]
 
-    def render(s: ProxyStream) -> str:
+    def render(s: RequestRecord) -> str:
         out = []
         for p in parts:
             if isinstance(p, str):
@@ -176,7 +176,7 @@ def compile_format(fmt: str) -> Callable[[ProxyStream], str]:
     return render
 
 
-def compile_json(fields: tuple[tuple[str, str], ...]) -> Callable[[ProxyStream], str]:
+def compile_json(fields: tuple[tuple[str, str], ...]) -> Callable[[RequestRecord], str]:
     compiled = []
     for key, fmt in fields:
         m = _OPERATOR.fullmatch(fmt)
@@ -186,7 +186,7 @@ def compile_json(fields: tuple[tuple[str, str], ...]) -> Callable[[ProxyStream],
         else:
             compiled.append((key, compile_format(fmt), False))
 
-    def render(s: ProxyStream) -> str:
+    def render(s: RequestRecord) -> str:
         obj = {}
         for key, fn, _single in compiled:
             obj[key] = fn(s)
@@ -214,7 +214,7 @@ class AccessLogger:
             self._file = _open_shared(self.config.path)
         return self._file
 
-    def log(self, stream: ProxyStream) -> None:
+    def log(self, stream: RequestRecord) -> None:
         try:
             self._sink().write(self.render(stream))
         except OSError:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from trio import current_time
 
 from pyproxy.config.model import NodeInfo, RbacConfig
+from pyproxy.filters.fault import FaultCounters
 from pyproxy.filters.rbac import RbacCounters
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.context import ChainContext
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.proxy.record import RecordChain, RequestRecord
 
 ISTIO_LABELS = (
     "reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
@@ -171,6 +171,7 @@ class ProxyStats:
         self._prefix_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         # (HCM stat_prefix, rules_stat_prefix, shadow_rules_stat_prefix) -> counters
         self.rbac: dict[tuple[str, str, str], RbacCounters] = {}
+        self.faults: dict[str, FaultCounters] = {}  # by HCM stat_prefix
         self.listeners: dict[str, ListenerCounters] = {}  # by listener name
         self.hcms: dict[str, HcmCounters] = {}  # by HCM stat_prefix
 
@@ -202,14 +203,35 @@ class ProxyStats:
                     (hcm, f"{shadow}shadow_denied", c.shadow_denied)]
         return out
 
-    def recorder(self, node: NodeInfo) -> Callable[[ChainContext, ProxyStream], None]:
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters:
+        """Counters shared by every fault filter of a connection manager, in every snapshot: Envoy's
+        ``http.<hcm stat_prefix>.fault.*`` (its filters share one stats scope)."""
+        counters = self.faults.get(hcm_stat_prefix)
+        if counters is None:
+            counters = self.faults[hcm_stat_prefix] = FaultCounters()
+        return counters
+
+    def fault_stats(self) -> list[tuple[str, str, str, int]]:
+        """``(hcm stat_prefix, downstream cluster or "", name, value)`` of every fault counter and of the
+        ``active_faults`` gauge: Envoy's ``http.<hcm>.fault.<name>`` and ``http.<hcm>.fault.<cluster>.<name>``."""
+        out: list[tuple[str, str, str, int]] = []
+        for hcm, c in sorted(self.faults.items()):
+            out += [(hcm, "", "aborts_injected", c.aborts_injected), (hcm, "", "delays_injected", c.delays_injected),
+                    (hcm, "", "faults_overflow", c.faults_overflow),
+                    (hcm, "", "response_rl_injected", c.response_rl_injected),
+                    (hcm, "", "active_faults", c.active_faults)]
+            for cluster, (delays, aborts) in sorted(c.downstream.items()):
+                out += [(hcm, cluster, "aborts_injected", aborts), (hcm, cluster, "delays_injected", delays)]
+        return out
+
+    def recorder(self, node: NodeInfo) -> Callable[[RecordChain, RequestRecord], None]:
         me = Workload.from_node(node)
         prefix_cache = self._prefix_cache
         series_map = self.series
         bisect_left = bisect.bisect_left
         buckets = BUCKETS
 
-        def record(ctx: ChainContext, s: ProxyStream) -> None:
+        def record(ctx: RecordChain, s: RequestRecord) -> None:
             self.downstream_rq_total += 1
             inbound = ctx.inbound
             cluster = s.cluster
@@ -276,7 +298,7 @@ class ProxyStats:
                 yield f"{name}_count{{{text}}} {acc}"
 
 
-def _label_prefix(ctx: ChainContext, me: Workload, s: ProxyStream, cluster_name: str) -> tuple[str, ...]:
+def _label_prefix(ctx: RecordChain, me: Workload, s: RequestRecord, cluster_name: str) -> tuple[str, ...]:
     """Labels 0..19 (reporter .. destination_cluster) for this request's peer/cluster/authority."""
     peer = decode_peer_metadata(s.peer_metadata)
     authority = s.authority.decode("latin-1")

@@ -146,6 +146,8 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
         for key in state.stats.__slots__:
             out.append((f"cluster.{name}.{key}", getattr(state.stats, key)))
     out += [(f"http.{hcm}.rbac.{name}", value) for hcm, name, value in rt.stats.rbac_stats()]
+    out += [(f"http.{hcm}.fault.{cluster}.{name}" if cluster else f"http.{hcm}.fault.{name}", value)
+            for hcm, cluster, name, value in rt.stats.fault_stats()]
     out += [(f"listener.{address}.{key}", value) for address, key, value in _listener_stats(rt)]
     out += [(f"http.{prefix}.{key}", getattr(c, key))
             for prefix, c in sorted(rt.stats.hcms.items()) for key in c.__slots__]
@@ -191,6 +193,17 @@ def prometheus(rt: Runtime) -> str:
     for metric, samples in rbac.items():
         lines.append(f"# TYPE {metric} counter")
         lines.extend(metric + sample for sample in samples)
+    # Envoy's tag extractors: http.<prefix>.fault.[<downstream cluster>.]<name> ->
+    # envoy_http_fault_<name>{envoy_http_conn_manager_prefix, envoy_fault_downstream_cluster}.
+    fault: dict[str, list[str]] = {}
+    for hcm, cluster, name, value in rt.stats.fault_stats():
+        labels = f'envoy_http_conn_manager_prefix="{_prom_escape(hcm)}"'
+        if cluster:
+            labels += f',envoy_fault_downstream_cluster="{_prom_escape(cluster)}"'
+        fault.setdefault(f"envoy_http_fault_{name}", []).append(f"{{{labels}}} {value}")
+    for metric, samples in fault.items():
+        lines.append(f"# TYPE {metric} {'gauge' if metric.endswith('active_faults') else 'counter'}")
+        lines.extend(metric + sample for sample in samples)
     by_listener: dict[str, list[str]] = {}
     for address, key, value in _listener_stats(rt):
         by_listener.setdefault(f"envoy_listener_{key}", []).append(f'{{envoy_listener_address="{address}"}} {value}')
@@ -215,6 +228,10 @@ def prometheus(rt: Runtime) -> str:
     lines.append("# TYPE envoy_listener_downstream_plaintext_refused counter")
     lines.append(f"envoy_listener_downstream_plaintext_refused {rt.stats.downstream_plaintext_refused}")
     return "\n".join(lines) + "\n"
+
+
+def _prom_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def server_info(rt: Runtime, uptime: float) -> dict[str, Any]:

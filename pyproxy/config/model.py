@@ -419,6 +419,80 @@ class RbacPerRoute:
     rbac: RbacConfig | None = None
 
 
+# --------------------------------------------------------------------------------------------- fault injection
+
+# Envoy's default runtime keys of the fault filter (FaultSettings::RuntimeKeyValues); an HTTPFault may rename them.
+FAULT_DELAY_PERCENT_KEY = "fault.http.delay.fixed_delay_percent"
+FAULT_ABORT_PERCENT_KEY = "fault.http.abort.abort_percent"
+FAULT_DELAY_DURATION_KEY = "fault.http.delay.fixed_duration_ms"
+FAULT_ABORT_HTTP_STATUS_KEY = "fault.http.abort.http_status"
+FAULT_ABORT_GRPC_STATUS_KEY = "fault.http.abort.grpc_status"
+FAULT_MAX_ACTIVE_FAULTS_KEY = "fault.http.max_active_faults"
+FAULT_RUNTIME_PREFIX = "fault.http."  # per downstream cluster: fault.http.<cluster>.abort.abort_percent, ...
+
+
+@dataclass(frozen=True, slots=True)
+class FractionalPercent:
+    """``envoy.type.v3.FractionalPercent``: ``numerator`` out of ``denominator`` (100, 10,000 or 1,000,000).
+
+    A numerator above the denominator means always (Envoy compares ``random % denominator < numerator``)."""
+
+    numerator: int = 0
+    denominator: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FaultDelay:
+    """``envoy.extensions.filters.common.fault.v3.FaultDelay``. ``fixed_delay_ms`` None = ``header_delay``: the
+    delay comes from the request's ``x-envoy-fault-delay-request`` (ms). Whole milliseconds, as Envoy keeps it
+    (``PROTOBUF_GET_MS_REQUIRED`` truncates; a delay of 0 ms is no delay)."""
+
+    percentage: FractionalPercent
+    fixed_delay_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAbort:
+    """``envoy.extensions.filters.http.fault.v3.FaultAbort``: ``kind`` says which of the ``error_type`` oneof is
+    set. ``header``: the status comes from ``x-envoy-fault-abort-request`` / ``x-envoy-fault-abort-grpc-request``."""
+
+    kind: Literal["http", "grpc", "header"]
+    percentage: FractionalPercent
+    http_status: int = 0  # kind "http": 200-599
+    grpc_status: int = 0  # kind "grpc"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """``envoy.extensions.filters.http.fault.v3.HTTPFault``, as the listener's filter config or as a route's /
+    virtual host's ``typed_per_filter_config`` (which replaces the listener's config for that route).
+
+    ``runtime``: the entries of the static runtime layer this config may read (its ``*_runtime`` keys and every
+    ``fault.http.*`` key, for the per-downstream-cluster overrides), each already in the form Envoy's runtime
+    snapshot reads it: an ``int`` (a non-negative integer value) or a :class:`FractionalPercent`.
+    """
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+    headers: tuple[HeaderMatcher, ...] = ()  # all must match
+    downstream_nodes: frozenset[str] = frozenset()  # x-envoy-downstream-service-node values (empty = any)
+    upstream_cluster: str = ""  # only requests routed to this cluster ("" = any)
+    max_active_faults: int | None = None  # None = unlimited
+    delay_percent_runtime: str = FAULT_DELAY_PERCENT_KEY
+    abort_percent_runtime: str = FAULT_ABORT_PERCENT_KEY
+    delay_duration_runtime: str = FAULT_DELAY_DURATION_KEY
+    abort_http_status_runtime: str = FAULT_ABORT_HTTP_STATUS_KEY
+    abort_grpc_status_runtime: str = FAULT_ABORT_GRPC_STATUS_KEY
+    max_active_faults_runtime: str = FAULT_MAX_ACTIVE_FAULTS_KEY
+    disable_downstream_cluster_stats: bool = False
+    runtime: tuple[tuple[str, int | FractionalPercent], ...] = ()
+
+    @property
+    def inert(self) -> bool:
+        """Neither a delay nor an abort: the filter can do nothing with this config."""
+        return self.delay is None and self.abort is None
+
+
 @dataclass(frozen=True, slots=True)
 class HttpFilter:
     """One entry of ``HttpConnectionManager.http_filters``; ``config`` is the filter's own frozen config."""

@@ -21,7 +21,7 @@ hash, so a secret pushed twice maps to the same file). A route configuration fro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -104,6 +104,7 @@ def translate_resource(
     *,
     material: MaterialStore | None = None,
     warnings: list[str] | None = None,
+    runtime: Mapping[str, object] | None = None,
 ) -> tuple[str, object]:
     """``proto`` (an LDS/RDS/CDS/EDS/SDS resource) -> (resource name, model object).
 
@@ -112,7 +113,7 @@ def translate_resource(
     :class:`~.model.ValidationSecret`. Raises :class:`ConfigError` with every problem, each path prefixed with
     the resource (``cluster "name": field.path``). Inline TLS material goes to ``material`` (default: the
     process's private store). Warnings (things accepted but worth telling) are appended to ``warnings``, or
-    logged when it is None.
+    logged when it is None. ``runtime``: the bootstrap's static runtime layer (the fault filter's overrides).
     """
     translator = _TRANSLATORS.get(type_url)
     if translator is None:
@@ -124,7 +125,7 @@ def translate_resource(
     prefix = f'{_KINDS[type_url]} "{name}"'
     problems = Problems()
     validate_message(proto, "", problems)
-    ctx = Ctx(problems=problems, material=material or default_store(), ads=True)
+    ctx = Ctx(problems=problems, material=material or default_store(), ads=True, runtime=runtime or {})
     if not name and type_url != ENDPOINT:  # cluster_name has a protoc-gen-validate rule
         ctx.add("name", "is required: xDS resources are known by their name")
     model = translator(ctx, proto, "")

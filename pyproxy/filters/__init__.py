@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from pyproxy.config.model import FaultConfig, RbacConfig
 from pyproxy.config.model import HttpFilter as HttpFilterConfig
-from pyproxy.config.model import RbacConfig
 from pyproxy.filters.api import HttpFilter
+from pyproxy.filters.fault import FaultCounters, FaultFilter
 from pyproxy.filters.rbac import RbacCounters, RbacFilter
 
 
@@ -26,6 +27,8 @@ class FilterStats(Protocol):
     """Where filters get their (long-lived) counters."""
 
     def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters: ...
+
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters: ...
 
 
 FilterFactory = Callable[[HttpFilterConfig, FilterStats, str], HttpFilter]
@@ -36,8 +39,13 @@ def _rbac(f: HttpFilterConfig, stats: FilterStats, stat_prefix: str) -> HttpFilt
     return RbacFilter(f.name, f.config, stats.rbac_counters(f.config, stat_prefix))
 
 
+def _fault(f: HttpFilterConfig, stats: FilterStats, stat_prefix: str) -> HttpFilter:
+    assert isinstance(f.config, FaultConfig)
+    return FaultFilter(f.name, f.config, stats.fault_counters(stat_prefix))
+
+
 # Config type -> factory. The config translator decides which filters exist; the router is not built here.
-FACTORIES: dict[type, FilterFactory] = {RbacConfig: _rbac}
+FACTORIES: dict[type, FilterFactory] = {RbacConfig: _rbac, FaultConfig: _fault}
 
 
 def build_filters(configs: Sequence[HttpFilterConfig], stats: FilterStats, stat_prefix: str) -> tuple[HttpFilter, ...]:

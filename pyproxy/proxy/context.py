@@ -30,7 +30,7 @@ from pyproxy.tls import local_principal
 
 if TYPE_CHECKING:
     from pyproxy.proxy.interfaces import ChainRuntime
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.proxy.record import RequestRecord
 
 
 class ChainContext:
@@ -39,7 +39,7 @@ class ChainContext:
     local_principal: str
 
     def __init__(self, runtime: ChainRuntime, listener: Listener, chain: FilterChain, node: NodeInfo,
-                 recorder: Callable[[ChainContext, ProxyStream], None],
+                 recorder: Callable[[ChainContext, RequestRecord], None],
                  peer_metadata: tuple[bytes, bytes] | None,
                  runtime_values: Mapping[str, object] | None = None) -> None:
         self.runtime = runtime
@@ -102,7 +102,7 @@ class ChainContext:
         name = self.hcm.rds_route_config_name
         return self.runtime.route_tables.get(name) if name else None
 
-    def record(self, stream: ProxyStream) -> None:
+    def record(self, stream: RequestRecord) -> None:
         self._recorder(self, stream)
         for logger in self.access_loggers:
             logger.log(stream)

@@ -259,7 +259,8 @@ class DownstreamConnection:
                             elif t is HeadersReceived:
                                 kind = ev.kind  # type: ignore[attr-defined]
                                 if kind == REQUEST:
-                                    s = ProxyStream(ctx, self, ev)  # type: ignore[arg-type]
+                                    s = ProxyStream(ctx, self,  # self: a StreamConnection, checked here
+                                                    ev)  # type: ignore[arg-type]
                                     streams[ev.stream_id] = s  # type: ignore[attr-defined]
                                     s.start()
                                 elif kind == TRAILERS:

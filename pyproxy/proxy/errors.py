@@ -213,6 +213,21 @@ class RbacDenied(ProxyError):
         self.details = f"rbac_access_denied_matched_policy[{policy or 'none'}]"
 
 
+class FaultAbort(ProxyError):
+    """The fault filter's abort (Envoy's ``FaultFilter::abortWithStatus``): body/grpc-message "fault filter
+    abort", flag FI. An ``http_status`` abort answers that status (a gRPC caller gets it mapped as any local
+    reply: 503 -> 14 UNAVAILABLE); a ``grpc_status`` abort answers HTTP 200, which a gRPC caller sees as a
+    trailers-only reply with that grpc-status, and any other caller as a 200 with the text body, as in Envoy."""
+
+    flag = "FI"
+    details = "fault_filter_abort"
+
+    def __init__(self, http_status: int, grpc_status: int | None = None) -> None:
+        super().__init__("fault filter abort")
+        self.http_status = http_status
+        self.grpc_status = grpc_status
+
+
 class DirectResponseReply(ProxyError):
     flag = "-"
     details = "direct_response"

@@ -1,12 +1,15 @@
-"""What a filter chain's connections and requests, and the code that serves accepted sockets, need of the runtime.
+"""What a filter chain's connections and requests, and the code that serves accepted sockets, need of the runtime;
+what a request needs of its downstream connection.
 
 A :class:`~pyproxy.proxy.context.ChainContext` holds the runtime as ``ctx.runtime`` (a :class:`ChainRuntime`);
 downstream connections and requests reach it through their context. ``handle_connection`` gets it as a
 :class:`ListenerRuntime`. :class:`pyproxy.proxy.runtime.Runtime` satisfies both; mypy checks it where the
-runtime builds chain contexts and serves connections.
+runtime builds chain contexts and serves connections. A request holds its downstream connection as a
+:class:`StreamConnection`, which :class:`~pyproxy.proxy.downstream.DownstreamConnection` satisfies (checked
+where the connection creates its requests).
 
 A leaf module: it names configuration, routing, RBAC, timer and upstream types only, never
-``pyproxy.proxy.context``, ``downstream``, ``stream`` or ``runtime``, ``pyproxy.stats`` or
+``pyproxy.proxy.context``, ``downstream``, ``stream``, ``router`` or ``runtime``, ``pyproxy.stats`` or
 ``pyproxy.accesslog`` (``context`` imports this module, so naming one of them would make an import cycle).
 Typing only: nothing here runs on the request path.
 """
@@ -17,12 +20,15 @@ import ssl
 from collections.abc import Mapping, MutableSet, Sized
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pyproxy.filters.api import FilterEnv
-from pyproxy.upstream.interfaces import KeepaliveRuntime, OutputCoalescing
+from pyproxy.filters.api import FilterEnv, PeerFacts
+from pyproxy.upstream.interfaces import Flushable, KeepaliveRuntime, OutputCoalescing
 
 if TYPE_CHECKING:
     from pyproxy.config.model import FilterChain, Listener, RbacConfig
+    from pyproxy.filters.fault import FaultCounters
     from pyproxy.filters.rbac import RbacCounters
+    from pyproxy.http2.connection import H2Connection
+    from pyproxy.io.transport import Transport
     from pyproxy.routing.table import RouteTable
     from pyproxy.timers import Timers
     from pyproxy.upstream.cluster import ClusterState
@@ -49,6 +55,25 @@ class RequestRuntime(OutputCoalescing, FilterEnv, Protocol):
 
     @property
     def clusters(self) -> ClusterLookup: ...
+
+
+class StreamConnection(PeerFacts, Flushable, Protocol):
+    """The downstream connection as a request (:class:`~pyproxy.proxy.stream.ProxyStream`) holds it
+    (:class:`~pyproxy.proxy.downstream.DownstreamConnection`): the HTTP/2 engine its responses are written
+    to, its transport (backpressure, and the local address and TLS for the record), a flushable connection to
+    mark dirty, the end of a stream to report. Its filters see it as :class:`~pyproxy.filters.api.PeerFacts`,
+    the access log and the metrics as a :class:`~pyproxy.proxy.record.RecordConnection`."""
+
+    @property
+    def engine(self) -> H2Connection: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def requested_server_name(self) -> str | None: ...
+
+    def stream_done(self, sid: int) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------ connections
@@ -109,9 +134,12 @@ class ConnectionManagerCounters(Protocol):
 
 class ChainStats(DownstreamCounters, Protocol):
     """The proxy-wide counters as a chain context and its connections see them
-    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC filters and connection manager."""
+    (:class:`~pyproxy.stats.ProxyStats`): the shared counters of its RBAC and fault filters and connection
+    manager."""
 
     def rbac_counters(self, config: RbacConfig, hcm_stat_prefix: str) -> RbacCounters: ...
+
+    def fault_counters(self, hcm_stat_prefix: str) -> FaultCounters: ...
 
     def hcm_counters(self, stat_prefix: str) -> ConnectionManagerCounters: ...
 

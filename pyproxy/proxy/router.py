@@ -3,9 +3,9 @@
 A :class:`Router` is made when a request has passed every other filter. It prepares the upstream request
 (route timeout or the caller's grpc-timeout, header mutations, rewrites, Envoy's ``x-envoy-*`` headers),
 then runs *attempts*: pick a host, ask its pool for a stream, send headers and body, relay the response to
-the request's downstream side (:class:`~pyproxy.proxy.stream.ProxyStream`), which runs it back through the
-filters. Pools and upstream connections call the router directly (``bind_upstream``, ``on_response_*``,
-``on_upstream_*``).
+the request's downstream side (:class:`~pyproxy.proxy.stream.ProxyStream`, seen as a :class:`RouterDownstream`),
+which runs it back through the filters. Pools and upstream connections call the router directly
+(``bind_upstream``, ``on_response_*``, ``on_upstream_*``).
 
 Retries: until response headers are committed downstream, an attempt that fails in a way the route's retry
 policy covers (connect failure, refused stream, reset, per-try timeout, a retriable status or a trailers-only
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -47,7 +47,8 @@ from pyproxy.proxy.shadow import ShadowStream, shadow_authority
 from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
 
 if TYPE_CHECKING:
-    from pyproxy.proxy.stream import ProxyStream
+    from pyproxy.io.transport import Transport
+    from pyproxy.proxy.context import ChainContext
     from pyproxy.routing.table import CompiledMutation, CompiledRoute
     from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
@@ -57,16 +58,90 @@ if TYPE_CHECKING:
 _STRIP = frozenset({b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id"})
 
 
+class RouterConnection(Protocol):
+    """The downstream connection as the router sees it: the transport whose backlog holds back the upstream's
+    window (:meth:`Router.ack_response`)."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+
+class RouterDownstream(Protocol):
+    """The request's downstream side as its router sees it (:class:`~pyproxy.proxy.stream.ProxyStream`): the
+    request to forward, the record it fills in (host, attempts, response code and grpc-status, identities,
+    timings, flags), and where the response goes (through the filters, then downstream)."""
+
+    @property
+    def ctx(self) -> ChainContext: ...
+
+    @property
+    def down(self) -> RouterConnection: ...
+
+    # The request
+    @property
+    def request_headers(self) -> list[Header]: ...
+
+    @property
+    def is_grpc(self) -> bool: ...
+
+    @property
+    def start_time(self) -> float: ...
+
+    @property
+    def req_end_received(self) -> bool: ...
+
+    @property
+    def req_trailers(self) -> list[Header] | None: ...
+
+    # Where the request is
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def resp_headers_sent(self) -> bool: ...
+
+    # The record, filled in by the router
+    host: Host | None
+    attempts: int
+    response_code: int
+    grpc_status: int | None
+    peer_metadata: bytes | None
+    failure_reason: str
+    upstream_principal: str
+    upstream_local: tuple[str, int] | None
+    upstream_start: float
+
+    def add_flag(self, flag: str) -> None: ...
+
+    # The response, and the request's flow control
+    def encode_headers(self, headers: list[Header], end: bool) -> None: ...
+
+    def encode_data(self, data: bytes, end: bool, flow_len: int) -> None: ...
+
+    def encode_trailers(self, trailers: list[Header]) -> None: ...
+
+    def ack_request(self, n: int) -> None: ...
+
+    # Endings
+    def fail(self, err: ProxyError) -> None: ...
+
+    def reset_downstream(self, code: int) -> None: ...
+
+
 class Router:
     __slots__ = (
         "action", "cluster", "deadline_from_caller", "deferred_down_ack", "deferred_up_ack", "held",
         "held_bytes", "held_headers", "hold_for_trailers", "host", "include_attempt_count", "outlier_on_trailers",
         "per_try_timer", "pool", "replay", "req_end_sent", "req_pending", "response_mutations", "retry",
-        "s", "shadows", "timer", "up", "up_sid", "upstream_headers",
+        "s", "shadows", "timer", "trailers_in", "up", "up_sid", "upstream_headers", "end_in",
     )
 
-    def __init__(self, s: ProxyStream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState) -> None:
+    def __init__(self, s: RouterDownstream, croute: CompiledRoute, action: RouteAction, cluster: ClusterState,
+                 end_in: bool) -> None:
         self.s = s
+        # The request's end and trailers as they reached the router (past the filters, which may hold them).
+        self.end_in = end_in
+        self.trailers_in: list[Header] | None = None
         self.action = action
         self.cluster = cluster
         self.host: Host | None = None
@@ -181,10 +256,10 @@ class Router:
             if self.shadows is None:
                 self.shadows = []
             self.shadows.append(shadow)
-            if s.req_end_received and s.req_trailers is None:
+            if self.end_in and self.trailers_in is None:
                 shadow.on_data(b"", True)
-            elif s.req_trailers is not None:
-                shadow.on_trailers(s.req_trailers)
+            elif self.trailers_in is not None:
+                shadow.on_trailers(self.trailers_in)
             cluster.pool_for(host).attach(shadow)
 
     # ================================================================================== attempts
@@ -365,15 +440,17 @@ class Router:
             retry = self.retry
             if retry is not None and retry.body:
                 self.replay = deque(retry.body)
-        end = (s.req_end_received and not self.replay and not self.req_pending and s.req_trailers is None)
+        end = self.end_in and not self.replay and not self.req_pending and self.trailers_in is None
         conn.engine.send_headers(sid, headers, end_stream=end)
         if end:
             self.req_end_sent = True
-        elif self.replay or self.req_pending or s.req_end_received:
+        elif self.replay or self.req_pending or self.end_in:
             self._pump_request()
 
     def on_request_data(self, data: bytes, end: bool, flow_len: int) -> None:
         """Request DATA that passed the filters (the stream updated its counters and end flag)."""
+        if end:
+            self.end_in = True
         shadows = self.shadows
         if shadows is not None:
             for shadow in shadows:
@@ -399,6 +476,8 @@ class Router:
             self._pump_request()
 
     def on_request_trailers(self, trailers: list[Header]) -> None:
+        self.end_in = True
+        self.trailers_in = trailers
         if self.shadows is not None:
             for shadow in self.shadows:
                 shadow.on_trailers(trailers)
@@ -415,7 +494,7 @@ class Router:
         sid = self.up_sid
         pending = self.req_pending
         forwarded = 0
-        ends_with_data = s.req_end_received and s.req_trailers is None
+        ends_with_data = self.end_in and self.trailers_in is None
         try:
             replay = self.replay
             if replay:
@@ -423,9 +502,9 @@ class Router:
             if not replay and not self.req_end_sent:
                 keep = self.retry.keep if self.retry is not None and self.retry.retriable else None
                 forwarded, self.req_end_sent = send_queued(eng, sid, pending, ends_with_data, keep)
-                if not pending and s.req_end_received and not self.req_end_sent:
-                    if s.req_trailers is not None:
-                        eng.send_headers(sid, s.req_trailers, end_stream=True)
+                if not pending and self.end_in and not self.req_end_sent:
+                    if self.trailers_in is not None:
+                        eng.send_headers(sid, self.trailers_in, end_stream=True)
                     else:
                         eng.send_data(sid, b"", end_stream=True)
                     self.req_end_sent = True
@@ -436,7 +515,7 @@ class Router:
             self._ack_down(forwarded)
 
     def on_upstream_window(self) -> None:
-        if self.replay or self.req_pending or (self.s.req_end_received and not self.req_end_sent):
+        if self.replay or self.req_pending or (self.end_in and not self.req_end_sent):
             self._pump_request()
 
     def _ack_down(self, n: int) -> None:
@@ -475,7 +554,7 @@ class Router:
         # Hold a gRPC response whose status will come in trailers, to retry on it (opt-in, unary calls only:
         # the whole request has arrived and was kept for replay).
         hold = (self.hold_for_trailers and grpc_status is None and not ev.end_stream and status == 200
-                and retry is not None and retry.retriable and s.req_end_received and s.is_grpc)
+                and retry is not None and retry.retriable and self.end_in and s.is_grpc)
         if self.cluster.outlier is not None and not (self.outlier_on_trailers and grpc_status is None
                                                      and not ev.end_stream):
             outlier_status = status

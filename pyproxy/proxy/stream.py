@@ -21,7 +21,9 @@ after them (gRPC: trailers with grpc-status; others: RST_STREAM). That is the on
 responses. Local replies do not pass through the filters' response hooks.
 
 The stream is also the per-request record that the access log, the metrics and the admin API read
-(route, cluster, host, attempts, flags, identities, timings).
+(route, cluster, host, attempts, flags, identities, timings): a :class:`~pyproxy.proxy.record.RequestRecord`.
+The router sees it as a :class:`~pyproxy.proxy.router.RouterDownstream`, and it holds its downstream
+connection as a :class:`~pyproxy.proxy.interfaces.StreamConnection`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from pyproxy.proxy.router import Router, send_queued
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
-    from pyproxy.proxy.downstream import DownstreamConnection
+    from pyproxy.proxy.interfaces import StreamConnection
     from pyproxy.routing.table import CompiledRoute
     from pyproxy.timers import TimerHandle
     from pyproxy.upstream.cluster import ClusterState, Host
@@ -82,7 +84,7 @@ class ProxyStream:
     )
     # Read by the access log, the stats and the admin API (declared for type checkers; set in __init__).
     ctx: ChainContext
-    down: DownstreamConnection
+    down: StreamConnection
     response_code: int
     grpc_status: int | None
     flags: str
@@ -95,7 +97,7 @@ class ProxyStream:
     host: Host | None
     attempts: int
 
-    def __init__(self, ctx: ChainContext, down: DownstreamConnection, ev: HeadersReceived) -> None:
+    def __init__(self, ctx: ChainContext, down: StreamConnection, ev: HeadersReceived) -> None:
         self.ctx = ctx
         self.down = down
         self.down_sid = ev.stream_id
@@ -230,7 +232,7 @@ class ProxyStream:
 
     def _request_headers_from(self, first: int) -> bool:
         """Run request headers through filters ``first``..; True when they passed them all."""
-        end = self.req_end_received and self.req_trailers is None
+        end = self.req_end_received and self.req_trailers is None and not self.req_held  # headers' END_STREAM
         filters = self.ctx.filters
         for i in range(first, len(filters)):
             status = filters[i].on_request_headers(self, end)
@@ -312,7 +314,9 @@ class ProxyStream:
                                              action.cluster_not_found_response_code))
             return
         self.cluster = cluster
-        router = self.router = Router(self, croute, action, cluster)
+        # The request's end reaches the router now if the headers ended it (nothing held behind them).
+        end_in = self.req_end_received and self.req_trailers is None and not self.req_held
+        router = self.router = Router(self, croute, action, cluster, end_in)
         self.req_direct = not self.ctx.request_body_filters and not self.req_held
         router.start(croute, self.grpc_timeout)
 
@@ -379,9 +383,11 @@ class ProxyStream:
             return
         self._send_response_trailers(trailers)
 
-    def _response_from(self, first: int, kind: int, payload: object, end: bool, flow_len: int) -> bool:
-        """Run a response event through the response filters from ``first``; True when it passed them all."""
-        if first == 0 and (self.resp_stopped >= 0 or self.resp_held):
+    def _response_from(self, first: int, kind: int, payload: object, end: bool, flow_len: int,
+                       replay: bool = False) -> bool:
+        """Run a response event through the response filters from ``first``; True when it passed them all.
+        A new event waits behind held ones (``replay``: it is a held one)."""
+        if not replay and (self.resp_stopped >= 0 or self.resp_held):
             held = self.resp_held
             if held is None:
                 held = self.resp_held = deque()
@@ -414,7 +420,7 @@ class ProxyStream:
         held = self.resp_held
         while held and self.resp_stopped < 0 and not self.done:
             first, kind, payload, end, flow_len = held.popleft()
-            if not self._response_from(first, kind, payload, end, flow_len):
+            if not self._response_from(first, kind, payload, end, flow_len, replay=True):
                 continue
             if kind == _HEADERS:
                 self._send_response_headers(payload, end)  # type: ignore[arg-type]

@@ -187,7 +187,7 @@ class XdsState:
                 if previous is not None and previous[0] == raw:
                     new[name] = previous
                     continue
-                name, model = xr.translate_resource(resp.type_url, proto)
+                name, model = xr.translate_resource(resp.type_url, proto, runtime=self.static.runtime)
             except ConfigError as e:
                 problems.extend(str(e).splitlines())
                 continue

@@ -305,6 +305,57 @@ def string_matcher(ctx: Ctx, sm: Any, path: str) -> m.StringMatcher | None:
     return m.StringMatcher(kind=kind, value=value, ignore_case=sm.ignore_case)
 
 
+def header_matcher(ctx: Ctx, hm: Any, path: str) -> m.HeaderMatcher | None:
+    ctx.check(
+        hm,
+        path,
+        {
+            "name",
+            "string_match",
+            "present_match",
+            "exact_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "safe_regex_match",
+            "invert_match",
+            "treat_missing_header_as_empty",
+        },
+        reasons={"range_match": "range_match is not supported"},
+    )
+    kind = hm.WhichOneof("header_match_specifier")
+    sm: m.StringMatcher | None = None
+    present = True  # no specifier at all: a presence match
+    if kind == "present_match":
+        present = hm.present_match
+    elif kind == "string_match":
+        sm = string_matcher(ctx, hm.string_match, join(path, "string_match"))
+        if sm is None:
+            return None
+    elif kind == "safe_regex_match":
+        regex = compile_regex(ctx, hm.safe_regex_match, join(path, "safe_regex_match"))
+        if regex is None:
+            return None
+        sm = m.StringMatcher(kind="regex", value=regex.pattern, compiled=regex)
+    elif kind == "exact_match":
+        sm = m.StringMatcher(kind="exact", value=hm.exact_match)
+    elif kind == "prefix_match":
+        sm = m.StringMatcher(kind="prefix", value=hm.prefix_match)
+    elif kind == "suffix_match":
+        sm = m.StringMatcher(kind="suffix", value=hm.suffix_match)
+    elif kind == "contains_match":
+        sm = m.StringMatcher(kind="contains", value=hm.contains_match)
+    elif kind is not None:
+        return None  # range_match: reported above
+    return m.HeaderMatcher(
+        name=hm.name.lower(),
+        string_match=sm,
+        present_match=present,
+        invert_match=hm.invert_match,
+        treat_missing_header_as_empty=hm.treat_missing_header_as_empty,
+    )
+
+
 # ------------------------------------------------------------------------------------------- headers
 
 _APPEND_ACTIONS = {0: True, 2: False}  # APPEND_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS_OR_ADD
@@ -378,7 +429,7 @@ HEADER_MUTATION_FIELDS = (
     "response_headers_to_add",
     "response_headers_to_remove",
 )
-PER_FILTER_REASON = "per-route filter config is not supported yet (no supported http filter takes one)"
+PER_FILTER_REASON = "typed_per_filter_config is supported on virtual hosts and routes only"
 
 
 def header_mutations(ctx: Ctx, msg: Any, path: str) -> tuple[m.HeaderMutation, m.HeaderMutation]:

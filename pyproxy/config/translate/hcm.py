@@ -2,8 +2,9 @@
 
 Routes are inline (``route_config``) or come over RDS (``rds`` with an ADS config source: the model keeps
 only the name, ``rds_route_config_name``, and the runtime looks the table up per stream).
-pyproxy speaks HTTP/2 only, so ``codec_type`` must be AUTO or HTTP2. The only http filter today is the
-router (``envoy.filters.http.router``), which must be last, as Envoy requires of a terminal filter. A filter
+pyproxy speaks HTTP/2 only, so ``codec_type`` must be AUTO or HTTP2. The http filters are fault injection
+(``envoy.filters.http.fault``), RBAC (``envoy.filters.http.rbac``) and the router
+(``envoy.filters.http.router``), which must be last, as Envoy requires of a terminal filter. A filter
 marked ``is_optional`` that pyproxy does not have is skipped with a warning, which is what Envoy does for
 an optional filter whose extension is not compiled in.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 
@@ -30,6 +32,7 @@ from pyproxy.config.translate.common import (
     wrapped,
 )
 from pyproxy.config.translate.dynamic import ADS_SOURCE, config_source
+from pyproxy.config.translate.fault import FAULT, FAULT_TYPE, fault_filter
 from pyproxy.config.translate.rbac import RBAC, RBAC_TYPE, rbac_filter
 from pyproxy.config.translate.routes import route_configuration
 
@@ -247,12 +250,20 @@ def _http_filters(ctx: Ctx, filters: Any, path: str) -> tuple[m.HttpFilter, ...]
                 ctx.add(fpath, f"the last http filter must be {ROUTER}")
             out.append(m.HttpFilter(name=f.name or RBAC, type_url=f"type.googleapis.com/{RBAC_TYPE}", config=rbac))
             continue
+        if type_name == FAULT_TYPE:
+            # An empty HTTPFault is valid: no fault unless a route's typed_per_filter_config names one.
+            tpath = join(fpath, "typed_config")
+            fault = fault_filter(ctx, unpack(f.typed_config, fault_pb2.HTTPFault), tpath)
+            if i == len(filters) - 1:
+                ctx.add(fpath, f"the last http filter must be {ROUTER}")
+            out.append(m.HttpFilter(name=f.name or FAULT, type_url=f"type.googleapis.com/{FAULT_TYPE}", config=fault))
+            continue
         if not is_router:
             what = f"http filter {f.name!r}" + (f" ({type_name})" if type_name else "")
             if f.is_optional:
                 ctx.warnings.append(f"{fpath}: optional {what} is not supported by pyproxy: skipped")
                 continue
-            ctx.add(fpath, f"{what} is not supported by pyproxy (supported: {RBAC}, {ROUTER})")
+            ctx.add(fpath, f"{what} is not supported by pyproxy (supported: {FAULT}, {RBAC}, {ROUTER})")
             continue
         config = m.RouterConfig()
         if type_name:

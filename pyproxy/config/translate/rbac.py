@@ -14,8 +14,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 
 from pyproxy.config import model as m
 from pyproxy.config.errors import join
-from pyproxy.config.translate.common import Ctx, string_matcher
-from pyproxy.config.translate.routes import header_matcher
+from pyproxy.config.translate.common import Ctx, header_matcher, string_matcher
 
 RBAC = "envoy.filters.http.rbac"
 RBAC_TYPE = "envoy.extensions.filters.http.rbac.v3.RBAC"

@@ -17,10 +17,11 @@ from pyproxy.config.translate.common import (
     Ctx,
     compile_regex,
     data_source,
+    header_matcher,
     header_mutations,
-    string_matcher,
     wrapped,
 )
+from pyproxy.config.translate.per_filter import typed_per_filter_config
 
 
 def route_configuration(
@@ -39,7 +40,8 @@ def route_configuration(
             "metadata",
             *HEADER_MUTATION_FIELDS,
         },
-        reasons={"vhds": "on-demand virtual hosts (vhds) are not supported"},
+        reasons={"vhds": "on-demand virtual hosts (vhds) are not supported",
+                 "typed_per_filter_config": PER_FILTER_REASON},
     )
     validate = wrapped(rc, "validate_clusters", validate_clusters_default)
     max_body = wrapped(rc, "max_direct_response_body_size_bytes", 4096)
@@ -112,12 +114,10 @@ def virtual_host(ctx: Ctx, vh: Any, path: str, max_body: int) -> m.VirtualHost:
             "include_request_attempt_count",
             "include_attempt_count_in_response",
             "metadata",
+            "typed_per_filter_config",
             *HEADER_MUTATION_FIELDS,
         },
-        reasons={
-            "typed_per_filter_config": PER_FILTER_REASON,
-            "require_tls": "require_tls is not supported (terminate TLS on the listener instead)",
-        },
+        reasons={"require_tls": "require_tls is not supported (terminate TLS on the listener instead)"},
     )
     routes = tuple(route(ctx, r, f"{join(path, 'routes')}[{i}]", max_body) for i, r in enumerate(vh.routes))
     request_headers, response_headers = header_mutations(ctx, vh, path)
@@ -135,6 +135,7 @@ def virtual_host(ctx: Ctx, vh: Any, path: str, max_body: int) -> m.VirtualHost:
         retry_policy=retry,
         include_request_attempt_count=vh.include_request_attempt_count,
         include_attempt_count_in_response=vh.include_attempt_count_in_response,
+        per_filter_config=typed_per_filter_config(ctx, vh, path),
     )
 
 
@@ -150,12 +151,10 @@ def route(ctx: Ctx, r: Any, path: str, max_body: int) -> m.Route:
             "metadata",
             "decorator",
             "stat_prefix",
+            "typed_per_filter_config",
             *HEADER_MUTATION_FIELDS,
         },
-        reasons={
-            "typed_per_filter_config": PER_FILTER_REASON,
-            "redirect": "redirect routes are not supported (gRPC clients do not follow redirects)",
-        },
+        reasons={"redirect": "redirect routes are not supported (gRPC clients do not follow redirects)"},
     )
     if r.HasField("decorator"):  # tracing only; pyproxy does no tracing, so it changes nothing
         ctx.check(r.decorator, join(path, "decorator"), {"operation", "propagate"})
@@ -175,6 +174,7 @@ def route(ctx: Ctx, r: Any, path: str, max_body: int) -> m.Route:
         action=action,
         request_headers=request_headers,
         response_headers=response_headers,
+        per_filter_config=typed_per_filter_config(ctx, r, path),
         grpc_trailers=grpc_trailers_options(ctx, r, path),
     )
 
@@ -238,57 +238,6 @@ def route_match(ctx: Ctx, rm: Any, path: str) -> m.RouteMatch:
         case_sensitive=case_sensitive,
         headers=headers,
         grpc=rm.HasField("grpc"),
-    )
-
-
-def header_matcher(ctx: Ctx, hm: Any, path: str) -> m.HeaderMatcher | None:
-    ctx.check(
-        hm,
-        path,
-        {
-            "name",
-            "string_match",
-            "present_match",
-            "exact_match",
-            "prefix_match",
-            "suffix_match",
-            "contains_match",
-            "safe_regex_match",
-            "invert_match",
-            "treat_missing_header_as_empty",
-        },
-        reasons={"range_match": "range_match is not supported"},
-    )
-    kind = hm.WhichOneof("header_match_specifier")
-    sm: m.StringMatcher | None = None
-    present = True  # no specifier at all: a presence match
-    if kind == "present_match":
-        present = hm.present_match
-    elif kind == "string_match":
-        sm = string_matcher(ctx, hm.string_match, join(path, "string_match"))
-        if sm is None:
-            return None
-    elif kind == "safe_regex_match":
-        regex = compile_regex(ctx, hm.safe_regex_match, join(path, "safe_regex_match"))
-        if regex is None:
-            return None
-        sm = m.StringMatcher(kind="regex", value=regex.pattern, compiled=regex)
-    elif kind == "exact_match":
-        sm = m.StringMatcher(kind="exact", value=hm.exact_match)
-    elif kind == "prefix_match":
-        sm = m.StringMatcher(kind="prefix", value=hm.prefix_match)
-    elif kind == "suffix_match":
-        sm = m.StringMatcher(kind="suffix", value=hm.suffix_match)
-    elif kind == "contains_match":
-        sm = m.StringMatcher(kind="contains", value=hm.contains_match)
-    elif kind is not None:
-        return None  # range_match: reported above
-    return m.HeaderMatcher(
-        name=hm.name.lower(),
-        string_match=sm,
-        present_match=present,
-        invert_match=hm.invert_match,
-        treat_missing_header_as_empty=hm.treat_missing_header_as_empty,
     )
 
 

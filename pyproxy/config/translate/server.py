@@ -66,6 +66,11 @@ def admin_config(ctx: Ctx, admin: Any, path: str) -> m.AdminConfig:
 
 
 def _flatten(prefix: str, value: object, out: dict[str, object]) -> None:
+    # Envoy's ProtoLayer::walkProtoValue: a map that is empty or has a numerator/denominator is one value
+    # (a FractionalPercent), not a level of keys.
+    if isinstance(value, dict) and prefix and (not value or "numerator" in value or "denominator" in value):
+        out[prefix] = value
+        return
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)

@@ -71,6 +71,8 @@ def _second_listener(d: Bootstrap, name: str) -> dict[str, Any]:
 
 
 FAULT = "envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 ROUTER = "envoy.extensions.filters.http.router.v3.Router"
 PORT = f"{ENDPOINT}.address.socket_address.port_value"
 
@@ -181,13 +183,13 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
     (
         "unsupported http filter",
         lambda d: _hcm(d)["http_filters"].insert(
-            0, {"name": "envoy.filters.http.fault", "typed_config": _typed(FAULT)}
+            0, {"name": "envoy.filters.http.cors", "typed_config": _typed(CORS)}
         ),
         [
             (
                 f"{HCM}.http_filters[0]",
-                f"http filter 'envoy.filters.http.fault' ({FAULT}) is not supported by pyproxy "
-                "(supported: envoy.filters.http.rbac, envoy.filters.http.router)",
+                f"http filter 'envoy.filters.http.cors' ({CORS}) is not supported by pyproxy "
+                "(supported: envoy.filters.http.fault, envoy.filters.http.rbac, envoy.filters.http.router)",
             )
         ],
     ),
@@ -423,7 +425,7 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
     (
         "router not last",
         lambda d: _hcm(d)["http_filters"].append(
-            {"name": "fault", "is_optional": True, "typed_config": _typed(FAULT)}
+            {"name": "cors", "is_optional": True, "typed_config": _typed(CORS)}
         ),
         [
             (
@@ -569,12 +571,24 @@ CASES: list[tuple[str, Callable[[Bootstrap], object], list[tuple[str, str]]]] = 
         ],
     ),
     (
-        "per-route filter config",
-        lambda d: _route(d).update(typed_per_filter_config={"envoy.filters.http.fault": _typed(FAULT)}),
+        "per-route filter config of a type pyproxy does not have",
+        lambda d: _route(d).update(typed_per_filter_config={"envoy.filters.http.cors": _typed(CORS_POLICY)}),
         [
             (
-                f"{ROUTE}.typed_per_filter_config",
-                "per-route filter config is not supported yet (no supported http filter takes one)",
+                f'{ROUTE}.typed_per_filter_config["envoy.filters.http.cors"]',
+                f"per-route config '{CORS_POLICY}' for filter 'envoy.filters.http.cors' is not supported by "
+                f"pyproxy (supported: {FAULT}, envoy.extensions.filters.http.rbac.v3.RBACPerRoute; wrap it in "
+                "envoy.config.route.v3.FilterConfig with is_optional: true to skip it)",
+            )
+        ],
+    ),
+    (
+        "per-filter config on a route configuration",
+        lambda d: _hcm(d)["route_config"].update(typed_per_filter_config={"envoy.filters.http.fault": _typed(FAULT)}),
+        [
+            (
+                f"{HCM}.route_config.typed_per_filter_config",
+                "typed_per_filter_config is supported on virtual hosts and routes only",
             )
         ],
     ),

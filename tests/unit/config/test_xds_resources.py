@@ -433,13 +433,13 @@ def test_warnings_name_the_resource(material: MaterialStore) -> None:
     data = inbound_listener()
     data["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].insert(
         0, {"name": "istio.stats", "is_optional": True,
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
     )
     warnings: list[str] = []
     translate(xr.LISTENER, data, material, warnings)
     assert warnings == [
         'listener "virtualInbound": filter_chains[0].filters[0].typed_config.http_filters[0]: optional http filter '
-        "'istio.stats' (envoy.extensions.filters.http.fault.v3.HTTPFault) is not supported by pyproxy: skipped"
+        "'istio.stats' (envoy.extensions.filters.http.cors.v3.Cors) is not supported by pyproxy: skipped"
     ]
 
 
