@@ -1,7 +1,7 @@
 """``payment-server``: the demo payment service, a plain insecure gRPC server that knows nothing of meshes.
 
-    payment-server --version v1|v2 --listen HOST:PORT [--error-rate F] [--latency MS] [--name NAME]
-                   [--workers N] [--grace S] [--seed N]
+    payment-server --version v1|v2 --listen HOST:PORT [--error-rate F] [--error-at WHERE] [--latency MS]
+                   [--name NAME] [--workers N] [--grace S] [--seed N]
     python -m payment_service.server ...
 
 Prints ``payment-server v1 listening on HOST:PORT`` once it accepts calls (the real port if PORT was 0),
@@ -28,7 +28,10 @@ grpc-message) + ``fail_at`` (``FAIL_BEFORE_HEADERS`` = trailers-only, ``FAIL_AFT
 ``FAIL_AFTER_FIRST_REPLY``); or the headers ``x-payment-fail-code``, ``x-payment-fail-message`` (ASCII),
 ``x-payment-fail-at: before-headers|after-headers|after-first-reply``. ``delay_ms`` /
 ``x-payment-delay-ms`` sleeps before replying. ``--error-rate F`` fails that fraction of calls with
-UNAVAILABLE ``injected by payment-server`` (trailers-only); ``--latency MS`` delays every call.
+UNAVAILABLE ``injected by payment-server``: trailers-only by default (``--error-at before-headers``), or
+with ``--error-at after-headers`` after the response headers were sent, the status in trailers (a gRPC app
+that fails late: Envoy neither retries it nor counts it for outlier detection); ``--latency MS`` delays
+every call.
 ``GetServerStats`` is exempt from both.
 
 Cancellation: a call that ends before its handler finished (client cancel, RST_STREAM, deadline) is logged
@@ -55,7 +58,7 @@ import grpc
 
 from payment_service.api import MAX_MESSAGE_BYTES
 from payment_service.behaviour import VERSIONS
-from payment_service.servicer import PaymentServicer, ServerConfig
+from payment_service.servicer import ERROR_AT, PaymentServicer, ServerConfig
 from payment_service.tracking import Log, stdout_log
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
@@ -116,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (plain HTTP/2, no TLS); port 0 picks a free one")
     p.add_argument("--error-rate", type=_fraction, default=0.0, metavar="F",
                    help="fraction of calls failed with UNAVAILABLE (default 0)")
+    p.add_argument("--error-at", choices=ERROR_AT, default="before-headers",
+                   help="where --error-rate failures happen: before-headers (trailers-only, the default) or "
+                        "after-headers (headers sent, then the status in trailers)")
     p.add_argument("--latency", type=_non_negative, default=0.0, metavar="MS",
                    help="milliseconds added to every call (default 0)")
     p.add_argument("--name", default=None, help="workload name in replies (default payment-VERSION-HOST-PID)")
@@ -149,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = args.listen
     name = args.name or f"payment-{args.version}-{socket.gethostname()}-{os.getpid()}"
     config = ServerConfig(version=args.version, name=name, error_rate=args.error_rate,
-                          latency_ms=args.latency, seed=args.seed)
+                          latency_ms=args.latency, seed=args.seed, error_at=args.error_at)
     try:
         server, bound, _ = build_server(config, host, port, args.workers)
     except OSError as e:
@@ -166,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     stdout_log(f"payment-server {args.version} listening on {join_host_port(host, bound)}")
     stdout_log(f"payment-server {args.version} name={name} error_rate={args.error_rate} "
+               f"error_at={args.error_at} "
                f"latency_ms={args.latency:g} workers={args.workers}")
     while not stop.wait(0.5):
         pass

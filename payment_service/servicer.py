@@ -4,7 +4,8 @@ Every method except ``GetServerStats`` goes through the same steps, in this orde
 
 1. ``--latency`` ms of sleep;
 2. ``--error-rate``: that fraction of calls ends UNAVAILABLE ``injected by payment-server``, trailers-only
-   (as a mesh expects of a retriable failure);
+   (as a mesh expects of a retriable failure), or with ``--error-at after-headers`` after the response
+   headers, the status in trailers (what Envoy's retries and outlier detection do not see);
 3. the test hooks of the call (``Control`` / ``x-payment-*`` headers, see :mod:`payment_service.behaviour`):
    ``delay_ms``, then ``fail_with_code`` at its ``fail_at`` point;
 4. the method itself; response headers go out with the first reply.
@@ -51,6 +52,10 @@ class ServerConfig:
     error_rate: float = 0.0
     latency_ms: float = 0.0
     seed: int | None = None
+    error_at: str = "before-headers"  # where --error-rate failures happen: ERROR_AT
+
+
+ERROR_AT = ("before-headers", "after-headers")
 
 
 class PaymentServicer:
@@ -85,6 +90,8 @@ class PaymentServicer:
         call.sleep(self.config.latency_ms / 1000)
         if self.config.error_rate > 0 and self._rng.random() < self.config.error_rate:
             self.counters.error_injected()
+            if self.config.error_at == "after-headers":
+                call.send_headers()
             call.fail(grpc.StatusCode.UNAVAILABLE, INJECTED_MESSAGE)
         self._apply(call, hooks, streaming)
 

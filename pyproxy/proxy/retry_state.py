@@ -21,7 +21,7 @@ RETRY_BUFFER_LIMIT = 1 << 20  # request bytes kept for replay (Envoy: the per-re
 
 
 class RetryState:
-    __slots__ = ("body", "body_bytes", "policy", "timer", "tried_hosts")
+    __slots__ = ("body", "body_bytes", "outstanding", "policy", "timer", "tried_hosts")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -29,6 +29,9 @@ class RetryState:
         self.body_bytes = 0
         self.timer: TimerHandle | None = None  # the back-off before the next attempt
         self.tried_hosts: list[Host] = []
+        # A retry counts against the cluster's max_retries from when it is scheduled until the attempt it
+        # made has ended (Envoy's RetryStateImpl: retries().inc() when scheduled, dec() in resetRetry()).
+        self.outstanding = False
 
     def keep(self, data: bytes) -> None:
         """Keep request bytes for a replay (the request stops being retriable past the buffer limit)."""

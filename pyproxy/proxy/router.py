@@ -16,8 +16,9 @@ Better than Envoy for gRPC, opt-in per route (route metadata ``filter_metadata["
 :class:`~pyproxy.config.model.GrpcTrailersOptions`), off by default so behaviour stays Envoy's:
 ``retry_on_trailers``: a unary call whose response carries its grpc-status in *trailers* after headers is
 held (up to the retry buffer limit) until those trailers arrive, and retried if that status is retriable
-(envoy#11049); ``outlier_on_trailers``: outlier detection counts that grpc-status instead of the 200 of the
-headers (envoy#8228).
+(envoy#11049); a response that turns out to be a stream (a second message begins) is committed and flows;
+``outlier_on_trailers``: outlier detection counts that grpc-status instead of the 200 of the headers
+(envoy#8228).
 
 Flow control: request DATA is sent upstream as far as the upstream stream's windows allow; window goes back
 to the caller only for bytes handed to the upstream transport, and not while that transport is above its
@@ -335,6 +336,7 @@ class Router:
     def _can_retry(self) -> bool:
         retry = self.retry
         s = self.s
+        self._release_retry()  # the attempt that just ended was this request's outstanding retry, if any
         if retry is None or not retry.retriable or s.resp_headers_sent or s.done:
             return False
         if not retry.attempts_left(s.attempts):
@@ -342,8 +344,16 @@ class Router:
         cluster = self.cluster
         if cluster.retries_active >= cluster.config.circuit_breakers.max_retries:
             cluster.stats.upstream_rq_retry_overflow += 1
+            s.add_flag("UO")  # Envoy's flag for a retry overflow; the upstream's response is relayed
             return False
         return True
+
+    def _release_retry(self) -> None:
+        """This request's retry no longer counts against the cluster's max_retries (its attempt ended)."""
+        retry = self.retry
+        if retry is not None and retry.outstanding:
+            retry.outstanding = False
+            self.cluster.retries_active -= 1
 
     def _retry(self) -> None:
         """Schedule the next attempt after Envoy's jittered exponential back-off."""
@@ -353,6 +363,7 @@ class Router:
         self._end_attempt()
         cluster.stats.upstream_rq_retry += 1
         cluster.retries_active += 1
+        retry.outstanding = True
         runtime = self.s.ctx.runtime
         delay = backoff(self.s.attempts, retry.policy.base_interval, retry.policy.max_interval, runtime.rng)
         retry.timer = runtime.timers.call_later(delay, self._retry_now)
@@ -361,7 +372,6 @@ class Router:
         retry = self.retry
         assert retry is not None
         retry.timer = None
-        self.cluster.retries_active -= 1
         self._start_attempt()
 
     def _retry_on_reset(self, kind: ResetKind) -> bool:
@@ -570,6 +580,7 @@ class Router:
             return
         if retry is not None:
             retry.commit()
+            self._release_retry()
         s.encode_headers(out, ev.end_stream)
 
     def _downstream_headers(self, headers: list[Header]) -> list[Header]:
@@ -612,8 +623,8 @@ class Router:
             held.append((ev.data, ev.end_stream))
             self.held_bytes += len(ev.data)
             self.ack_response_now(ev.flow_controlled_length)  # held bytes are bounded by the buffer limit
-            if ev.end_stream or self.held_bytes > RETRY_BUFFER_LIMIT:
-                self._release_held(None)  # no trailers, or too big to hold: commit what we have
+            if ev.end_stream or self.held_bytes > RETRY_BUFFER_LIMIT or self._holds_a_stream():
+                self._release_held(None)  # no trailers, too big to hold, or a stream: commit what we have
             return
         s.encode_data(ev.data, ev.end_stream, ev.flow_controlled_length)
 
@@ -642,6 +653,18 @@ class Router:
             s.grpc_status = grpc_status
         s.encode_trailers(ev.headers)
 
+    def _holds_a_stream(self) -> bool:
+        """The held response has begun a second gRPC message: a server stream, not a unary reply, which must
+        flow rather than wait for its trailers (its first message was held until then)."""
+        held = self.held
+        assert held is not None
+        head = b""
+        for data, _ in held:
+            head += data[:5 - len(head)]
+            if len(head) == 5:
+                return self.held_bytes > 5 + int.from_bytes(head[1:], "big")  # 5-byte gRPC message prefix
+        return False
+
     def _release_held(self, trailers: list[Header] | None, grpc_status: int | None = None) -> None:
         """Commit a held response downstream: headers, the data, then the trailers (if they came)."""
         s = self.s
@@ -655,6 +678,7 @@ class Router:
             self.per_try_timer = None
         if self.retry is not None:
             self.retry.commit()
+            self._release_retry()
         s.encode_headers(self.held_headers, False)
         for data, end in held:
             if s.done:
@@ -756,7 +780,7 @@ class Router:
         if retry is not None and retry.timer is not None:
             retry.timer.cancel()
             retry.timer = None
-            self.cluster.retries_active -= 1
+        self._release_retry()
         up = self.up
         if up is not None and self.up_sid in up.engine.streams:
             up.engine.reset_stream(self.up_sid, ErrorCode.CANCEL)
@@ -793,6 +817,7 @@ class Router:
             self.cluster.stats.upstream_rq_active -= 1
         if self.retry is not None:
             self.retry.commit()
+            self._release_retry()
         self.held = None
 
 

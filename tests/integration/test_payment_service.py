@@ -214,6 +214,16 @@ def test_error_rate_and_latency_flags(procs: ProcessGroup, v1: Server) -> None:
         else:
             pytest.fail("no injected error in 200 calls at --error-rate 0.2")
 
+    # --error-at after-headers: the identity comes in the response headers, the status in trailers.
+    (late,) = start_servers(procs, ("v1", ("--error-rate", "1", "--error-at", "after-headers")))
+    with connect(late.target) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            api.Stub(channel).Charge(pb.ChargeRequest(amount=1), timeout=5)
+        failed: Any = err.value
+        assert (failed.code(), failed.details()) == (grpc.StatusCode.UNAVAILABLE, "injected by payment-server")
+        assert identity(failed.initial_metadata()) == [("x-payment-version", "v1"), ("x-served-by", late.name)]
+        assert identity(failed.trailing_metadata()) == []
+
     def timed_charges(target: str) -> list[float]:
         with connect(target) as channel:
             stub = api.Stub(channel)

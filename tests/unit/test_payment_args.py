@@ -121,6 +121,9 @@ def test_server_arguments() -> None:
         "p",
     )
     assert args.workers == 32
+    assert args.error_at == "before-headers"
+    late = server.build_parser().parse_args(["--version", "v1", "--listen", ":1", "--error-at", "after-headers"])
+    assert late.error_at == "after-headers"
 
 
 @pytest.mark.parametrize(
@@ -132,6 +135,7 @@ def test_server_arguments() -> None:
         ["--version", "v1", "--listen", "127.0.0.1:1", "--error-rate", "1.5"],
         ["--version", "v1", "--listen", "127.0.0.1:1", "--latency", "-5"],
         ["--version", "v1", "--listen", "127.0.0.1:1", "--workers", "0"],
+        ["--version", "v1", "--listen", "127.0.0.1:1", "--error-at", "after-first-reply"],
     ],
 )
 def test_server_rejects_bad_arguments_with_status_2(argv: list[str]) -> None:
