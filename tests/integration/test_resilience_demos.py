@@ -1,7 +1,7 @@
 """Issue 10's demos of fault injection and retries, on `mesh_ctl up`, driven by the CLI as a user drives it.
 
-NEEDS the data plane's fault filter (pyproxy accepting and running ``envoy.filters.http.fault``): the control
-plane puts that filter on every outbound listener, as Istio does, and a pyproxy without it NACKs them.
+The control plane puts Envoy's fault filter (``envoy.filters.http.fault``) on every outbound listener, as Istio
+does; pyproxy runs it (``pyproxy/filters/``), and one without it would NACK those listeners.
 
 (a) The seed's demo: after `mesh_ctl fault payment --abort UNAVAILABLE --percent 30`, N_FAULT calls through the
     client's sidecar fail UNAVAILABLE ("fault filter abort") in 30 % +- 3 points of the cases; the client
