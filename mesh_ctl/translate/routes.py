@@ -165,8 +165,33 @@ def _route(vs: Config, h: Mapping[str, Any], path: str, match: object, mpath: st
     out["decorator"] = {"operation": _operation(out, vs.name, scope.port)}
     if "fault" in h:
         out["typed_per_filter_config"] = {FAULT: per_route_fault(h["fault"], join(path, "fault"))}
-    out["metadata"] = {"filter_metadata": {"istio": {"config": vs.config_path}}}
+    metadata: Json = {"istio": {"config": vs.config_path}}
+    trailers = grpc_trailers_options(vs)
+    if trailers:
+        metadata["minimesh"] = trailers
+    out["metadata"] = {"filter_metadata": metadata}
     return out
+
+
+# minimesh's opt-in gRPC behaviours, beyond Istio and Envoy, for every route of a VirtualService (an annotation,
+# so the resource stays valid Istio YAML; Istio ignores it): "retry" retries a unary call on a retriable
+# grpc-status that arrives in trailers after headers (the retry policy's gRPC conditions decide), "outlier" lets
+# outlier detection count that status. pyproxy reads them from the route's filter_metadata["minimesh"].
+GRPC_TRAILERS_ANNOTATION = "minimesh.io/grpc-status-in-trailers"
+_TRAILERS_WORDS = {"retry": "retry_on_trailers", "outlier": "outlier_on_trailers"}
+
+
+def grpc_trailers_options(vs: Config) -> Json:
+    raw = vs.annotations.get(GRPC_TRAILERS_ANNOTATION)
+    if raw is None:
+        return {}
+    path = f"metadata.annotations[{GRPC_TRAILERS_ANNOTATION}]"
+    words = [w.strip().lower() for w in str(raw).split(",") if w.strip()]
+    unknown = [w for w in words if w not in _TRAILERS_WORDS]
+    if unknown or not words:
+        raise TranslationError(path, f"{raw!r}: expected a comma list of {', '.join(_TRAILERS_WORDS)} "
+                                     "(e.g. \"retry,outlier\")")
+    return {key: True for word, key in _TRAILERS_WORDS.items() if word in words}
 
 
 def _applies(m: Mapping[str, Any], path: str, scope: RouteScope) -> bool:

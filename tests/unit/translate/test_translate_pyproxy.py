@@ -68,6 +68,9 @@ EVERYTHING = [
     destination_rule({"trafficPolicy": {"tls": {"mode": "DISABLE"}}}, name="audit", host="audit"),
 ]
 
+# minimesh's opt-in gRPC trailers behaviours: route metadata that pyproxy validates.
+EVERYTHING[0]["metadata"]["annotations"] = {"minimesh.io/grpc-status-in-trailers": "retry,outlier"}
+
 SCENARIOS = {"no resources": [], "everything": EVERYTHING}
 
 

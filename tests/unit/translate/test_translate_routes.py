@@ -263,3 +263,30 @@ def test_a_route_to_an_undefined_subset_is_kept_with_a_warning(registry: Registr
     (r,) = routes(pr)
     assert r["route"]["cluster"] == f"outbound|8080|v9|{FQDN}"
     assert any("v9" in w for w in pr.warnings)
+
+
+def test_grpc_trailers_annotation_sets_the_routes_minimesh_metadata(registry: Registry) -> None:
+    vs = virtual_service([{"name": "a", "route": [dest("v1")]}, {"name": "b", "route": [dest("v2")]}])
+    vs["metadata"]["annotations"] = {"minimesh.io/grpc-status-in-trailers": "retry, Outlier"}
+    for route in routes(sidecar(registry, [vs, DR])):
+        if route["name"] in ("a", "b"):
+            assert route["metadata"]["filter_metadata"]["minimesh"] == {
+                "retry_on_trailers": True, "outlier_on_trailers": True}
+    vs["metadata"]["annotations"] = {"minimesh.io/grpc-status-in-trailers": "retry"}
+    (a, *_) = routes(sidecar(registry, [vs, DR]))
+    assert a["metadata"]["filter_metadata"]["minimesh"] == {"retry_on_trailers": True}
+    # Without the annotation: Envoy's behaviour, no minimesh metadata at all.
+    del vs["metadata"]["annotations"]
+    (a, *_) = routes(sidecar(registry, [vs, DR]))
+    assert "minimesh" not in a["metadata"]["filter_metadata"]
+
+
+def test_a_bad_grpc_trailers_annotation_is_refused_with_its_path(registry: Registry) -> None:
+    from mesh_ctl.translate import TranslationError, check_resource
+
+    vs = virtual_service([{"route": [dest("v1")]}])
+    vs["metadata"]["annotations"] = {"minimesh.io/grpc-status-in-trailers": "retry,always"}
+    with pytest.raises(TranslationError) as e:
+        check_resource(vs)
+    assert e.value.path == "metadata.annotations[minimesh.io/grpc-status-in-trailers]"
+    assert "retry, outlier" in e.value.reason
