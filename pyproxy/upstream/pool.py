@@ -72,6 +72,7 @@ class PoolHost(Protocol):
     """The host a pool connects to (:class:`~pyproxy.upstream.cluster.Host`), as the pool sees it."""
 
     connect_failures: int
+    cx_total: int
 
     @property
     def address(self) -> SocketAddress: ...
@@ -142,6 +143,7 @@ class HostPool:
         cluster = self.cluster
         host = self.host
         cluster.stats.upstream_cx_total += 1
+        host.cx_total += 1
         try:
             transport = await connect(host.address.host, host.address.port, cluster.config.tls,
                                       cluster.ssl_context, cluster.config.connect_timeout, cluster.address_family,
