@@ -34,7 +34,7 @@ import http.client
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -271,14 +271,14 @@ def cluster_rows(clusters: list[Doc]) -> list[list[str]]:
     return rows
 
 
-def endpoints_of(clusters_json: Doc | None, assignments: list[Doc]) -> list[_endpoints.Endpoint]:
+def endpoints_of(clusters_json: Doc | None, assignments: Sequence[Doc]) -> list[_endpoints.Endpoint]:
     """From the proxy's /clusters when we have it, else the control plane's ClusterLoadAssignments."""
     if clusters_json is not None:
         return _endpoints.from_clusters(clusters_json)
     return _endpoints.from_assignments(assignments)
 
 
-def endpoint_rows(clusters_json: Doc | None, assignments: list[Doc],
+def endpoint_rows(clusters_json: Doc | None, assignments: Sequence[Doc],
                   flt: _endpoints.Filter | None = None, wide: bool = False) -> list[list[str]]:
     """istioctl's rows (``wide``: with minimesh's columns, :data:`_endpoints.WIDE_HEAD`), in istioctl's order."""
     chosen = _endpoints.select(endpoints_of(clusters_json, assignments), flt or _endpoints.Filter())

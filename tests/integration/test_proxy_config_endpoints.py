@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,7 @@ def test_circuit_breaker_shows_open_while_the_requests_limit_is_reached(procs: P
     with proxy.channel("slow") as channel:
         stub = api.Stub(channel)
         grpc.channel_ready_future(channel).result(timeout=10)
-        calls: list[Future[Any]] = [
+        calls: list[Any] = [
             stub.Charge.future(pb.ChargeRequest(customer_id="c", amount=1, currency="EUR"), timeout=30)
             for _ in range(4)]
         wait_until("two calls in flight", lambda: _gauge(proxy, "rq_open") == 1, timeout=SLOW_MS / 1000)
