@@ -24,6 +24,7 @@ health: HEALTHY, UNHEALTHY, DRAINING, TIMEOUT, DEGRADED), all exact and case-ins
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,9 +204,9 @@ def _local_time(rfc3339: str) -> str:
 
 
 def _seconds(left: float) -> str:
-    if left >= 60:
-        return f"{int(left) // 60}m{int(left) % 60:02d}s"
-    return f"{left:.1f}s" if left < 10 else f"{int(left)}s"
+    """Whole seconds, rounded up (``in 0s`` would read as "now"): ``29s``, ``1m05s``."""
+    whole = math.ceil(left)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
 
 
 def ejected_until(e: Endpoint) -> str:

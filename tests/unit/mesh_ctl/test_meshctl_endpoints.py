@@ -75,7 +75,8 @@ def test_wide_rows_add_active_requests_ejection_and_circuit_breakers() -> None:
     rows = {r[0]: r for r in proxy_config.endpoint_rows(CLUSTERS, [], wide=True)}
     ejected = rows["127.0.0.11:15006"]
     assert ejected[:4] == ["127.0.0.11:15006", "HEALTHY", "FAILED", "3"]
-    assert ejected[4].endswith("(in 4.2s)") and len(ejected[4].split()[0]) == 8  # local HH:MM:SS
+    assert ejected[4].endswith("(in 5s)") and len(ejected[4].split()[0]) == 8  # local HH:MM:SS, whole seconds
+    assert ep._seconds(0.2) == "1s" and ep._seconds(59.5) == "1m00s" and ep._seconds(125) == "2m05s"
     assert ejected[5:] == ["consecutive_5xx (ejection 2)", "rq 3/3 OPEN", V2]
     assert rows["127.0.0.10:15006"][3:] == ["1", "-", "-", "unlimited", V1]
     assert rows["127.0.0.9:15010"][6] == "rq 0/1024, retries 0/3"  # only the limited resources
