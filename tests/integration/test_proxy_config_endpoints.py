@@ -128,7 +128,8 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
     assert row.split()[:6] == [bad_endpoint, "HEALTHY", "OK", "0", "-", "-"], row
     host = _host(proxy, "outlier", bad)
     assert "failed_outlier_check" not in host["health_status"]
-    assert host["outlier_detection"]["times_ejected"] == 1 and not host["outlier_detection"]["ejected"]
+    # times_ejected goes down by one each interval the host stays healthy (Envoy's ejection multiplier).
+    assert host["outlier_detection"]["times_ejected"] in (0, 1) and not host["outlier_detection"]["ejected"]
     assert proxy.stats()["cluster.outlier.outlier_detection.ejections_active"] == 0
 
 
