@@ -95,7 +95,7 @@ async def test_keepalive_jitter_draws_from_the_background_stream(autojump_clock:
     # A runtime without a per-request stream at all: the keepalive must not need one.
     runtime = SimpleNamespace(background_rng=random.Random(3), timers=Timers())
     before = runtime.background_rng.getstate()
-    keepalive = Keepalive(runtime, H2Connection(client_side=True), lambda: None,  # type: ignore[arg-type]
-                          lambda: None, interval=10.0, timeout=5.0, jitter_percent=15.0)
+    keepalive = Keepalive(runtime, H2Connection(client_side=True), lambda: None, lambda: None, interval=10.0,
+                          timeout=5.0, jitter_percent=15.0)
     assert runtime.background_rng.getstate() != before
     keepalive.stop()
