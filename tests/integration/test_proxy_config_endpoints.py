@@ -36,8 +36,9 @@ from tests.support.standalone import Proxy, charge, cluster, start_proxy, start_
 
 pytestmark = pytest.mark.timeout(240)
 
-BASE_EJECTION_S = 2.0
-SLOW_MS = 6000  # long enough for a few admin reads while the calls are in flight
+# Long enough for every check while the endpoint is out, on a loaded machine (a `mesh_ctl` run takes seconds).
+BASE_EJECTION_S = 10.0
+SLOW_MS = 60_000  # the slow server's calls: never answered, the test cancels them once it has looked
 
 
 def pc(*args: str, check: int = 0) -> subprocess.CompletedProcess[str]:
@@ -98,6 +99,14 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
     until = _epoch(outlier["ejected_until"])
     assert ejected_at - 1.0 < until < ejected_at + BASE_EJECTION_S + 0.5, (ejected_at, outlier)
 
+    text = proxy.admin("/clusters").decode()
+    assert f"outlier::{bad_endpoint}::health_flags::/failed_outlier_check" in text
+    assert f"outlier::{bad_endpoint}::outlier_ejection_reason::consecutive_5xx" in text
+    stats = proxy.stats()
+    assert stats["cluster.outlier.outlier_detection.ejections_active"] == 1
+    assert stats["cluster.outlier.outlier_detection.ejections_enforced_consecutive_5xx"] == 1
+    assert stats["cluster.outlier.outlier_detection.ejections_enforced_total"] == 1
+
     table = pc("endpoints", "proxy", *admin).stdout
     row = _row(table, bad_endpoint)
     assert row.split()[:4] == [bad_endpoint, "HEALTHY", "FAILED", "0"]
@@ -109,13 +118,7 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
     [listed] = json.loads(pc("endpoints", "proxy", *admin, "-o", "json", "--address", "127.0.0.1",
                              "--port", str(bad)).stdout)
     assert listed["name"] == "outlier" and len(listed["host_statuses"]) == 2  # istioctl: the whole cluster
-    text = proxy.admin("/clusters").decode()
-    assert f"outlier::{bad_endpoint}::health_flags::/failed_outlier_check" in text
-    assert f"outlier::{bad_endpoint}::outlier_ejection_reason::consecutive_5xx" in text
-    stats = proxy.stats()
-    assert stats["cluster.outlier.outlier_detection.ejections_active"] == 1
-    assert stats["cluster.outlier.outlier_detection.ejections_enforced_consecutive_5xx"] == 1
-    assert stats["cluster.outlier.outlier_detection.ejections_enforced_total"] == 1
+    assert time.time() < until, "the checks above took longer than the ejection: they saw nothing"
 
     # Back once the ejection time is up (the detector checks every 0.5 s); nothing calls meanwhile.
     def healthy_again() -> bool:
@@ -151,9 +154,10 @@ def test_circuit_breaker_shows_open_while_the_requests_limit_is_reached(procs: P
         stub = api.Stub(channel)
         grpc.channel_ready_future(channel).result(timeout=10)
         calls: list[Any] = [
-            stub.Charge.future(pb.ChargeRequest(customer_id="c", amount=1, currency="EUR"), timeout=30)
+            stub.Charge.future(pb.ChargeRequest(customer_id="c", amount=1, currency="EUR"), timeout=SLOW_MS / 500)
             for _ in range(4)]
-        wait_until("two calls in flight", lambda: _gauge(proxy, "rq_open") == 1, timeout=SLOW_MS / 1000)
+        wait_until("the two calls over the limit refused", lambda: sum(c.done() for c in calls) == 2, timeout=30)
+        assert _gauge(proxy, "rq_open") == 1  # the two admitted ones are in flight (they wait a minute)
         row = _row(pc("endpoints", "proxy", *admin).stdout, endpoint)
         assert "rq 2/2 OPEN" in row and row.split()[3] == "2", row  # RQ ACTIVE
         assert _gauge(proxy, "remaining_rq") == 0 and _gauge(proxy, "rq_pending_open") == 0
@@ -161,16 +165,21 @@ def test_circuit_breaker_shows_open_while_the_requests_limit_is_reached(procs: P
             prometheus = r.read().decode()
         assert 'envoy_cluster_circuit_breakers_default_rq_open{envoy_cluster_name="slow"} 1' in prometheus
         assert "# TYPE envoy_cluster_circuit_breakers_default_rq_open gauge" in prometheus
+        for call in calls:
+            call.cancel()  # the admitted ones: the caller gives up, the proxy resets them upstream
         codes = []
         for call in calls:
             try:
                 call.result()
                 codes.append("OK")
+            except grpc.FutureCancelledError:
+                codes.append("CANCELLED")
             except grpc.RpcError as e:
                 codes.append(e.code().name)
-    assert sorted(codes) == ["OK", "OK", "UNAVAILABLE", "UNAVAILABLE"], codes
+    assert sorted(codes) == ["CANCELLED", "CANCELLED", "UNAVAILABLE", "UNAVAILABLE"], codes
     assert proxy.stats()["cluster.slow.upstream_rq_pending_overflow"] == 2
-    assert (_gauge(proxy, "rq_open"), _gauge(proxy, "remaining_rq")) == (0, 2)
+    wait_until("the breaker closes again", lambda: (_gauge(proxy, "rq_open"), _gauge(proxy, "remaining_rq")) == (0, 2),
+               timeout=30)
     row = _row(pc("endpoints", "proxy", *admin).stdout, endpoint)
     assert "rq 0/2, " in row and "OPEN" not in row, row
 
