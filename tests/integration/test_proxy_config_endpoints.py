@@ -31,8 +31,8 @@ from mesh_ctl.runtime.specs import sidecar_seed
 from payment_service import api
 from payment_service.proto import payment_pb2 as pb
 from tests.support.live_mesh import running_mesh, wait_until
-from tests.support.procs import REPO_ROOT, ProcessGroup
-from tests.support.standalone import Proxy, charge, cluster, start_proxy, start_server, vhost
+from tests.support.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.support.sidecar import Proxy, cluster, start_payment, start_proxy, vhost, wait_ports
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,12 +49,17 @@ def pc(*args: str, check: int = 0) -> subprocess.CompletedProcess[str]:
 
 
 def _host(proxy: Proxy, cluster_name: str, port: int) -> dict[str, Any]:
-    for c in proxy.admin_json("/clusters?format=json")["cluster_statuses"]:
-        if c["name"] == cluster_name:
-            for h in c["host_statuses"]:
-                if h["address"]["socket_address"]["port_value"] == port:
-                    return dict(h)
-    raise AssertionError(f"no host :{port} in {cluster_name}")
+    return proxy.hosts(cluster_name)[port]
+
+
+def _server(procs: ProcessGroup, name: str, *flags: str) -> int:
+    port = start_payment(procs, name, *flags)
+    wait_ports(port)
+    return port
+
+
+def _charge(channel: grpc.Channel) -> None:
+    api.Stub(channel).Charge(pb.ChargeRequest(customer_id="c", amount=1, currency="EUR"), timeout=10)
 
 
 def _row(table: str, endpoint: str) -> str:
@@ -67,11 +72,11 @@ def _epoch(rfc3339: str) -> float:
 
 
 def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: ProcessGroup, tmp_path: Path) -> None:
-    good = start_server(procs, "good")
-    bad = start_server(procs, "bad", "--error-rate", "1.0")
+    good = _server(procs, "good")
+    bad = _server(procs, "bad", "--error-rate", "1.0")
     detection = {"consecutive_5xx": 2, "interval": "0.5s", "base_ejection_time": f"{BASE_EJECTION_S}s",
                  "max_ejection_percent": 100}
-    proxy = start_proxy(procs, tmp_path, "proxy", [vhost("outlier", {"cluster": "outlier"})],
+    proxy = start_proxy(procs, tmp_path, free_port(), free_port(), [vhost("outlier", "outlier")],
                         [cluster("outlier", [good, bad], outlier_detection=detection)])
     bad_endpoint = f"127.0.0.1:{bad}"
     admin = ("--admin", proxy.admin_address)
@@ -85,7 +90,7 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
     with proxy.channel("outlier") as channel:
         for _ in range(20):
             try:
-                charge(channel)
+                _charge(channel)
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.UNAVAILABLE
             if _host(proxy, "outlier", bad)["health_status"].get("failed_outlier_check"):
@@ -99,7 +104,7 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
     until = _epoch(outlier["ejected_until"])
     assert ejected_at - 1.0 < until < ejected_at + BASE_EJECTION_S + 0.5, (ejected_at, outlier)
 
-    text = proxy.admin("/clusters").decode()
+    text = proxy.admin_get("/clusters")
     assert f"outlier::{bad_endpoint}::health_flags::/failed_outlier_check" in text
     assert f"outlier::{bad_endpoint}::outlier_ejection_reason::consecutive_5xx" in text
     stats = proxy.stats()
@@ -137,13 +142,13 @@ def test_an_ejected_endpoint_shows_why_and_until_when_then_comes_back(procs: Pro
 
 
 def _gauge(proxy: Proxy, name: str) -> int:
-    return proxy.stats()[f"cluster.slow.circuit_breakers.default.{name}"]
+    return int(proxy.stats()[f"cluster.slow.circuit_breakers.default.{name}"])
 
 
 def test_circuit_breaker_shows_open_while_the_requests_limit_is_reached(procs: ProcessGroup, tmp_path: Path) -> None:
-    slow = start_server(procs, "slow", "--latency", str(SLOW_MS))
+    slow = _server(procs, "slow", "--latency", str(SLOW_MS))
     breakers = {"thresholds": [{"max_requests": 2, "track_remaining": True}]}
-    proxy = start_proxy(procs, tmp_path, "proxy", [vhost("slow", {"cluster": "slow", "timeout": "30s"})],
+    proxy = start_proxy(procs, tmp_path, free_port(), free_port(), [vhost("slow", "slow", timeout="300s")],
                         [cluster("slow", [slow], circuit_breakers=breakers)])
     admin = ("--admin", proxy.admin_address)
     endpoint = f"127.0.0.1:{slow}"
