@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "it instead of binding; connections wait in its backlog while pyproxy restarts")
     p.add_argument("--seed", type=_seed, metavar="N",
                    help="seed the random decisions made for requests (weighted clusters, load balancing, retry "
-                        "back-off, mirror sampling, outlier enforcement): the same seed and the same "
+                        "back-off, fault and mirror sampling, outlier enforcement): the same seed and the same "
                         "sequence of calls give the same decisions (pyproxy's own flag; default: from the OS)")
     p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
     agent = p.add_argument_group("identity agent", "make a key, get its certificate from the mesh's CA and "

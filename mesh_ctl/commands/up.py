@@ -19,7 +19,7 @@ control plane's CA, renewing it at half its lifetime: --cert-ttl sets that lifet
 default 24h; e.g. 6s to watch renewals). `mesh_ctl proxy-config secret <workload>` shows the certificate in use.
 
 --seed N makes the sidecars' random decisions reproducible (which subset a weighted route picks, which endpoint the
-load balancer picks, retry back-off jitter, mirror sampling): each sidecar gets pyproxy's --seed, derived
+load balancer picks, retry back-off jitter, fault and mirror sampling): each sidecar gets pyproxy's --seed, derived
 from N and its workload's name (mesh_ctl.runtime.specs.sidecar_seed), so the same N and the same sequence of calls
 give the same decisions. A topology file can say `seed: N` instead; --seed wins.
 
