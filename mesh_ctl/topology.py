@@ -14,6 +14,7 @@ A topology file is YAML (camelCase keys, like Kubernetes); unknown keys are reje
     namespace: default
     accessLogFile: /dev/stdout          # optional: Istio's meshConfig (demo profile); "" = no access logs
     accessLogFormat: "[%START_TIME%] %REQ(:PATH)% %GRPC_STATUS% %DOWNSTREAM_PEER_URI_SAN%"   # optional
+    seed: 42                            # optional: reproducible random decisions in every sidecar
     services:
       - name: payment
         port: 8080
@@ -51,6 +52,8 @@ DEFAULT_NAMESPACE = "default"
 
 CANONICAL_NAME_LABEL = "service.istio.io/canonical-name"
 CANONICAL_REVISION_LABEL = "service.istio.io/canonical-revision"
+
+MAX_SEED = 2**63 - 1  # a topology's seed (and `up --seed`): 0 .. 2^63-1
 
 # RFC 1123 label, as Kubernetes requires for names and namespaces.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -138,6 +141,9 @@ class Topology:
     domain_suffix: str = "cluster.local"  # the DNS suffix of <svc>.<ns>.svc.<suffix>
     access_log_file: str = "/dev/stdout"  # Istio's meshConfig.accessLogFile ("" = off)
     access_log_format: str | None = None  # meshConfig.accessLogFormat (None = Istio's + peer identities)
+    # Seeds every sidecar's random decisions (pyproxy --seed, derived per sidecar: runtime.specs.sidecar_seed);
+    # None: each sidecar seeds from the OS.
+    seed: int | None = None
 
     # ------------------------------------------------------------------------------------------ lookups
 
@@ -234,7 +240,7 @@ def load_topology(path: Path) -> Topology:
 
 def topology_from_dict(doc: object) -> Topology:
     root = _obj(doc, "", {"trustDomain", "meshId", "clusterId", "domainSuffix", "namespace", "services",
-                          "workloads", "accessLogFile", "accessLogFormat"})
+                          "workloads", "accessLogFile", "accessLogFormat", "seed"})
     trust_domain = _str(root.get("trustDomain", DEFAULT_TRUST_DOMAIN), "trustDomain")
     ns_default = _name(root.get("namespace", DEFAULT_NAMESPACE), "namespace")
     services = tuple(_service(s, f"services[{i}]", ns_default)
@@ -250,6 +256,7 @@ def topology_from_dict(doc: object) -> Topology:
         domain_suffix=_str(root.get("domainSuffix", "cluster.local"), "domainSuffix"),
         access_log_file=_access_log_file(root.get("accessLogFile", "/dev/stdout")),
         access_log_format=_access_log_format(root.get("accessLogFormat")),
+        seed=None if root.get("seed") is None else _int(root["seed"], "seed", 0, MAX_SEED),
     )
     validate(t)
     return t
@@ -284,6 +291,7 @@ def topology_to_dict(t: Topology) -> dict[str, Any]:
         "domainSuffix": t.domain_suffix,
         "accessLogFile": t.access_log_file,
         **({"accessLogFormat": t.access_log_format} if t.access_log_format is not None else {}),
+        **({"seed": t.seed} if t.seed is not None else {}),
         "services": [
             {"name": s.name, "namespace": s.namespace, "port": s.port, "selector": dict(s.selector),
              "subsets": [{"name": b.name, "labels": dict(b.labels), "weight": b.weight} for b in s.subsets]}

@@ -20,6 +20,10 @@ A request: downstream read loop -> engine events -> ProxyStream.start (route, cl
 upstream engine -> Runtime.flush writes every touched connection once. Responses flow back the same way,
 driven by the upstream connection's read loop. Only ``io/``, ``proxy/``, ``upstream/`` and ``admin/`` touch
 trio; ``http2/``, ``routing/`` and ``config/`` are pure.
+
+Randomness comes from the runtime, in two streams (``--seed`` seeds both): ``Runtime.rng`` for the decisions
+a request makes, in request order, and ``Runtime.background_rng`` for what timers and connections draw
+(see :class:`pyproxy.proxy.runtime.Runtime`).
 """
 
 __version__ = "0.1.0"

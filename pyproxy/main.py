@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-fd", metavar="FD", type=int, action="append", default=[],
                    help="an inherited listening TCP socket (socket activation): the listener on its address uses "
                         "it instead of binding; connections wait in its backlog while pyproxy restarts")
+    p.add_argument("--seed", type=_seed, metavar="N",
+                   help="seed the random decisions made for requests (weighted clusters, load balancing, retry "
+                        "back-off, fault and mirror sampling, outlier enforcement): the same seed and the same "
+                        "sequence of calls give the same decisions (pyproxy's own flag; default: from the OS)")
     p.add_argument("--version", action="version", version=f"pyproxy {__version__}")
     agent = p.add_argument_group("identity agent", "make a key, get its certificate from the mesh's CA and "
                                  "serve it as the SDS secrets 'default' and 'ROOTCA' (istio-agent's job)")
@@ -97,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                  "--skip-hot-restart-parent-stats", "--skip-deprecated-logs"):
         envoy.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2^64-1, got {text}")
+    return value
 
 
 def _setup_logging(level: str, path: str | None) -> None:
@@ -187,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
                                           admin_address_path=args.admin_address_path, admin_token=admin_token,
-                                          inherited=inherited))
+                                          inherited=inherited, seed=args.seed))
     except KeyboardInterrupt:
         return 0
 
@@ -272,13 +286,15 @@ def _write_admin_address(path: str, host: str, port: int) -> None:
 async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
                 agent_options: object = None, *, admin_address_path: str | None = None,
                 admin_token: str | None = None,
-                inherited: dict[tuple[str, int], socket.socket] | None = None) -> int:
+                inherited: dict[tuple[str, int], socket.socket] | None = None, seed: int | None = None) -> int:
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
 
     assert isinstance(snapshot, Snapshot)
-    runtime = Runtime(snapshot, inherited)
+    runtime = Runtime(snapshot, inherited, seed=seed)
+    if seed is not None:
+        log.info("random decisions seeded with %d (--seed)", seed)
     quit_event = trio.Event()
     admin = AdminServer(runtime, time.time(), quit_event.set, admin_token)
     async with trio.open_nursery() as nursery:

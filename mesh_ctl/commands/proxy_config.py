@@ -1,12 +1,20 @@
 """A proxy's live configuration, like `istioctl proxy-config`: read from the sidecar's admin API.
 
-    mesh_ctl proxy-config listeners|routes|clusters|endpoints|secret|all WORKLOAD [-o table|json]
+    mesh_ctl proxy-config listeners|routes|clusters|endpoints|secret|all WORKLOAD [-o table|short|json|yaml]
                           [--admin HOST:PORT] [--from proxy|control-plane]
+    mesh_ctl proxy-config endpoints WORKLOAD [--cluster NAME] [--address IP] [--port N] [--status HEALTHY|...]
 
 WORKLOAD names a sidecar (``client`` or ``client.default``). Its admin address comes from --admin, else the
-run dir's state (`mesh_ctl up`), else the control plane's registry. Listeners, routes and clusters come from
-the sidecar's ``/config_dump`` (static and dynamic, inline route configurations included), endpoints from
-``/clusters?format=json`` (with health and outlier state). ``-o json`` prints those resources raw.
+run dir's state (`mesh_ctl up`), else the control plane's registry; an unknown name is an error that lists
+the known ones (exit 1). Listeners, routes and clusters come from the sidecar's ``/config_dump`` (static and
+dynamic, inline route configurations included), endpoints from ``/clusters?format=json``. ``-o json`` (or
+``yaml``) prints those resources raw; ``-o short`` is the same as the default table except for endpoints.
+
+``endpoints`` shows istioctl's columns (ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER) and minimesh's: requests
+in flight, until when and why outlier detection ejected an endpoint, and its cluster's circuit breakers
+(``rq 3/3 OPEN``); ``-o short`` prints istioctl's four columns alone, ``-o json`` istioctl's JSON (the
+ClusterStatus of every cluster with a matching endpoint, with pyproxy's extension fields). --cluster,
+--address, --port and --status filter the endpoints, as istioctl's flags do. See ``_endpoints.py``.
 
 ``secret`` shows the certificates the sidecar uses, from its ``/certs`` (Envoy's shape), like `istioctl
 proxy-config secret` (RESOURCE NAME, TYPE, STATUS, VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE, + DAYS LEFT
@@ -26,11 +34,14 @@ import http.client
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from mesh_ctl import client
+from mesh_ctl.commands import _endpoints
 from mesh_ctl.runtime.state import RunDir, StateError, read_state, resolve_run_dir
 
 Doc = Mapping[str, Any]
@@ -41,10 +52,17 @@ CHOICES = (*SECTIONS, "secret", "all", "listener", "route", "cluster", "endpoint
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("section", choices=CHOICES, metavar="listeners|routes|clusters|endpoints|secret|all")
     p.add_argument("workload", metavar="WORKLOAD", help="the sidecar's workload (client, client.default)")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("-o", "--output", choices=("table", "short", "json", "yaml"), default="table",
+                   help="table (default); short: for endpoints, istioctl's four columns only; json or yaml: raw")
     p.add_argument("--admin", metavar="HOST:PORT", help="the sidecar's admin address (default: looked up)")
     p.add_argument("--from", dest="source", choices=("proxy", "control-plane"), default="proxy",
                    help="proxy: its live config (default); control-plane: what the control plane computed")
+    ep = p.add_argument_group("endpoints", "filters, as istioctl's (exact, case-insensitive)")
+    ep.add_argument("--cluster", default="", help="only the endpoints of this cluster")
+    ep.add_argument("--address", default="", help="only endpoints with this address")
+    ep.add_argument("--port", type=int, default=0, help="only endpoints with this port")
+    ep.add_argument("--status", default="", metavar="STATUS",
+                    help="only endpoints with this EDS health: HEALTHY, UNHEALTHY, DRAINING, TIMEOUT, DEGRADED")
     client.add_arguments(p)
 
 
@@ -68,20 +86,27 @@ def admin_address(args: argparse.Namespace) -> str:
         state = read_state(RunDir(resolve_run_dir(args.run_dir)))
     except StateError:
         state = None
+    known: list[str] = []  # the sidecars we know of, for the error
     if state is not None:
         for p in state.processes:
-            if p.workload == name and p.role == "sidecar" and "admin" in p.addresses:
-                return p.addresses["admin"]
+            if p.role == "sidecar" and "admin" in p.addresses:
+                if p.workload == name:
+                    return p.addresses["admin"]
+                known.append(p.workload)
     try:
         workloads = client.from_args(args).workloads()["workloads"]
     except client.ControlPlaneError as e:
+        if known:  # the run dir's mesh has no such sidecar: say which it has
+            raise LookupError(f"no sidecar named {args.workload!r} in this mesh (known: {', '.join(known)}); "
+                              "give its admin address with --admin HOST:PORT") from None
         then = f"{e.hint}, or give" if e.hint else "give"
         raise LookupError(f"cannot find the admin address of {args.workload!r}: {e.brief}; {then} it with "
                           "--admin HOST:PORT") from None
     for w in workloads:
         if w["name"] == name and (not namespace or w["namespace"] == namespace) and w.get("admin_address"):
             return str(w["admin_address"])
-    raise LookupError(f"no sidecar named {args.workload!r} (known: {', '.join(w['name'] for w in workloads)}); "
+    known += [str(w["name"]) for w in workloads if w["name"] not in known]
+    raise LookupError(f"no sidecar named {args.workload!r} (known: {', '.join(known) or 'none'}); "
                       "give its admin address with --admin HOST:PORT")
 
 
@@ -246,27 +271,18 @@ def cluster_rows(clusters: list[Doc]) -> list[list[str]]:
     return rows
 
 
-def endpoint_rows(clusters_json: Doc | None, assignments: list[Doc]) -> list[list[str]]:
-    rows = []
+def endpoints_of(clusters_json: Doc | None, assignments: Sequence[Doc]) -> list[_endpoints.Endpoint]:
+    """From the proxy's /clusters when we have it, else the control plane's ClusterLoadAssignments."""
     if clusters_json is not None:
-        for c in get(clusters_json, "cluster_statuses", "clusterStatuses", default=[]):
-            for h in get(c, "host_statuses", "hostStatuses", default=[]):
-                sock = get(get(h, "address", default={}), "socket_address", "socketAddress", default={})
-                health = get(h, "health_status", "healthStatus", default={})
-                status = str(get(health, "eds_health_status", "edsHealthStatus", default="HEALTHY"))
-                outlier = "FAILED" if get(health, "failed_outlier_check", "failedOutlierCheck") else "OK"
-                rows.append([f"{get(sock, 'address')}:{get(sock, 'port_value', 'portValue')}", status, outlier,
-                             str(get(c, "name", default=""))])
-        return rows
-    for cla in assignments:
-        for locality in get(cla, "endpoints", default=[]):
-            for e in get(locality, "lb_endpoints", "lbEndpoints", default=[]):
-                sock = get(get(get(e, "endpoint", default={}), "address", default={}), "socket_address",
-                           "socketAddress", default={})
-                rows.append([f"{get(sock, 'address')}:{get(sock, 'port_value', 'portValue')}",
-                             str(get(e, "health_status", "healthStatus", default="HEALTHY")), "-",
-                             str(get(cla, "cluster_name", "clusterName", default=""))])
-    return rows
+        return _endpoints.from_clusters(clusters_json)
+    return _endpoints.from_assignments(assignments)
+
+
+def endpoint_rows(clusters_json: Doc | None, assignments: Sequence[Doc],
+                  flt: _endpoints.Filter | None = None, wide: bool = False) -> list[list[str]]:
+    """istioctl's rows (``wide``: with minimesh's columns, :data:`_endpoints.WIDE_HEAD`), in istioctl's order."""
+    chosen = _endpoints.select(endpoints_of(clusters_json, assignments), flt or _endpoints.Filter())
+    return [_endpoints.wide_row(e) if wide else _endpoints.short_row(e) for e in chosen]
 
 
 # ------------------------------------------------------------------------------------ secrets (/certs)
@@ -373,11 +389,17 @@ def run_secret(args: argparse.Namespace) -> int:
     except LookupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.output == "json":
-        print(json.dumps({"workload": args.workload, "admin": address, **view}, indent=2))
+    if args.output in ("json", "yaml"):
+        print(_dump({"workload": args.workload, "admin": address, **view}, args.output))
     else:
         print("\n".join(secret_lines(view)))
     return 0
+
+
+def _dump(doc: Any, output: str) -> str:
+    if output == "yaml":
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip("\n")
+    return json.dumps(doc, indent=2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -385,6 +407,10 @@ def run(args: argparse.Namespace) -> int:
         return run_secret(args)
     section = args.section if args.section == "all" or args.section.endswith("s") else f"{args.section}s"
     wanted = list(SECTIONS) if section == "all" else [section]
+    flt = _endpoints.Filter(args.cluster, args.address, args.port, args.status)
+    if flt != _endpoints.Filter() and "endpoints" not in wanted:
+        print(f"error: --cluster, --address, --port and --status filter endpoints, not {section}", file=sys.stderr)
+        return 2
     clusters_json: Doc | None = None
     try:
         if args.source == "control-plane":
@@ -407,16 +433,22 @@ def run(args: argparse.Namespace) -> int:
     except LookupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.output == "json":
+    if args.output in ("json", "yaml"):
         raw: dict[str, Any] = {s: config[s] for s in wanted}
         if clusters_json is not None:
-            raw["endpoints"] = clusters_json
-        print(json.dumps(raw[wanted[0]] if len(wanted) == 1 else raw, indent=2))
+            raw["endpoints"] = _endpoints.matching_clusters(clusters_json, flt)  # istioctl's -o json
+        elif flt != _endpoints.Filter():
+            names = {e.cluster for e in _endpoints.select(_endpoints.from_assignments(config["endpoints"]), flt)}
+            raw["endpoints"] = [c for c in config["endpoints"]
+                                if get(c, "cluster_name", "clusterName", default="") in names]
+        print(_dump(raw[wanted[0]] if len(wanted) == 1 else raw, args.output))
         return 0
+    wide = args.output == "table"
     rows_of = {"listeners": lambda: listener_rows(config["listeners"]),
                "routes": lambda: route_rows(config["routes"]),
                "clusters": lambda: cluster_rows(config["clusters"]),
-               "endpoints": lambda: endpoint_rows(clusters_json, config["endpoints"])}
-    blocks = ["\n".join(render(HEADS[s], rows_of[s]())) for s in wanted]
+               "endpoints": lambda: endpoint_rows(clusters_json, config["endpoints"], flt, wide)}
+    heads = {**HEADS, "endpoints": _endpoints.WIDE_HEAD if wide else _endpoints.SHORT_HEAD}
+    blocks = ["\n".join(render(heads[s], rows_of[s]())) for s in wanted]
     print("\n\n".join(blocks))
     return 0

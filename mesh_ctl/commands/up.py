@@ -18,6 +18,11 @@ Identity: each sidecar makes its key and gets its certificate (spiffe://cluster.
 control plane's CA, renewing it at half its lifetime: --cert-ttl sets that lifetime (Istio's SECRET_TTL,
 default 24h; e.g. 6s to watch renewals). `mesh_ctl proxy-config secret <workload>` shows the certificate in use.
 
+--seed N makes the sidecars' random decisions reproducible (which subset a weighted route picks, which endpoint the
+load balancer picks, retry back-off jitter, fault and mirror sampling): each sidecar gets pyproxy's --seed, derived
+from N and its workload's name (mesh_ctl.runtime.specs.sidecar_seed), so the same N and the same sequence of calls
+give the same decisions. A topology file can say `seed: N` instead; --seed wins.
+
 --non-mesh-client adds `legacy-client`, a pod outside the mesh: its own address, no sidecar, plain gRPC straight
 to payment-v1's inbound port (15006) at --non-mesh-rps calls per second. Mutual TLS is PERMISSIVE by default,
 so its calls succeed; after `mesh_ctl mtls strict` the sidecar refuses them at the handshake: the live summary
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,7 +62,7 @@ from mesh_ctl.runtime.specs import (
     non_mesh_client,
 )
 from mesh_ctl.runtime.state import RunDir, StateError, new_run_id, resolve_run_dir
-from mesh_ctl.topology import default_topology, load_topology
+from mesh_ctl.topology import MAX_SEED, default_topology, load_topology
 
 PROXY_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 MIN_CERT_TTL = timedelta(seconds=1)  # the bounds pyproxy's agent and the CA accept (Istio's max: 90 days)
@@ -80,6 +86,16 @@ def cert_ttl(text: str) -> str:
                 return f"{int(seconds) // size}{unit}"
         return f"{int(seconds)}s"
     return f"{seconds}s"
+
+
+def mesh_seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {text}")
+    return value
 
 
 def log_size(text: str) -> int:
@@ -121,6 +137,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert-ttl", metavar="DURATION", type=cert_ttl,
                    help="lifetime of the sidecars' certificates, renewed at half of it (Istio's SECRET_TTL; "
                         "e.g. 24h, 90m, 6s; default: 24h)")
+    p.add_argument("--seed", metavar="N", type=mesh_seed,
+                   help="seed every sidecar's random decisions (weighted routes, load balancing, back-off, sampling): "
+                        "the same N and the same calls give the same picks (default: the topology's seed, else "
+                        "random)")
     p.add_argument("--fresh", action="store_true",
                    help="start without the Istio resources applied in earlier runs (they are kept in the run dir's "
                         "store across runs; --fresh sets them aside in store.before-fresh-<time>/)")
@@ -151,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--non-mesh-rps needs --non-mesh-client")
         topology = load_topology(Path(args.topology)) if args.topology else default_topology()
         topology = topology.with_load(args.rps, args.concurrency)
+        if args.seed is not None:
+            topology = replace(topology, seed=args.seed)
         placement = plan(topology, base_address=args.base_address, port_offset=args.port_offset,
                          mode=args.address_mode)
         control_plane = (None if args.static
@@ -198,6 +220,8 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
         out += ["--base-address", args.base_address]
     if args.cert_ttl is not None:
         out += ["--cert-ttl", args.cert_ttl]
+    if args.seed is not None:
+        out += ["--seed", str(args.seed)]
     if args.non_mesh_client:
         out.append("--non-mesh-client")
     if args.fresh:

@@ -76,6 +76,9 @@ def traffic_lines(topology: Topology, placement: Placement, non_mesh: NonMeshCli
             f"{non_mesh.target_workload} {dst.at(dst.app)}   [outside the mesh: accepted under PERMISSIVE, "
             "refused under STRICT]"
         )
+    if topology.seed is not None:
+        lines.append(f"random decisions seeded: --seed {topology.seed} (each sidecar gets pyproxy --seed derived "
+                     "from it and its workload name: same seed, same calls, same picks)")
     return lines
 
 

@@ -23,6 +23,13 @@ PERMISSIVE its calls succeed (the sidecar takes plaintext on the same port); und
 the connection during the handshake and every call fails with UNAVAILABLE. It is not in the topology: the
 control plane knows nothing about it, as Istio knows nothing about a pod without a sidecar.
 
+Seed (``up --seed N`` or the topology's ``seed``): every sidecar gets ``--seed`` (pyproxy's flag: its
+per-request random decisions, weighted clusters, load balancing, back-off jitter, sampling, become
+reproducible). Not N itself: :func:`sidecar_seed` derives one per sidecar from N and the workload's name, so
+two sidecars of one mesh do not draw the same numbers (with one seed for all, every client sidecar would pick
+the same subset for its first call, its second...), while the same N gives every sidecar the same seed run
+after run. A restarted sidecar starts its sequence again.
+
 The supervisor restarts the control plane, the apps and the sidecars when they die (``restart=True``), the way
 Kubernetes restarts istiod and a kubelet restarts a pod's containers: the sidecars keep serving their last
 configuration while the control plane is away and resync when it is back. The load clients are not restarted
@@ -32,6 +39,7 @@ plain gRPC) and ``:15014+N`` (the management API), N the port offset, 127.0.0.1 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +166,12 @@ def sidecar_name(workload: str) -> str:
     return f"{workload}-sidecar"
 
 
+def sidecar_seed(seed: int, workload: str) -> int:
+    """The ``pyproxy --seed`` of ``workload``'s sidecar in a mesh seeded with ``seed``: the first 8 bytes of
+    SHA-256("<seed>/<workload>"), big-endian (0 .. 2^64-1)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{workload}".encode()).digest()[:8], "big")
+
+
 def build_specs(
     topology: Topology,
     placement: Placement,
@@ -186,7 +200,8 @@ def build_specs(
         if cert_ttl is not None:
             raise ValueError("a certificate TTL needs the control plane's CA (not with --static)")
         admin_token = run_dir.api_token if run_dir is not None else None
-        sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level, admin_token=admin_token)
+        sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level, admin_token=admin_token,
+                             seed=topology.seed)
                     for w in ws]
         return [apps, sidecars, clients]
     if run_dir is None:
@@ -194,7 +209,7 @@ def build_specs(
     ttl = ("--cert-ttl", cert_ttl) if cert_ttl is not None else ()
     sidecars = [_sidecar(placement, w, bootstraps[w.name], python, proxy_log_level,
                          ("--ca-address", control_plane.xds, "--token-path", str(token_path(run_dir.tokens, w.name)),
-                          *ttl), run_dir.api_token)
+                          *ttl), run_dir.api_token, topology.seed)
                 for w in ws]
     return [[_control_plane(placement, control_plane, run_dir, port_offset, python)], apps, sidecars, clients]
 
@@ -228,18 +243,20 @@ def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:
 
 
 def _sidecar(placement: Placement, w: Workload, bootstrap: Path, python: str, level: str,
-             agent: tuple[str, ...] = (), admin_token: Path | None = None) -> ProcessSpec:
+             agent: tuple[str, ...] = (), admin_token: Path | None = None, seed: int | None = None) -> ProcessSpec:
     """``agent``: the identity agent's flags (the CA's address and the token file), with a control plane;
-    ``admin_token``: the owner's credential, which the admin API's changing endpoints then require. Restarted
-    when it dies, like a kubelet restarts a container."""
+    ``admin_token``: the owner's credential, which the admin API's changing endpoints then require; ``seed``:
+    the mesh's seed (the sidecar gets :func:`sidecar_seed` of it). Restarted when it dies, like a kubelet
+    restarts a container."""
     at = placement.of(w.name)
     addresses = {role: addr for role in ("outbound", "inbound", "admin", "prometheus")
                  if (addr := at.at(getattr(at, role))) is not None}
     admin = ("--admin-token-file", str(admin_token)) if admin_token is not None else ()
+    seeded = ("--seed", str(sidecar_seed(seed, w.name))) if seed is not None else ()
     return ProcessSpec(
         name=sidecar_name(w.name), workload=w.name, role="sidecar",
         argv=(python, "-m", "pyproxy", "-c", str(bootstrap), "--stats-address", addresses["prometheus"],
-              "-l", level, *agent, *admin),
+              "-l", level, *agent, *admin, *seeded),
         addresses=addresses, ready="http-ready", ready_at=addresses["admin"], restart=True,
     )
 

@@ -8,17 +8,23 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from pyproxy.config.model import CircuitBreakers
+from pyproxy.upstream import breakers
+from pyproxy.upstream.outlier import EJECTION_TYPES
+
 if TYPE_CHECKING:
     from pyproxy.proxy.runtime import Runtime
+    from pyproxy.upstream.cluster import ClusterState, Host
 
 HELP = """pyproxy admin commands:
   /ready               200 LIVE when serving
   /server_info         version, state, uptime, node
   /config_dump         the live configuration (Envoy's ConfigDump shape); ?resource=static_clusters etc.
-  /clusters            upstream clusters, hosts and counters (?format=json)
+  /clusters            upstream clusters, hosts, their counters, health and outlier state (?format=json)
   /listeners           listeners and their addresses (?format=json)
   /stats               counters (?format=json|prometheus)
   /stats/prometheus    Istio standard metrics and proxy counters in Prometheus text format
@@ -67,48 +73,172 @@ def config_dump(rt: Runtime, resource: str | None = None) -> dict[str, Any]:
     return {"configs": configs}
 
 
-def clusters_json(rt: Runtime) -> dict[str, Any]:
+def _static_cluster_names(rt: Runtime) -> set[str]:
+    """Clusters of the bootstrap's static_resources (the others came from CDS: Envoy's ``added_via_api``)."""
+    source = rt.snapshot.source if isinstance(rt.snapshot.source, dict) else {}
+    bootstrap = source.get("bootstrap") or source
+    static = bootstrap.get("static_resources", {}) if isinstance(bootstrap, dict) else {}
+    clusters = static.get("clusters", []) if isinstance(static, dict) else []
+    return {str(c.get("name", "")) for c in clusters if isinstance(c, dict)}
+
+
+def _clock() -> tuple[float, float]:
+    """(trio's clock, the wall clock) now: outlier detection keeps time on trio's clock."""
+    return trio.current_time(), time.time()
+
+
+def _thresholds(cb: CircuitBreakers, priority: str) -> dict[str, Any]:
+    """``envoy.config.cluster.v3.CircuitBreakers.Thresholds`` as Envoy's /clusters?format=json prints it."""
+    out: dict[str, Any] = {} if priority == "DEFAULT" else {"priority": priority}
+    out.update(max_connections=cb.max_connections, max_pending_requests=cb.max_pending_requests,
+               max_requests=cb.max_requests, max_retries=cb.max_retries)
+    return out
+
+
+def _eds_health(h: Host) -> str:
+    # Envoy reports a host whose EDS health is UNKNOWN as HEALTHY.
+    return "HEALTHY" if h.health.name == "UNKNOWN" else h.health.name
+
+
+def _host_counters(h: Host) -> list[tuple[str, int]]:
+    """Envoy's per-host counters, in Envoy's order (pyproxy does not count rq_timeout per host)."""
+    return [("cx_connect_fail", h.connect_failures), ("cx_total", h.cx_total), ("rq_error", h.rq_error),
+            ("rq_success", h.rq_success), ("rq_total", h.rq_total)]
+
+
+def _host_gauges(h: Host) -> list[tuple[str, int]]:
+    pool = h.pool
+    return [("cx_active", len(pool.connections) if pool else 0), ("rq_active", h.active_requests)]
+
+
+def _metric(name: str, value: int, gauge: bool) -> dict[str, Any]:
+    """``envoy.admin.v3.SimpleMetric`` in proto3 JSON: uint64 as a string, defaults (0, COUNTER) left out."""
+    out: dict[str, Any] = {"type": "GAUGE"} if gauge else {}
+    if value:
+        out["value"] = str(value)
+    out["name"] = name
+    return out
+
+
+def host_outlier(h: Host, clock: tuple[float, float]) -> dict[str, Any]:
+    """pyproxy's extension: a host's outlier detection state, for people learning what ejected it and until
+    when (``ejected_until`` is wall-clock RFC 3339 UTC; the detector lets the host back at its first interval
+    check at or after that time)."""
+    state = h.outlier
+    out: dict[str, Any] = {"ejected": h.ejected, "times_ejected": state.times_ejected if state else 0,
+                           "consecutive_5xx": state.consecutive_5xx if state else 0,
+                           "consecutive_gateway_failure": state.consecutive_gateway if state else 0,
+                           "consecutive_local_origin_failure": state.consecutive_local if state else 0}
+    if h.ejected and state is not None:
+        mono, wall = clock
+        left = state.ejected_until - mono
+        out["ejection_reason"] = state.ejection_reason
+        out["ejected_until"] = _rfc3339_ms(wall + left)
+        out["ejection_time_left_s"] = round(max(0.0, left), 3)
+    return out
+
+
+def circuit_breaker_state(state: ClusterState) -> dict[str, dict[str, Any]]:
+    """pyproxy's extension: the DEFAULT priority's circuit breakers now (in use, maximum, remaining, open)."""
+    return {r.name: {"current": r.current, "max": r.max, "remaining": r.remaining, "open": r.open}
+            for r in breakers.resources(state)}
+
+
+def clusters_json(rt: Runtime, clock: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Envoy's ``/clusters?format=json`` (``envoy.admin.v3.Clusters`` as proto3 JSON with field names as in
+    the proto), plus pyproxy's extensions: per cluster ``circuit_breaker_state``, per host of a cluster with
+    outlier detection ``outlier_detection`` (see :func:`host_outlier`)."""
+    clock = clock or _clock()
+    static = _static_cluster_names(rt)
     out = []
     for name, state in sorted(rt.clusters.clusters.items()):
+        cfg = state.config
+        cluster: dict[str, Any] = {"name": name, "circuit_breakers": {"thresholds": [
+            _thresholds(cfg.circuit_breakers, "DEFAULT"), _thresholds(cfg.high_priority_circuit_breakers, "HIGH")]}}
+        detector = state.outlier
+        if detector is not None and detector.success_rate_ejection_threshold > 0:
+            cluster["success_rate_ejection_threshold"] = {"value": detector.success_rate_ejection_threshold}
+        if name not in static:
+            cluster["added_via_api"] = True
         hosts = []
         for h in state.hosts:
-            pool = h.pool
-            hosts.append({
+            host: dict[str, Any] = {
                 "address": {"socket_address": {"address": h.address.host, "port_value": h.address.port}},
-                "hostname": h.hostname,
+                "stats": [*(_metric(k, v, False) for k, v in _host_counters(h)),
+                          *(_metric(k, v, True) for k, v in _host_gauges(h))],
+                "health_status": {**({"failed_outlier_check": True} if h.ejected else {}),
+                                  "eds_health_status": _eds_health(h)},
                 "weight": h.weight,
-                # Envoy reports a host whose EDS health is UNKNOWN as HEALTHY.
-                "health_status": {"eds_health_status": "HEALTHY" if h.health.name == "UNKNOWN" else h.health.name,
-                                  **({"failed_outlier_check": True} if h.ejected else {})},
-                "stats": {"rq_active": h.active_requests, "rq_success": h.rq_success, "rq_error": h.rq_error,
-                          "cx_active": len(pool.connections) if pool else 0,
-                          "cx_connect_fail": h.connect_failures},
-            })
-        out.append({"name": name, "lb_policy": state.config.lb_policy.name,
-                    "stats": {k: getattr(state.stats, k) for k in state.stats.__slots__},
-                    "host_statuses": hosts})
+            }
+            if h.hostname:
+                host["hostname"] = h.hostname
+            host["locality"] = {}
+            if h.outlier is not None and h.outlier.success_rate >= 0:
+                host["success_rate"] = {"value": h.outlier.success_rate}
+            if detector is not None:
+                host["outlier_detection"] = host_outlier(h, clock)
+            hosts.append(host)
+        cluster["host_statuses"] = hosts
+        cluster["circuit_breaker_state"] = circuit_breaker_state(state)
+        out.append(cluster)
     return {"cluster_statuses": out}
 
 
-def clusters_text(rt: Runtime) -> str:
+def _health_flags(h: Host) -> str:
+    """Envoy's ``HostUtility::healthFlagsToString``: ``healthy``, else each flag that is set."""
+    flags = ""
+    if h.ejected:
+        flags += "/failed_outlier_check"
+    health = h.health.name
+    if health in ("UNHEALTHY", "TIMEOUT"):
+        flags += "/failed_eds_health"
+    elif health == "DEGRADED":
+        flags += "/degraded_eds_health"
+    elif health == "DRAINING":
+        flags += "/eds_status_draining"
+    return flags or "healthy"
+
+
+def clusters_text(rt: Runtime, clock: tuple[float, float] | None = None) -> str:
+    """Envoy's ``/clusters`` text (``<cluster>::<host>::<stat>::<value>`` lines), plus, per host of a cluster
+    with outlier detection, pyproxy's ``outlier_times_ejected`` and, while ejected, ``outlier_ejection_reason``
+    and ``outlier_ejected_until``."""
+    clock = clock or _clock()
+    static = _static_cluster_names(rt)
     lines = []
     for name, state in sorted(rt.clusters.clusters.items()):
-        cb = state.config.circuit_breakers
-        lines.append(f"{name}::default_priority::max_connections::{cb.max_connections}")
-        lines.append(f"{name}::default_priority::max_pending_requests::{cb.max_pending_requests}")
-        lines.append(f"{name}::default_priority::max_requests::{cb.max_requests}")
-        lines.append(f"{name}::default_priority::max_retries::{cb.max_retries}")
+        detector = state.outlier
+        if detector is not None:
+            lines.append(f"{name}::outlier::success_rate_average::{detector.success_rate_average:g}")
+            lines.append(f"{name}::outlier::success_rate_ejection_threshold::"
+                         f"{detector.success_rate_ejection_threshold:g}")
+            lines.append(f"{name}::outlier::local_origin_success_rate_average::-1")
+            lines.append(f"{name}::outlier::local_origin_success_rate_ejection_threshold::-1")
+        for priority, cb in (("default", state.config.circuit_breakers),
+                             ("high", state.config.high_priority_circuit_breakers)):
+            lines.append(f"{name}::{priority}_priority::max_connections::{cb.max_connections}")
+            lines.append(f"{name}::{priority}_priority::max_pending_requests::{cb.max_pending_requests}")
+            lines.append(f"{name}::{priority}_priority::max_requests::{cb.max_requests}")
+            lines.append(f"{name}::{priority}_priority::max_retries::{cb.max_retries}")
+        lines.append(f"{name}::added_via_api::{'false' if name in static else 'true'}")
         for h in state.hosts:
             prefix = f"{name}::{h.address}"
-            pool = h.pool
-            lines.append(f"{prefix}::cx_active::{len(pool.connections) if pool else 0}")
-            lines.append(f"{prefix}::cx_connect_fail::{h.connect_failures}")
-            lines.append(f"{prefix}::rq_active::{h.active_requests}")
-            lines.append(f"{prefix}::rq_success::{h.rq_success}")
-            lines.append(f"{prefix}::rq_error::{h.rq_error}")
-            lines.append(f"{prefix}::weight::{h.weight}")
-            lines.append(f"{prefix}::health_flags::{'healthy' if h.healthy else '/failed_eds_health'}")
+            for key, value in sorted([*_host_counters(h), *_host_gauges(h)]):
+                lines.append(f"{prefix}::{key}::{value}")
             lines.append(f"{prefix}::hostname::{h.hostname}")
+            lines.append(f"{prefix}::health_flags::{_health_flags(h)}")
+            lines.append(f"{prefix}::weight::{h.weight}")
+            lines += [f"{prefix}::region::", f"{prefix}::zone::", f"{prefix}::sub_zone::",
+                      f"{prefix}::canary::false", f"{prefix}::priority::0"]
+            rate = h.outlier.success_rate if h.outlier is not None else -1.0
+            lines.append(f"{prefix}::success_rate::{rate:g}")
+            lines.append(f"{prefix}::local_origin_success_rate::-1")
+            if detector is not None:
+                o = host_outlier(h, clock)
+                lines.append(f"{prefix}::outlier_times_ejected::{o['times_ejected']}")
+                if h.ejected:
+                    lines.append(f"{prefix}::outlier_ejection_reason::{o['ejection_reason']}")
+                    lines.append(f"{prefix}::outlier_ejected_until::{o['ejected_until']}")
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +275,7 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
     for name, state in sorted(rt.clusters.clusters.items()):
         for key in state.stats.__slots__:
             out.append((f"cluster.{name}.{key}", getattr(state.stats, key)))
+        out += [(f"cluster.{name}.{key}", value) for key, value in cluster_gauges(state)]
     out += [(f"http.{hcm}.rbac.{name}", value) for hcm, name, value in rt.stats.rbac_stats()]
     out += [(f"http.{hcm}.fault.{cluster}.{name}" if cluster else f"http.{hcm}.fault.{name}", value)
             for hcm, cluster, name, value in rt.stats.fault_stats()]
@@ -152,6 +283,28 @@ def counters(rt: Runtime) -> list[tuple[str, int]]:
     out += [(f"http.{prefix}.{key}", getattr(c, key))
             for prefix, c in sorted(rt.stats.hcms.items()) for key in c.__slots__]
     return out
+
+
+def cluster_gauges(state: ClusterState) -> list[tuple[str, int]]:
+    """A cluster's stats derived when asked (nothing per request): Envoy's ``circuit_breakers.<priority>.*``
+    gauges and, with outlier detection, its ``outlier_detection.*`` stats; names after ``cluster.<name>.``."""
+    out = [(f"circuit_breakers.{key}", value) for key, value in breakers.gauges(state)]
+    detector = state.outlier
+    if detector is not None:
+        out += [("outlier_detection.ejections_enforced_total", detector.ejections_total),
+                ("outlier_detection.ejections_active", detector.ejections_active),
+                ("outlier_detection.ejections_overflow", detector.ejections_overflow)]
+        for kind in EJECTION_TYPES:
+            out.append((f"outlier_detection.ejections_enforced_{kind}", detector.enforced[kind]))
+            out.append((f"outlier_detection.ejections_detected_{kind}", detector.detected[kind]))
+    return out
+
+
+_GAUGE_SUFFIXES = ("_active", "_open")
+
+
+def _is_gauge(name: str) -> bool:
+    return name.endswith(_GAUGE_SUFFIXES) or name.startswith("envoy_cluster_circuit_breakers_")
 
 
 def _listener_stats(rt: Runtime) -> list[tuple[str, str, int]]:
@@ -181,8 +334,11 @@ def prometheus(rt: Runtime) -> str:
         for key in state.stats.__slots__:
             by_metric.setdefault(f"envoy_cluster_{key}", []).append(
                 f'envoy_cluster_{key}{{envoy_cluster_name="{esc}"}} {getattr(state.stats, key)}')
+        for key, value in cluster_gauges(state):
+            metric = "envoy_cluster_" + _PROM_UNSAFE.sub("_", key)
+            by_metric.setdefault(metric, []).append(f'{metric}{{envoy_cluster_name="{esc}"}} {value}')
     for metric, samples in by_metric.items():
-        kind = "gauge" if metric.endswith("_active") else "counter"
+        kind = "gauge" if _is_gauge(metric) else "counter"
         lines.append(f"# TYPE {metric} {kind}")
         lines.extend(samples)
     rbac: dict[str, list[str]] = {}
@@ -244,6 +400,8 @@ def server_info(rt: Runtime, uptime: float) -> dict[str, Any]:
         "uptime_current_epoch": f"{int(uptime)}s",
         "node": {"id": node.id, "cluster": node.cluster, "metadata": dict(node.metadata)},
         "config_version": rt.snapshot.version,
+        # pyproxy's: the --seed of its random decisions (None: seeded from the OS).
+        "seed": rt.seed,
     }
 
 
@@ -326,3 +484,7 @@ def _details(cert: x509.Certificate, path: str, now: float) -> dict[str, Any]:
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rfc3339_ms(ts: float) -> str:
+    return datetime.fromtimestamp(round(ts, 3), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -42,7 +42,7 @@ class Keepalive:
     def _schedule_ping(self) -> None:
         delay = self._interval
         if self._jitter:
-            delay += self._runtime.rng.uniform(0, self._interval * self._jitter)
+            delay += self._runtime.background_rng.uniform(0, self._interval * self._jitter)
         self._timer = self._runtime.timers.call_later(delay, self._send_ping)
 
     def _send_ping(self) -> None:

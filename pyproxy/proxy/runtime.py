@@ -81,11 +81,22 @@ def _same_except_tls_material(a: FilterChain, b: FilterChain) -> bool:
 
 
 class Runtime:
-    def __init__(self, snapshot: Snapshot, inherited: dict[tuple[str, int], socket.socket] | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, inherited: dict[tuple[str, int], socket.socket] | None = None,
+                 seed: int | None = None) -> None:
         self.log = log
         # Listening sockets handed over at start (``--listen-fd``, see pyproxy.io.inherited), by address.
         self.inherited = inherited or {}
-        self.rng = random.Random()
+        # Randomness, in two streams (``--seed`` makes both reproducible; without it they are seeded from the OS):
+        # - ``rng``: every decision made for a request, in the order requests make them (weighted cluster,
+        #   load balancer, mirror sampling, retry back-off, outlier enforcement on a request's result, faults).
+        #   Nothing else may draw from it: the same seed and the same sequence of calls then give the same
+        #   decisions.
+        # - ``background_rng``: what timers and connections draw at moments that depend on timing
+        #   (keepalive jitter, xDS reconnect back-off, outlier detection's interval evaluation); were it the
+        #   same stream, a PING or a reconnect would shift every later request's decisions.
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.background_rng = random.Random(None if seed is None else f"pyproxy-background:{seed}")
         self.timers = Timers(after_callbacks=self.flush)
         self.clusters = ClusterManager(self)
         self.stats = ProxyStats()

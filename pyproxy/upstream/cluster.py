@@ -68,8 +68,8 @@ class Host:
 
     address: SocketAddress
 
-    __slots__ = ("active_requests", "address", "connect_failures", "ejected", "endpoint", "health", "hostname",
-                 "metadata", "outlier", "pool", "rq_error", "rq_success", "weight")
+    __slots__ = ("active_requests", "address", "connect_failures", "cx_total", "ejected", "endpoint", "health",
+                 "hostname", "metadata", "outlier", "pool", "rq_error", "rq_success", "rq_total", "weight")
 
     def __init__(self, address: SocketAddress, endpoint: Endpoint | None = None) -> None:
         self.address = address
@@ -79,8 +79,12 @@ class Host:
         self.hostname = endpoint.hostname if endpoint else ""
         self.metadata = endpoint.metadata if endpoint else ()
         self.active_requests = 0
+        # Envoy's per-host stats (/clusters): rq_total counts streams started on a connection to the host,
+        # rq_success/rq_error their responses (5xx, and trailers-only gRPC errors Envoy maps to 5xx, are errors).
+        self.rq_total = 0
         self.rq_success = 0
         self.rq_error = 0
+        self.cx_total = 0
         self.connect_failures = 0
         self.pool: HostPool | None = None
         self.ejected = False  # by outlier detection
@@ -121,7 +125,7 @@ class ClusterState:
         self.outlier: OutlierDetector | None = None
         if config.outlier_detection is not None:
             self.outlier = OutlierDetector(config.outlier_detection, lambda: self.hosts, runtime.timers,
-                                           runtime.rng, self._recompute_healthy)
+                                           runtime.rng, self._recompute_healthy, runtime.background_rng)
 
     def _static_hosts(self) -> list[Host]:
         hosts: list[Host] = []

@@ -33,6 +33,7 @@ from pyproxy.http2.events import (
 )
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.io.transport import CLOSE_LINGER_TIMEOUT, TlsTransport, Transport, TransportClosed
+from pyproxy.proxy.errors import grpc_to_http_status
 from pyproxy.proxy.keepalive import Keepalive
 from pyproxy.tls import identity_from_cert, san_matches
 
@@ -72,7 +73,12 @@ class ConnectionCluster(Protocol):
 
 
 class ConnectionHost(Protocol):
-    """The host an upstream connection goes to, as the connection sees it: its address (for the log)."""
+    """The host an upstream connection goes to, as the connection sees it: its address (for the log) and the
+    per-host request counters it keeps (Envoy's host stats ``rq_total``, ``rq_success``, ``rq_error``)."""
+
+    rq_total: int
+    rq_success: int
+    rq_error: int
 
     @property
     def address(self) -> SocketAddress: ...
@@ -158,6 +164,20 @@ async def connect(host: str, port: int, tls: TlsContext | None, ssl_context: ssl
         raise ConnectError(str(e)) from None
 
 
+def _is_error(ev: HeadersReceived) -> bool:
+    """A response Envoy's host stats count in ``rq_error``: a 5xx, or a trailers-only gRPC reply whose
+    grpc-status maps to one (Envoy's ``grpcToHttpStatus``, as outlier detection sees it)."""
+    status = ev.status
+    if status >= 500:
+        return True
+    if not ev.end_stream or status != 200:
+        return False
+    for name, value in ev.headers:
+        if name == b"grpc-status":
+            return value.isdigit() and grpc_to_http_status(int(value)) >= 500
+    return False
+
+
 class UpstreamConnection:
     """The client side of one HTTP/2 connection to an upstream host."""
 
@@ -200,6 +220,7 @@ class UpstreamConnection:
         sid = self.engine.get_next_stream_id()
         self.streams[sid] = stream
         self.streams_opened += 1
+        self.pool.host.rq_total += 1
         limit = self.pool.cluster.config.max_requests_per_connection
         if limit and self.streams_opened >= limit:
             self.closing = True  # max_requests_per_connection: this connection takes no more streams
@@ -219,6 +240,7 @@ class UpstreamConnection:
         runtime.mark_dirty(self)
         runtime.flush()
         reason = "connection termination"
+        host = self.pool.host
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(transport.run_writer)
@@ -247,6 +269,10 @@ class UpstreamConnection:
                                 if s is not None:
                                     kind = ev.kind  # type: ignore[attr-defined]
                                     if kind == RESPONSE:
+                                        if _is_error(ev):  # type: ignore[arg-type]
+                                            host.rq_error += 1
+                                        else:
+                                            host.rq_success += 1
                                         s.on_response_headers(ev)  # type: ignore[arg-type]
                                     elif kind != INFORMATIONAL:
                                         s.on_response_trailers(ev)  # type: ignore[arg-type]

@@ -45,13 +45,14 @@ class OutputCoalescing(Protocol):
 
 class KeepaliveRuntime(Protocol):
     """What an HTTP/2 :class:`~pyproxy.proxy.keepalive.Keepalive` needs: timers for its PINGs and their
-    timeout, randomness for the interval's jitter, a log."""
+    timeout, randomness for the interval's jitter (the background stream: a PING's timing must not shift the
+    requests' random decisions, see :class:`~pyproxy.proxy.runtime.Runtime`), a log."""
 
     @property
     def timers(self) -> Timers: ...
 
     @property
-    def rng(self) -> random.Random: ...
+    def background_rng(self) -> random.Random: ...
 
     @property
     def log(self) -> logging.Logger: ...
@@ -72,6 +73,10 @@ class HostPoolRuntime(UpstreamConnectionRuntime, Protocol):
 class UpstreamRuntime(HostPoolRuntime, Protocol):
     """What clusters (:class:`~pyproxy.upstream.cluster.ClusterManager`,
     :class:`~pyproxy.upstream.cluster.ClusterState`) need: SSL contexts shared across snapshots, tasks for DNS
-    resolution, timers and randomness for outlier detection, and what their host pools need."""
+    resolution, timers and randomness for outlier detection (the per-request stream for ejections a request's
+    result triggers, the background one for the interval's), and what their host pools need."""
+
+    @property
+    def rng(self) -> random.Random: ...
 
     def ssl_context(self, tls: TlsContext) -> ssl.SSLContext: ...

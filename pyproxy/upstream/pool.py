@@ -12,12 +12,18 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from pyproxy.proxy.errors import Overflow, UpstreamConnectFailure
-from pyproxy.upstream.connection import ConnectError, UpstreamConnection, UpstreamStreamOwner, connect
+from pyproxy.upstream.connection import (
+    ConnectError,
+    ConnectionHost,
+    UpstreamConnection,
+    UpstreamStreamOwner,
+    connect,
+)
 
 if TYPE_CHECKING:
     import ssl
 
-    from pyproxy.config.model import Cluster, SocketAddress
+    from pyproxy.config.model import Cluster
     from pyproxy.http2.connection import H2Settings
     from pyproxy.proxy.errors import ProxyError
     from pyproxy.upstream.interfaces import HostPoolRuntime
@@ -68,13 +74,12 @@ class PoolCluster(Protocol):
     def h2_settings(self) -> H2Settings: ...
 
 
-class PoolHost(Protocol):
-    """The host a pool connects to (:class:`~pyproxy.upstream.cluster.Host`), as the pool sees it."""
+class PoolHost(ConnectionHost, Protocol):
+    """The host a pool connects to (:class:`~pyproxy.upstream.cluster.Host`), as the pool sees it (and hands it
+    to its connections)."""
 
     connect_failures: int
-
-    @property
-    def address(self) -> SocketAddress: ...
+    cx_total: int
 
 
 class HostPool:
@@ -142,6 +147,7 @@ class HostPool:
         cluster = self.cluster
         host = self.host
         cluster.stats.upstream_cx_total += 1
+        host.cx_total += 1
         try:
             transport = await connect(host.address.host, host.address.port, cluster.config.tls,
                                       cluster.ssl_context, cluster.config.connect_timeout, cluster.address_family,

@@ -89,7 +89,7 @@ class AdsClient:
             self.connected = False
             if self._accepted_count() > accepted_before:
                 backoff = BACKOFF_BASE  # the stream worked for a while: start the back-off again
-            delay = self.runtime.rng.uniform(backoff / 2, backoff)
+            delay = self.runtime.background_rng.uniform(backoff / 2, backoff)
             log.info("xDS: reconnecting in %.1fs (serving the last good configuration)", delay)
             await trio.sleep(delay)
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -107,7 +107,7 @@ class AdsClient:
         cluster = self.runtime.clusters.get(self.dynamic.ads_cluster)
         if cluster is None:
             raise ConnectError(f"ADS cluster {self.dynamic.ads_cluster!r} not found")
-        host = cluster.pick_host(self.runtime.rng)
+        host = cluster.pick_host(self.runtime.background_rng)
         if host is None:
             raise ConnectError(f"ADS cluster {self.dynamic.ads_cluster!r} has no hosts")
         transport = await connect(host.address.host, host.address.port, cluster.config.tls, cluster.ssl_context,

@@ -40,15 +40,18 @@ ACCESS_LOG_FORMAT = {
 
 
 def cluster(name: str, ports: Sequence[int], lb: str = "ROUND_ROBIN", circuit_breakers: dict[str, Any] | None = None,
-            **extra: Any) -> dict[str, Any]:
-    """A STATIC HTTP/2 cluster of ``HOST:port`` endpoints; ``circuit_breakers`` defaults to unlimited retries
-    (so concurrent retries in a test never hit Envoy's default of 3)."""
+            weights: Sequence[int] | None = None, **extra: Any) -> dict[str, Any]:
+    """A STATIC HTTP/2 cluster of ``HOST:port`` endpoints (``weights``: their load_balancing_weight);
+    ``circuit_breakers`` defaults to unlimited retries (so concurrent retries in a test never hit Envoy's
+    default of 3)."""
+    endpoints: list[dict[str, Any]] = [{"endpoint": {"address": {"socket_address": {"address": HOST, "port_value": p}}}}
+                                       for p in ports]
+    for endpoint, weight in zip(endpoints, weights or (), strict=False):
+        endpoint["load_balancing_weight"] = weight
     return {"name": name, "type": "STATIC", "connect_timeout": "0.5s", "lb_policy": lb,
             "typed_extension_protocol_options": H2,
             "circuit_breakers": UNLIMITED_RETRIES if circuit_breakers is None else circuit_breakers,
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": HOST, "port_value": p}}}}
-                for p in ports]}]}, **extra}
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}, **extra}
 
 
 def vhost(name: str, cluster_name: str, retry: dict[str, Any] | None = None,
@@ -65,14 +68,16 @@ def vhost(name: str, cluster_name: str, retry: dict[str, Any] | None = None,
 
 
 def bootstrap(listen: int, admin: int, vhosts: list[dict[str, Any]], clusters: list[dict[str, Any]],
-              access_log: Path | None = None, suppress_envoy_headers: bool = False) -> dict[str, Any]:
-    """A bootstrap with one listener (one HCM: the virtual hosts, the router) and static clusters."""
+              access_log: Path | None = None, suppress_envoy_headers: bool = False,
+              http_filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """A bootstrap with one listener (one HCM: the virtual hosts, ``http_filters`` then the router) and static
+    clusters."""
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                  ".HttpConnectionManager",
         "stat_prefix": "l",
         "route_config": {"virtual_hosts": vhosts},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+        "http_filters": [*http_filters, {"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
             **({"suppress_envoy_headers": True} if suppress_envoy_headers else {})}}]}
     if access_log is not None:
@@ -95,6 +100,10 @@ class Proxy:
         self.listen = listen
         self.admin = admin
         self.access_log = access_log
+
+    @property
+    def admin_address(self) -> str:
+        return f"{HOST}:{self.admin}"
 
     def channel(self, authority: str) -> grpc.Channel:
         return grpc.insecure_channel(f"{HOST}:{self.listen}", options=[("grpc.default_authority", authority)])
@@ -122,13 +131,18 @@ class Proxy:
 
 
 def start_proxy(procs: ProcessGroup, tmp: Path, listen: int, admin: int, vhosts: list[dict[str, Any]],
-                clusters: list[dict[str, Any]], suppress_envoy_headers: bool = False) -> Proxy:
-    """Write the bootstrap, start pyproxy, wait until it listens (listener and admin)."""
+                clusters: list[dict[str, Any]], suppress_envoy_headers: bool = False, *,
+                http_filters: Sequence[dict[str, Any]] = (), flags: Sequence[str] = (),
+                name: str = "pyproxy") -> Proxy:
+    """Write the bootstrap (in ``tmp``), start pyproxy (more command-line ``flags``, its log under ``name``),
+    wait until it listens (listener and admin)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "access.log"
-    config = bootstrap(listen, admin, vhosts, clusters, access_log=log, suppress_envoy_headers=suppress_envoy_headers)
+    config = bootstrap(listen, admin, vhosts, clusters, access_log=log, suppress_envoy_headers=suppress_envoy_headers,
+                       http_filters=http_filters)
     path = tmp / "bootstrap.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = procs.python("pyproxy", "pyproxy", "-c", str(path))
+    proc = procs.python(name, "pyproxy", "-c", str(path), *flags)
     for port in (listen, admin):
         wait_for_port(HOST, port, timeout=20, proc=proc.popen)
     return Proxy(proc, listen, admin, log)
