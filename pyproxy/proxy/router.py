@@ -28,22 +28,22 @@ high-water mark (and symmetrically for the response, in :class:`ProxyStream`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from pyproxy.config.model import RouteAction
-from pyproxy.http2.connection import H2Connection, StreamStateError
+from pyproxy.http2.connection import StreamStateError
 from pyproxy.http2.events import DataReceived, HeadersReceived
 from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
 from pyproxy.proxy import errors
 from pyproxy.proxy.errors import ProxyError, grpc_to_http_status
-from pyproxy.proxy.grpc_timeout import format_grpc_timeout, parse_grpc_timeout
+from pyproxy.proxy.flow import send_queued
 from pyproxy.proxy.headers import apply_mutation, header_int, set_header
 from pyproxy.proxy.retry_state import RETRY_BUFFER_LIMIT, RetryState
 from pyproxy.proxy.shadow import ShadowStream, shadow_authority
+from pyproxy.proxy.upstream_request import PEER_METADATA_HEADERS, final_timeout, upstream_headers
 from pyproxy.retry import ResetKind, backoff, would_retry_reset, would_retry_response
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from pyproxy.upstream.connection import UpstreamConnection
     from pyproxy.upstream.pool import HostPool
 
-_STRIP = frozenset({b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id"})
 
 
 class RouterConnection(Protocol):
@@ -178,34 +177,14 @@ class Router:
         runtime = ctx.runtime
         action = self.action
         cluster_name = self.cluster.name
-        # Timeout: the route's, or the caller's grpc-timeout when the route honours it (max_grpc_timeout).
-        timeout = action.timeout
-        if grpc_timeout is not None and action.max_grpc_timeout is not None:
-            caller = parse_grpc_timeout(grpc_timeout)
-            if caller is not None:
-                cap = action.max_grpc_timeout
-                if cap and caller > cap:
-                    caller = cap
-                caller -= action.grpc_timeout_offset
-                if caller > 0 and (not timeout or caller < timeout or action.grpc_timeout_is_stream_duration):
-                    timeout = caller
-                    self.deadline_from_caller = action.grpc_timeout_is_stream_duration
+        timeout, self.deadline_from_caller = final_timeout(action, grpc_timeout)
         max_duration = action.max_stream_duration if action.max_stream_duration is not None else (
             ctx.max_stream_duration)
-        headers = s.request_headers
-        up_headers = [h for h in headers if h[0] not in _STRIP] if ctx.strip_peer_metadata else list(headers)
         request_mutations, self.response_mutations = croute.mutations(cluster_name)
-        for m in request_mutations:
-            apply_mutation(up_headers, m)
-        if action.prefix_rewrite is not None or action.host_rewrite_literal is not None:
-            self._rewrite(up_headers, croute)
-        if timeout and s.is_grpc:
-            set_header(up_headers, b"grpc-timeout", format_grpc_timeout(timeout))
-        extra = ctx.upstream_request_headers
-        if extra:
-            up_headers.extend(extra)
-        if timeout and not ctx.suppress_envoy_headers:
-            up_headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(timeout * 1000)))
+        up_headers = upstream_headers(s.request_headers, request_mutations, croute, action, timeout, s.is_grpc,
+                                      strip_peer_metadata=ctx.strip_peer_metadata,
+                                      suppress_envoy_headers=ctx.suppress_envoy_headers,
+                                      extra=ctx.upstream_request_headers)
         vhost = croute.vhost
         if vhost is not None:
             if vhost.include_request_attempt_count:
@@ -224,19 +203,6 @@ class Router:
         if action.mirrors:
             self._start_shadows(up_headers)
         self._start_attempt()
-
-    def _rewrite(self, headers: list[Header], croute: CompiledRoute) -> None:
-        action = self.action
-        for i, (name, value) in enumerate(headers):
-            if name == b":path" and action.prefix_rewrite is not None:
-                prefix = croute.route.match.prefix
-                if prefix is not None and value.lower().startswith(prefix.lower().encode()):
-                    new = action.prefix_rewrite.encode() + value[len(prefix):]
-                    headers[i] = (b":path", new)
-                    if not self.s.ctx.suppress_envoy_headers:
-                        headers.append((b"x-envoy-original-path", value))
-            elif name == b":authority" and action.host_rewrite_literal is not None:
-                headers[i] = (b":authority", action.host_rewrite_literal.encode())
 
     def _start_shadows(self, up_headers: list[Header]) -> None:
         s = self.s
@@ -591,7 +557,7 @@ class Router:
             name = h[0]
             if name == b"x-envoy-upstream-service-time" and not ctx.suppress_envoy_headers:
                 continue  # the router sets it (replacing an upstream proxy's value)
-            if name in _STRIP:
+            if name in PEER_METADATA_HEADERS:
                 if name == b"x-envoy-peer-metadata":
                     s.peer_metadata = h[1]
                 if ctx.strip_peer_metadata:
@@ -819,33 +785,3 @@ class Router:
             self.retry.commit()
             self._release_retry()
         self.held = None
-
-
-def send_queued(eng: H2Connection, sid: int, queue: deque[bytes], end_with_last: bool,
-                keep: Callable[[bytes], None] | None) -> tuple[int, bool]:
-    """Send chunks from ``queue`` as far as the stream's flow-control windows allow (splitting one if needed).
-
-    Returns (bytes sent, END_STREAM sent). ``end_with_last``: put END_STREAM on the last chunk; ``keep`` is called
-    with every piece sent (the retry buffer)."""
-    sent = 0
-    while queue:
-        room = eng.max_send(sid)
-        if room <= 0:
-            break
-        chunk = queue[0]
-        if len(chunk) > room:
-            part = chunk[:room]
-            eng.send_data(sid, part)
-            queue[0] = chunk[room:]
-            if keep is not None:
-                keep(part)
-            return sent + room, False
-        queue.popleft()
-        last = end_with_last and not queue
-        eng.send_data(sid, chunk, end_stream=last)
-        sent += len(chunk)
-        if keep is not None:
-            keep(chunk)
-        if last:
-            return sent, True
-    return sent, False

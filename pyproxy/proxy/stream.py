@@ -44,8 +44,9 @@ from pyproxy.http2.frames import ErrorCode
 from pyproxy.http2.hpack import Header
 from pyproxy.proxy import errors
 from pyproxy.proxy.errors import ProxyError, encode_grpc_message, local_reply
+from pyproxy.proxy.flow import send_queued
 from pyproxy.proxy.headers import append_xff
-from pyproxy.proxy.router import Router, send_queued
+from pyproxy.proxy.router import Router
 
 if TYPE_CHECKING:
     from pyproxy.proxy.context import ChainContext
