@@ -49,8 +49,10 @@ def test_real_prometheus_scrapes_every_sidecar_and_sees_both_payment_versions(
     # The exposition parses, with the Istio families.
     for s in specs:
         with urllib.request.urlopen(f"http://{s.addresses['prometheus']}/stats/prometheus", timeout=5) as resp:
-            families = {f.name for f in text_string_to_metric_families(resp.read().decode())}
-        assert {"istio_requests", "istio_request_duration_milliseconds"} <= families, (s.name, families)
+            families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+        assert {"istio_requests", "istio_request_duration_milliseconds"} <= set(families), (s.name, families)
+        for sample in families["istio_requests"].samples:  # Istio's 25 standard labels, every series
+            assert len(sample.labels) == 25, (s.name, sample)
 
     prom_dir = tmp_path / "prometheus"
     prom.write_targets(prom_dir, prom.target_groups(specs))
