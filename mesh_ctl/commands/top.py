@@ -219,27 +219,34 @@ def _fmt(v: Any, suffix: str = "") -> str:
     return "-" if v is None else f"{v:g}{suffix}"
 
 
+def _who(workload: str, version: str) -> str:
+    return workload if version in ("", "unknown") else f"{workload}/{version}"
+
+
 def table(doc: Mapping[str, Any]) -> Any:
+    """Three plain tables (services, versions, edges) and the unreachable sidecars, as a rich renderable."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    def one(title: str, rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> Table:
-        t = Table(title=title, title_justify="left")
-        for c in (*cols, "RPS", "SUCCESS", "P50 (ms)", "P99 (ms)"):
-            t.add_column(c.upper(), justify="right" if c[0].isupper() else "left")
-        for r in rows:
-            t.add_row(*(str(r[c]) for c in cols), _fmt(r["rps"]), _fmt(r["success_pct"], "%"),
-                      _fmt(r["p50_ms"]), _fmt(r["p99_ms"]))
+    def one(title: str, cols: Sequence[str], rows: Iterable[tuple[Sequence[str], Mapping[str, Any]]]) -> Table:
+        t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+        for c in (*cols, "RPS", "SUCCESS", "P50 MS", "P99 MS"):
+            t.add_column(c, justify="left" if c in cols else "right", no_wrap=True)
+        for keys, r in rows:
+            t.add_row(*keys, _fmt(r["rps"]), _fmt(r["success_pct"], "%"), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]))
         return t
 
     parts: list[Any] = [
-        one("services", doc["services"], ("destination_service",)),
-        one("versions", doc["versions"], ("destination_service", "destination_version")),
-        one("edges", doc["edges"], KEY_FIELDS),
+        one("services", ("SERVICE",), (((r["destination_service"],), r) for r in doc["services"])),
+        one("versions", ("SERVICE", "VERSION"),
+            (((r["destination_service"], r["destination_version"]), r) for r in doc["versions"])),
+        one("edges", ("SOURCE", "SERVICE", "DESTINATION"),
+            (((_who(r["source_workload"], r["source_version"]), r["destination_service"],
+               _who(r["destination_workload"], r["destination_version"])), r) for r in doc["edges"])),
     ]
     for u in doc["unreachable"]:
-        parts.append(Text(f"unreachable: {u['sidecar']} at {u['address']}: {u['error']}", style="red"))
+        parts.append(Text(f"unreachable: sidecar {u['sidecar']} at {u['address']}: {u['error']}", style="red"))
     return Group(*parts)
 
 
@@ -256,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
         else:
             from rich.console import Console
-            Console().print(table(doc))
+            Console(width=max(120, Console().width)).print(table(doc))
         return 0
     from rich.live import Live
     try:

@@ -75,3 +75,19 @@ def test_destination_reporter_fills_in_and_reset_counts_from_zero() -> None:
 def test_json_field_names_are_stable() -> None:
     doc = document([], 1.0, [{"sidecar": "client", "address": "x", "error": "refused"}])
     assert set(doc) == {"interval_s", "unreachable", "edges", "services", "versions"}
+
+
+def test_table_names_edges_by_workload_and_version_and_lists_unreachable_sidecars() -> None:
+    from rich.console import Console
+
+    from mesh_ctl.commands.top import table
+
+    before = parse([expo("source", {("v1", "0"): 10}, {"v1": [10, 10, 10]})])
+    after = parse([expo("source", {("v1", "0"): 30}, {"v1": [20, 30, 30]})])
+    doc = document(delta(before, after, 2.0), 2.0, [{"sidecar": "payment-v2", "address": "a:1", "error": "refused"}])
+    console = Console(width=120, record=True)
+    console.print(table(doc))
+    lines = [" ".join(line.split()) for line in console.export_text().splitlines()]
+    assert "client/v1 payment payment-v1/v1 10 100% 5 9.9" in lines
+    assert "payment v1 10 100% 5 9.9" in lines
+    assert "unreachable: sidecar payment-v2 at a:1: refused" in lines
