@@ -186,9 +186,10 @@ def document(rows: Sequence[Row], interval: float, unreachable: Sequence[Mapping
 
 def sidecars(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(workload, stats address) of every sidecar of the run; StateError without one."""
-    state = read_state(RunDir(resolve_run_dir(args.run_dir)))
-    if state is None:
-        raise StateError("no mesh is running (start one with `mesh_ctl up`)")
+    run_dir = RunDir(resolve_run_dir(args.run_dir))
+    state = read_state(run_dir)
+    if state is None:  # the words of `mesh_ctl status` / `down`
+        raise StateError(f"no mesh is running from {run_dir.root} (start one with `mesh_ctl up`)")
     return [(p.workload, p.addresses["prometheus"]) for p in state.processes
             if p.role == "sidecar" and "prometheus" in p.addresses]
 
