@@ -50,3 +50,26 @@ def test_top_shows_client_to_payment_edges_and_follows_weights_and_faults(mesh: 
         [svc] = [s for s in top(mesh)["services"] if s["destination_service"] == "payment"]
         return svc["success_pct"] is not None and 30 <= svc["success_pct"] <= 70
     wait_until("about half of payment's calls failing", half_failing, timeout=20)
+
+
+def test_live_view_refreshes_until_ctrl_c_and_exits_0(mesh: Mesh) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.procs import REPO_ROOT
+
+    p = subprocess.Popen([sys.executable, "-m", "mesh_ctl", "top", "--interval", "0.5", "--run-dir", str(mesh.run_dir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        time.sleep(3)  # the first window, then a few refreshes
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert "payment-v1/v1" in out and "Traceback" not in err
