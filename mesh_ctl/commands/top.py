@@ -12,7 +12,7 @@ Prometheus's ``histogram_quantile`` does).
 
 ``-o json`` prints one document after one interval::
 
-    {"interval_s": float, "unreachable": [{"sidecar": str, "address": str, "error": str}],
+    {"interval_s": float (the measured time between the two scrapes), "unreachable": [{"sidecar": str, "address": str, "error": str}],
      "edges": [ROW], "services": [ROW], "versions": [ROW]}
     ROW = {"source_workload", "source_version", "destination_service", "destination_workload",
            "destination_version", "requests", "rps", "success_pct", "p50_ms", "p99_ms"}
@@ -205,15 +205,19 @@ def scrape(targets: Sequence[tuple[str, str]], timeout: float = 2.0) -> tuple[li
     return texts, bad
 
 
-def window(targets: Sequence[tuple[str, str]], interval: float,
-           before: Sample | None = None) -> tuple[Sample, list[Row], list[dict[str, str]]]:
+def window(targets: Sequence[tuple[str, str]], interval: float, before: tuple[Sample, float] | None = None
+           ) -> tuple[tuple[Sample, float], list[Row], list[dict[str, str]], float]:
+    """The rows between ``before`` (or a first scrape, then ``interval`` s of sleep) and a scrape now; rates
+    use the measured time between the two scrapes, returned last."""
     if before is None:
         texts, _ = scrape(targets)
-        before = parse(texts)
+        before = (parse(texts), time.monotonic())
         time.sleep(interval)
     texts, bad = scrape(targets)
+    now = time.monotonic()
     after = parse(texts)
-    return after, delta(before, after, interval), bad
+    elapsed = max(now - before[1], 1e-3)
+    return (after, now), delta(before[0], after, elapsed), bad, elapsed
 
 
 def _fmt(v: Any, suffix: str = "") -> str:
@@ -258,8 +262,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.output == "json" or args.once:
-        _, rows, bad = window(targets, args.interval)
-        doc = document(rows, args.interval, bad, args.hide_idle)
+        _, rows, bad, elapsed = window(targets, args.interval)
+        doc = document(rows, round(elapsed, 3), bad, args.hide_idle)
         if args.output == "json":
             print(json.dumps(doc, indent=2))
         else:
@@ -268,11 +272,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.live import Live
     try:
-        before, rows, bad = window(targets, args.interval)
-        with Live(table(document(rows, args.interval, bad, args.hide_idle)), auto_refresh=False) as live:
+        before, rows, bad, elapsed = window(targets, args.interval)
+        with Live(table(document(rows, elapsed, bad, args.hide_idle)), auto_refresh=False) as live:
             while True:
                 time.sleep(args.interval)
-                before, rows, bad = window(targets, args.interval, before)
-                live.update(table(document(rows, args.interval, bad, args.hide_idle)), refresh=True)
+                before, rows, bad, elapsed = window(targets, args.interval, before)
+                live.update(table(document(rows, elapsed, bad, args.hide_idle)), refresh=True)
     except KeyboardInterrupt:
         return 0
