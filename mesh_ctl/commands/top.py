@@ -12,12 +12,13 @@ Prometheus's ``histogram_quantile`` does).
 
 ``-o json`` prints one document after one interval::
 
-    {"interval_s": float (the measured time between the two scrapes), "unreachable": [{"sidecar": str, "address": str, "error": str}],
+    {"interval_s": float, "unreachable": [{"sidecar": str, "address": str, "error": str}],
      "edges": [ROW], "services": [ROW], "versions": [ROW]}
     ROW = {"source_workload", "source_version", "destination_service", "destination_workload",
            "destination_version", "requests", "rps", "success_pct", "p50_ms", "p99_ms"}
 
-(fields that do not apply to an aggregate are ""; success_pct, p50_ms, p99_ms are null without traffic).
+(interval_s: the measured time between the two scrapes; fields that do not apply to an aggregate are "";
+success_pct, p50_ms, p99_ms are null without traffic.)
 """
 
 from __future__ import annotations
