@@ -44,8 +44,8 @@ from tests.support.procs import REPO_ROOT
 pytestmark = pytest.mark.timeout(600)
 
 README = REPO_ROOT / "README.md"
-LOOKING = ("mesh_ctl status", "mesh_ctl proxy-status", "mesh_ctl proxy-config", "mesh_ctl get", "mesh_ctl ca status",
-           "tail ", "curl ", "grep ", "cat ")
+LOOKING = ("mesh_ctl status", "mesh_ctl top", "mesh_ctl proxy-status", "mesh_ctl proxy-config", "mesh_ctl get",
+           "mesh_ctl ca status", "tail ", "curl ", "grep ", "cat ")
 RETRY_S = 30.0
 UP_READY_S = 120.0
 
