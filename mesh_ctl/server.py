@@ -13,6 +13,8 @@ Pieces, wired here and nowhere else::
     management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls, FastAPI on
                    (ca/api.py)        uvicorn (xds/web.py), only with the owner's credential (<run dir>/api-token)
                                       + /v1/ca/*: status, root, rotate-root, tokens
+    service graph (mesh_ctl.graph)    /ui/* on the same server: GraphFeed scrapes every sidecar's stats (the
+                                      registry's prometheus ports) while a page watches; Access: login codes
 
 The registry is built once from the topology (and its placement, the same options as `mesh_ctl up`) and the
 run's certificate directory. Restart-safety: the store is loaded before the ADS port opens, translation is
@@ -32,8 +34,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -44,9 +48,13 @@ from mesh_ctl.ca.material import CaConfigError
 from mesh_ctl.ca.options import CaOptions
 from mesh_ctl.ca.service import add_to_server as add_ca_service
 from mesh_ctl.credential import TOKEN_FILE, ensure_token
+from mesh_ctl.graph import model as graph_model
+from mesh_ctl.graph.access import Access
+from mesh_ctl.graph.feed import GraphFeed
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent, StoreSnapshot
+from mesh_ctl.telemetry.window import Row
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
@@ -130,6 +138,18 @@ class ControlPlane:
         self.parser = FileParser()  # the management API's files are parsed in a process of its own
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
+        # The service graph (mesh_ctl.graph): scrapes the sidecars only while a page or snapshot watches.
+        self.graph = GraphFeed(self._stats_targets, self._build_graph)
+        self.graph_access = Access()
+
+    def _stats_targets(self) -> list[tuple[str, str]]:
+        """(workload, stats address) of every sidecar: the registry knows where each one listens."""
+        return [(w.name, join_address(w.address, w.prometheus_port)) for w in self.registry.workloads
+                if w.prometheus_port is not None]
+
+    def _build_graph(self, rows: list[Row], window_s: float, unreachable: Sequence[Mapping[str, str]],
+                     ) -> dict[str, Any]:
+        return graph_model.build(rows, self.registry, self.store.list(), window_s, unreachable)
 
     def _implicit_subsets(self, host: str) -> tuple[str, ...] | None:
         """The topology's subsets of ``host`` act as an implicit DestinationRule (the translator does the
@@ -178,6 +198,7 @@ class ControlPlane:
         for unsubscribe in self._unsubscribe:
             if callable(unsubscribe):
                 unsubscribe()
+        await self.graph.close()  # ends the pages' event streams, so the HTTP server stops at once
         if self._http is not None:
             await self._http.close()
         self.parser.close()
