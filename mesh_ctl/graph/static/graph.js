@@ -52,6 +52,7 @@ function ensureGraph() {
           "curve-style": "bezier", "target-arrow-shape": "triangle", "width": 2, "line-color": "#6a6",
           "target-arrow-color": "#6a6", "text-background-color": "#fff", "text-background-opacity": 0.85,
           "text-background-padding": 2 } },
+      { selector: "edge[!mtls]", style: { "line-style": "dashed" } },  // plaintext: dashed, no lock
       { selector: "edge[?failing]", style: { "line-color": "#c33", "target-arrow-color": "#c33" } },
       { selector: "edge:selected", style: { "width": 4, "line-color": "#d90", "target-arrow-color": "#d90" } },
     ],
@@ -79,7 +80,7 @@ function render(doc) {
     g.edges().forEach((el) => { if (!edgeIds.has(el.id())) el.remove(); });
     for (const e of doc.edges) {
       const data = { id: e.id, source: e.source, target: e.target, label: edgeLabel(e, counts),
-                     failing: e.error_pct !== null && e.error_pct > 0 };
+                     failing: e.error_pct !== null && e.error_pct > 0, mtls: e.mtls };
       if (g.getElementById(e.id).empty()) { g.add({ group: "edges", data }); added = true; }
       else g.getElementById(e.id).data(data);
     }
@@ -96,7 +97,10 @@ function render(doc) {
   renderTable(doc, counts);
   renderPanel();
   const when = new Date(doc.generated_at * 1000).toLocaleTimeString();
-  document.getElementById("status").textContent =
+  const status = document.getElementById("status");
+  status.dataset.generatedAt = String(doc.generated_at);
+  status.dataset.window = String(doc.window_s);
+  status.textContent =
     `live · updated ${when} · ${doc.edges.length} edges · rates over the last ${fmt(doc.window_s, 1)} s`;
   document.getElementById("window").textContent = fmt(doc.window_s, 0);
   const bad = doc.unreachable.map((u) => `${u.sidecar} (${u.address}): ${u.error}`);
