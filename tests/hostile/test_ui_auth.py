@@ -89,15 +89,16 @@ def test_without_a_session_the_ui_is_closed_and_says_how_to_open_it(cp: ControlP
 
 def test_the_cookie_opens_only_the_read_only_ui(cp: ControlPlane) -> None:
     cookie = {"Cookie": f"{COOKIE}={session(cp)}"}
-    status, _, body = raw(cp, "GET", "/ui/static/graph.js", cookie)
-    assert status == 200 and b"EventSource" in body
+    status, _, script = raw(cp, "GET", "/ui/static/graph.js", cookie)
+    assert status == 200 and b"EventSource" in script
     status, _, _ = raw(cp, "GET", "/ui/static/../server.py", cookie)
     assert status == 404
     # Never the API: not a read, not a change, not the CA.
-    for method, path, body in (("GET", "/v1/resources", None), ("GET", "/v1/ca/root", None),
-                               ("POST", "/v1/set-weight", {"service": "payment", "weights": {"v1": 100}}),
-                               ("POST", "/v1/ui/login-code", {}),
-                               ("POST", "/ui/graph.json", {})):
+    requests: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", "/v1/resources", None), ("GET", "/v1/ca/root", None),
+        ("POST", "/v1/set-weight", {"service": "payment", "weights": {"v1": 100}}),
+        ("POST", "/v1/ui/login-code", {}), ("POST", "/ui/graph.json", {})]
+    for method, path, body in requests:
         data = json.dumps(body).encode() if body is not None else None
         status, _, answer = raw(cp, method, path, {**cookie, **JSON}, data)
         assert status == 401, (method, path, status, answer)
