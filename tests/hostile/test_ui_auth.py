@@ -91,6 +91,12 @@ def test_the_cookie_opens_only_the_read_only_ui(cp: ControlPlane) -> None:
     cookie = {"Cookie": f"{COOKIE}={session(cp)}"}
     status, _, script = raw(cp, "GET", "/ui/static/graph.js", cookie)
     assert status == 200 and b"EventSource" in script
+    # The snapshot: this control plane's workloads, whose sidecars are not running here (named unreachable).
+    status, _, snapshot = raw(cp, "GET", "/ui/graph.json", cookie)
+    assert status == 200, snapshot
+    doc = json.loads(snapshot)
+    assert {n["id"] for n in doc["nodes"]} == {"client", "payment-v1", "payment-v2"} and doc["edges"] == []
+    assert {u["sidecar"] for u in doc["unreachable"]} == {"client", "payment-v1", "payment-v2"}
     status, _, _ = raw(cp, "GET", "/ui/static/../server.py", cookie)
     assert status == 404
     # Never the API: not a read, not a change, not the CA.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,38 @@ def test_graph_page_follows_set_weight_live_and_shows_the_route(mesh: Mesh, brow
     final = seen[-1]
     print(f"page: v1 share {final[V1]['share']}, v2 share {final[V2]['share']}, "
           f"{int(final[V1]['requests']) + int(final[V2]['requests'])} calls in the window")
+
+
+def test_dashboard_prints_the_other_views_and_refuses_bad_input_in_one_line(mesh: Mesh) -> None:
+    envoy = mesh.cli("dashboard", "envoy", "client").stdout.strip()
+    with urllib.request.urlopen(envoy + "ready", timeout=5) as r:  # the sidecar's admin answers there
+        assert r.status == 200
+    for args, message in ((("dashboard", "envoy"), "envoy needs a workload: one of client, payment-v1, payment-v2"),
+                          (("dashboard", "envoy", "nosuch"), "no sidecar for workload 'nosuch'"),
+                          (("dashboard", "graph", "client"), "graph takes no workload")):
+        done = mesh.cli(*args, check=1)
+        assert done.stdout == "" and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    # A spent login URL opens nothing (the one from the browser test, or a fresh one spent here).
+    url = mesh.cli("dashboard").stdout.strip()
+    opener = urllib.request.build_opener(_NoRedirect())
+    for expected in (303, 401):  # logged in (a redirect, not followed), then refused
+        try:
+            opener.open(url, timeout=5)
+            raise AssertionError("no redirect and no refusal")
+        except urllib.error.HTTPError as e:
+            assert e.code == expected, (e.code, expected)
+
+
+def test_dashboard_without_a_mesh_says_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for args in (("dashboard", "envoy", "client"), ("dashboard", "prometheus")):
+        done = subprocess.run([sys.executable, "-m", "mesh_ctl", *args, "--run-dir", str(tmp_path / "none")],
+                              capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, check=False)
+        assert done.returncode == 1 and "no mesh is running from" in done.stderr, done.stderr
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
