@@ -48,6 +48,9 @@ def url(args: argparse.Namespace) -> str:
     run_dir, state = _state(args)
     processes = getattr(state, "processes", [])
     if args.view == "prometheus":
+        recorded = getattr(state, "prometheus", None)  # the URL `up` records in state.json when it starts one
+        if isinstance(recorded, str) and recorded:
+            return recorded if recorded.endswith("/") else recorded + "/"
         for p in processes:
             if p.role == "prometheus" or p.name == "prometheus":
                 address = p.addresses.get("web") or p.addresses.get("http") or next(iter(p.addresses.values()), "")
