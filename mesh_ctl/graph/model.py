@@ -10,7 +10,9 @@
              "destination_rule", "traffic_policy", "subsets": [{"name", "labels", "traffic_policy"}]}
 
 A node is a workload (one per version: ``payment-v1``); a source that is not in the registry (a client
-outside the mesh) is a node with ``known: false``. ``share`` is the edge's part of its source's calls to the
+outside the mesh) is a node with ``known: false``, and so are calls that reached no workload of a service
+(``destination_workload="unknown"``: a fault's abort, no healthy endpoint), drawn to a node ``payment (no
+workload)``. ``share`` is the edge's part of its source's calls to the
 same service in the window (0..1, null without calls); ``weight`` the configured percentage of the subset the
 destination belongs to, from the default route of the service's VirtualService, else the topology's split.
 """
@@ -87,6 +89,10 @@ def build(rows: Iterable[Row], registry: Registry, resources: Sequence[Resource]
         if r.requests <= 0:
             continue
         src_wl, src_v, service, dst_wl, dst_v = r.key
+        if dst_wl == "unknown":  # calls that reached no workload (a fault's abort, no endpoint): the service
+            dst_wl = f"{service} (no workload)"
+            nodes.setdefault(dst_wl, {"id": dst_wl, "workload": "", "app": service, "version": "",
+                                      "namespace": "", "services": [service], "known": False})
         for wl, v in ((src_wl, src_v), (dst_wl, dst_v)):
             nodes.setdefault(wl, {"id": wl, "workload": wl, "app": wl, "version": "" if v == "unknown" else v,
                                   "namespace": "", "services": [], "known": False})

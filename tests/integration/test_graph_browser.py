@@ -131,10 +131,20 @@ def test_graph_page_follows_set_weight_live_and_shows_the_route(mesh: Mesh, brow
     assert "v1 10%, v2 90%" in text, text
     assert "retries:" in text and "fault:" in text and "DestinationRule" in text, text
 
+    # Faults show up live: in the selected edge's route, and as failing calls on the graph.
+    mesh.cli("fault", "payment", "--abort", "UNAVAILABLE", "--percent", "50")
+    wait_until("the side panel shows the fault", lambda: "fault: abort UNAVAILABLE 50%" in panel(), timeout=20)
+
+    def failing_edge() -> bool:
+        return bool(browser.execute_script(
+            "return [...document.querySelectorAll('#edges tbody tr')].some("
+            "(tr) => tr.dataset.source === 'client' && parseFloat(tr.cells[4].textContent) > 20);"))
+    wait_until("an edge from the client with failing calls", failing_edge, timeout=20)
+
     shot = artifacts() / f"graph-{time.strftime('%Y%m%d-%H%M%S')}.png"
     assert browser.save_screenshot(str(shot)), shot
     print(f"\nscreenshot: {shot}")
-    final = seen[-1]
+    final = seen[-1]  # the window that passed the split check
     print(f"page: v1 share {final[V1]['share']}, v2 share {final[V2]['share']}, "
           f"{int(final[V1]['requests']) + int(final[V2]['requests'])} calls in the window")
 

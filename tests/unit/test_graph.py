@@ -68,6 +68,16 @@ def test_edges_carry_rates_errors_mtls_and_the_split_against_the_configured_weig
     assert {n["id"] for n in doc["nodes"]} == {"client", "payment-v1", "payment-v2"}
 
 
+def test_calls_that_reached_no_workload_go_to_the_services_own_node(registry: Registry) -> None:
+    aborted = series("source", "v1", "14", 7).replace('destination_workload="payment-v1"',
+                                                      'destination_workload="unknown"')
+    doc = build(delta({}, parse([aborted]), 1.0), registry, [], 1.0)
+    [edge] = doc["edges"]
+    assert edge["target"] == "payment (no workload)" and edge["error_pct"] == 100.0 and edge["weight"] is None
+    assert {"id": "payment (no workload)", "workload": "", "app": "payment", "version": "", "namespace": "",
+            "services": ["payment"], "known": False} in doc["nodes"]
+
+
 def test_without_a_virtual_service_the_topologys_split_is_the_weight(registry: Registry) -> None:
     doc = build(delta(parse(exposition(0, 0)), parse(exposition(10, 10)), 1.0), registry, [], 1.0)
     route = doc["routes"]["payment"]

@@ -17,6 +17,7 @@ function pct(share) {
 }
 
 function nodeLabel(n) {
+  if (!n.known && !n.workload) return `${n.app}\n(no workload)`;
   return n.version ? `${n.app}\n${n.version}` : n.app;
 }
 
@@ -63,6 +64,34 @@ function ensureGraph() {
   return cy;
 }
 
+// Left to right in layers: callers that nobody calls first, then what they call, and so on; each layer's
+// nodes spread evenly. Deterministic (a node keeps its place across updates), and labels get room.
+function layered(g) {
+  const depth = {};
+  const incoming = {};
+  g.edges().forEach((e) => { incoming[e.target().id()] = true; });
+  let layer = g.nodes().filter((n) => !incoming[n.id()]);
+  for (let d = 0; layer.length > 0 && d < 20; d++) {
+    const next = [];
+    layer.forEach((n) => {
+      if (depth[n.id()] !== undefined) return;
+      depth[n.id()] = d;
+      n.outgoers("node").forEach((m) => next.push(m));
+    });
+    layer = next;
+  }
+  const layers = {};
+  g.nodes().forEach((n) => {
+    const d = depth[n.id()] !== undefined ? depth[n.id()] : 0;  // a cycle with no entry: first layer
+    (layers[d] = layers[d] || []).push(n);
+  });
+  for (const [d, nodes] of Object.entries(layers)) {
+    nodes.sort((a, b) => a.id().localeCompare(b.id()));
+    nodes.forEach((n, i) => n.position({ x: 380 * Number(d), y: 150 * (i - (nodes.length - 1) / 2) }));
+  }
+  g.fit(undefined, 40);
+}
+
 function render(doc) {
   latest = doc;
   const g = ensureGraph();
@@ -86,10 +115,7 @@ function render(doc) {
     }
     g.nodes().forEach((el) => { if (!nodeIds.has(el.id())) el.remove(); });
   });
-  if (added) {
-    g.layout({ name: "breadthfirst", directed: true, padding: 30, spacingFactor: 1.4,
-               transform: (node, pos) => ({ x: pos.y, y: pos.x }) }).run();  // left to right
-  }
+  if (added) layered(g);
   if (selected !== null) {
     const el = g.getElementById(selected);
     if (!el.empty()) el.select();
