@@ -179,10 +179,10 @@ def service() -> tuple[str, str, list[dict[str, Any]], list[Row]]:
 
 # Every workload that sends or receives calls (a client only ever appears as a source): Grafana's
 # query_result() over a union, its values picked by the variable's regex, as Istio does for namespaces.
-WORKLOADS = ('query_result(count by (workload) (label_replace(istio_requests_total{reporter="destination",'
-             'destination_workload_namespace="$namespace"}, "workload", "$1", "destination_workload", "(.+)") or '
-             'label_replace(istio_requests_total{reporter="source",source_workload_namespace="$namespace"}, '
-             '"workload", "$1", "source_workload", "(.+)")))')
+WORKLOADS = ('query_result(count by (workload) (label_join(istio_requests_total{reporter="destination",'
+             'destination_workload_namespace="$namespace"}, "workload", "", "destination_workload") or '
+             'label_join(istio_requests_total{reporter="source",source_workload_namespace="$namespace"}, '
+             '"workload", "", "source_workload")))')
 
 
 def workload() -> tuple[str, str, list[dict[str, Any]], list[Row]]:
