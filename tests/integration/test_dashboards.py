@@ -1,6 +1,7 @@
 """Every panel of every Grafana dashboard (compose/grafana/dashboards/*.json), its queries run against a real
 Prometheus scraping a real mesh (`mesh_ctl up`: the load client calling payment v1 and v2 through the sidecars),
-and checked to return the series they should.
+and checked to return the series they should. The Prometheus is the one `up` starts (``--scrape-interval 1s``)
+when `up` starts one, else one the ``prometheus`` fixture starts with mesh_ctl.runtime.prometheus's configuration.
 
 How a dashboard is proven (no Grafana here: tests.support.grafana does what Grafana does with the JSON):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,18 +59,40 @@ QUANTILE_REFS = ("p50", "p90", "p99")
 
 # ------------------------------------------------------------------------------------------------ the mesh
 
+def up_runs_prometheus() -> bool:
+    """`mesh_ctl up` starts a Prometheus itself (item 1: it then has --scrape-interval)."""
+    done = subprocess.run([sys.executable, "-m", "mesh_ctl", "up", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT, check=False)
+    return "--scrape-interval" in done.stdout
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with running_mesh(tmp_path_factory, "dashboards", "--rps", str(LOAD_RPS), "--concurrency", "4") as m:
+    scrape = ["--scrape-interval", f"{SCRAPE_S:g}s"] if up_runs_prometheus() else []
+    with running_mesh(tmp_path_factory, "dashboards", "--rps", str(LOAD_RPS), "--concurrency", "4", *scrape) as m:
         yield m
 
 
 @pytest.fixture(scope="module")
 def prometheus(live: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusAPI]:
-    """The Prometheus the dashboards read, scraping every 1 s: started here with the configuration
-    mesh_ctl.runtime.prometheus generates (sidecars, the control plane's metrics endpoint with the owner's
-    credential, apps), every target up. The one place to change once `mesh_ctl up` starts it itself."""
+    """The Prometheus the dashboards read, scraping every 1 s, every target up: the one `mesh_ctl up` started
+    when it starts one; otherwise started here with the configuration mesh_ctl.runtime.prometheus generates
+    (sidecars, the control plane's metrics endpoint with the owner's credential, apps)."""
     binary = prometheus_binary()
+    ups = [p for p in live.state().processes if str(p.role) == "prometheus"]  # a role since item 1
+    if ups:
+        api = PrometheusAPI(ups[0].addresses["web"])
+
+        def every_target_up() -> bool:
+            try:
+                targets = api.active_targets()
+            except OSError:
+                return False
+            return len(targets) >= 3 and all(t["health"] == "up" for t in targets)
+
+        wait_until("every target of up's Prometheus up", every_target_up, timeout=60, interval=0.2)
+        yield api
+        return
     specs = [ProcessSpec(name=p.name, workload=p.workload, role=p.role, argv=(), addresses=dict(p.addresses),
                          ready="tcp", ready_at=None) for p in live.state().processes]
     groups = prom.target_groups(specs)
