@@ -34,6 +34,8 @@ RI = "$__rate_interval"
 OK = 'response_code!~"5..",grpc_response_status=~"|0"'
 ERROR = 'grpc_response_status!~"|0"'
 QUANTILES = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"))
+TABLE_COLUMNS = {"requests": ("Requests", "reqps"), "p50": ("P50 latency", "ms"), "p90": ("P90 latency", "ms"),
+                 "p99": ("P99 latency", "ms"), "success": ("Success rate", "percentunit")}
 
 
 @dataclass
@@ -312,8 +314,14 @@ def panel_json(p: Panel, pid: int, pos: dict[str, int]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": p.kind, "title": p.title, "id": pid, "gridPos": pos, "datasource": DATASOURCE,
                            "description": p.description, "targets": targets,
                            "fieldConfig": {"defaults": {"unit": p.unit}, "overrides": []}, "options": {}}
-    if p.kind == "table":
+    if p.kind == "table":  # one row per series, a column per target (Istio's per-workload table)
         out["transformations"] = [{"id": "merge"}]
+        out["fieldConfig"]["overrides"] = [
+            {"matcher": {"id": "byName", "options": f"Value #{t.ref}"},
+             "properties": [{"id": "displayName", "value": TABLE_COLUMNS[t.ref][0]},
+                            {"id": "unit", "value": TABLE_COLUMNS[t.ref][1]}, {"id": "decimals", "value": 2}]}
+            for t in p.targets] + [{"matcher": {"id": "byName", "options": "Time"},
+                                    "properties": [{"id": "custom.hidden", "value": True}]}]
     if p.kind == "timeseries":
         out["options"] = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]}}
     return out
