@@ -238,7 +238,13 @@ def workload() -> tuple[str, str, list[dict[str, Any]], list[Row]]:
 # ------------------------------------------------------------------------------------------------ control plane
 
 def control_plane() -> tuple[str, str, list[dict[str, Any]], list[Row]]:
+    refused = ('sum({__name__=~"citadel_server_(authentication_failure|csr_parsing_err|id_extraction_err|'
+               'csr_sign_err)_count"}) or vector(0)')
     return "minimesh-control-plane", "minimesh / Control plane", [], [
+        Row("Deployed versions", [
+            Panel("Control plane version", [Target('sum by (tag) (istio_build{component="pilot"})', "{{tag}}")],
+                  "timeseries", "short", "Version of each running control plane (istio_build)", w=24, h=5),
+        ]),
         Row("Push information", [
             Panel("xDS pushes by type", [Target(f"sum by (type) (rate(pilot_xds_pushes[{RI}]))", "{{type}}")],
                   "timeseries", "ops", "Pushes per second, by xDS type; counted per proxy (pilot_xds_pushes)"),
@@ -257,15 +263,22 @@ def control_plane() -> tuple[str, str, list[dict[str, Any]], list[Row]]:
         Row("Rejected configuration", [
             Panel("xDS rejects (NACKs) by type", [Target("sum by (type) (pilot_total_xds_rejects) or vector(0)",
                                                          "{{type}}")], "timeseries", "short",
-                  "Configurations a proxy refused (pilot_total_xds_rejects); no series until the first one", w=24),
+                  "Configurations a proxy refused (pilot_total_xds_rejects); no series until the first one"),
+            Panel("Validation failures", [Target("sum by (resource, reason) (galley_validation_failed) or vector(0)",
+                                                 "{{resource}} {{reason}}")], "timeseries", "short",
+                  "Resources `mesh_ctl apply` refused (galley_validation_failed)"),
         ]),
         Row("Certificates", [
             Panel("CSRs", [Target("sum(citadel_server_csr_count)", "CSRs received", ref="csr"),
                            Target("sum(citadel_server_success_cert_issuance_count)", "certificates issued",
-                                  ref="issued")], "timeseries", "short", "Certificate signing requests and issued"),
-            Panel("Root certificate expiry", [Target(
-                "(max(citadel_server_root_cert_expiry_timestamp) - time()) / 86400", "days left")],
-                "stat", "d", "Days until the CA's root certificate expires"),
+                                  ref="issued"),
+                           Target(refused, "refused", ref="refused")], "timeseries", "short",
+                  "Certificate signing requests received, certificates issued, requests refused"),
+            Panel("Certificate expiry", [
+                Target("(max(citadel_server_root_cert_expiry_timestamp) - time()) / 86400", "root", ref="root"),
+                Target("(max(citadel_server_cert_chain_expiry_timestamp) - time()) / 86400", "CA chain",
+                       ref="chain"),
+            ], "stat", "d", "Days until the CA's root certificate and its certificate chain expire"),
         ]),
     ]
 

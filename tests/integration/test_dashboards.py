@@ -503,10 +503,17 @@ def seconds_quantiles(run: Run) -> None:
 def csrs(run: Run) -> None:
     received, issued = single(run("push", "csr")), single(run("push", "issued"))
     assert 3 <= issued <= received, (received, issued)
+    assert single(run("push", "refused")) == 0
 
 
-def root_expiry(run: Run) -> None:
-    within(single(run("push")), (1, 100 * 365), "days until the root certificate expires")
+def expiry(run: Run) -> None:
+    for ref in ("root", "chain"):
+        within(single(run("push", ref)), (1, 100 * 365), f"days until the {ref} certificate expires")
+
+
+def one_version(run: Run) -> None:
+    versions = by(run("push"), "tag")
+    assert len(versions) == 1 and all(versions) and list(versions.values()) == [1], versions
 
 
 MESH_CONTROL_PLANE: dict[str, Check] = {
@@ -523,8 +530,10 @@ CONTROL_PLANE: dict[str, Check] = {
     "Push time": seconds_quantiles,
     "Proxy convergence": seconds_quantiles,
     "xDS rejects (NACKs) by type": no_rejects,
+    "Validation failures": no_rejects,  # nothing invalid was applied
     "CSRs": csrs,
-    "Root certificate expiry": root_expiry,
+    "Certificate expiry": expiry,
+    "Control plane version": one_version,
 }
 
 
