@@ -13,8 +13,8 @@ How a dashboard is proven (no Grafana here: tests.support.grafana does what Graf
    fault ever injected in the window) and ``fault`` (`mesh_ctl fault payment --abort UNAVAILABLE --percent
    50` in force for the whole window); the control plane's panels at ``push``, just after the fault's
    configuration push.
-3. Each panel has an expectation below (``EXPECT``: dashboard uid -> panel title -> check); a panel without
-   one fails the test, and so does an expectation without its panel.
+3. Each panel has an expectation below (dashboard -> panel title -> check); a panel without one fails the
+   test, and so do an expectation without its panel and a check that leaves a target's result unread.
 
 The control plane's panels need its istiod-named metrics on /metrics (item 2's control-plane part): their
 tests skip, saying so, only when Prometheus holds no ``pilot_xds_pushes`` series.
@@ -142,7 +142,6 @@ class Moments:
     fault: float
     push: float | None  # None: the control plane exposes no pilot_xds_pushes
     control_plane: str  # why ``push`` is None ("" otherwise)
-    moments: dict[str, float] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +193,14 @@ class Run:
     panel: str
     selection: dict[str, str]
     results: dict[str, dict[str, list[Sample]]]
+    read: set[tuple[str, str]] = field(default_factory=set)  # the (phase, refId) results the check looked at
 
     def __call__(self, phase: str, ref: str = "A") -> list[Sample]:
+        self.read.add((phase, ref))
         return self.results[phase][ref]
+
+    def unread(self) -> list[tuple[str, str]]:
+        return sorted({(ph, ref) for ph, refs in self.results.items() for ref in refs} - self.read)
 
 
 Check = Callable[[Run], None]
@@ -258,6 +262,7 @@ def prove(api: PrometheusAPI, uid: str, expect: dict[str, Check], at: dict[str, 
         run = Run(uid, p["title"], selection, results)
         try:
             expect[p["title"]](run)
+            assert not run.unread(), f"results its check never looked at (phase, refId): {run.unread()}"
         except AssertionError as e:
             failures.append(f"{uid} / {p['title']} {selection}: {e}\n    results: {results}")
     assert not failures, "\n".join(failures)
@@ -401,8 +406,8 @@ def services_table(run: Run) -> None:
 def nothing(run: Run) -> None:
     """The selected workload has no traffic in this direction: the panel draws nothing."""
     for phase in PHASES:
-        for ref, samples in run.results[phase].items():
-            assert live_series(samples) == [], (phase, ref, samples)
+        for ref in run.results[phase]:
+            assert live_series(run(phase, ref)) == [], (phase, ref, run(phase, ref))
 
 
 def outgoing_duration_by_workload(run: Run) -> None:
