@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any, cast
 
 from mesh_ctl.ca.api import router as ca_router
+from mesh_ctl.monitoring.route import router as metrics_router
 from mesh_ctl.xds.api import router as api_router
 from mesh_ctl.xds.web import build_app
 
@@ -24,11 +25,12 @@ API_VERSION = "1"  # of the management API's OpenAPI document
 
 
 def management_app(cp: ControlPlane, ca: ControlPlaneCA, allowed_hosts: list[str], token: str) -> FastAPI:
-    """The management API's routes (:mod:`mesh_ctl.xds.api`, :mod:`mesh_ctl.ca.api`) behind its guard
-    (:func:`mesh_ctl.xds.web.build_app`)."""
+    """The management API's routes (:mod:`mesh_ctl.xds.api`, :mod:`mesh_ctl.ca.api`, ``/metrics`` of
+    :mod:`mesh_ctl.monitoring.route`) behind its guard (:func:`mesh_ctl.xds.web.build_app`)."""
     app = build_app(TITLE, API_VERSION, allowed_hosts, token)
     app.include_router(api_router(cp))
     app.include_router(ca_router(ca))
+    app.include_router(metrics_router(lambda: cp.metrics))
     return app
 
 
