@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 
 from mesh_ctl.runtime.state import read_json
 from mesh_ctl.translate.names import LISTENER_TYPE
+from tests.integration.test_control_plane import BAD_VS
 from tests.integration.test_mesh_up import Meshes, cli, free_base_address, meshes, output, up_args, wait_for
 from tests.support.metrics import families, value
 from tests.support.procs import free_port
@@ -36,17 +37,6 @@ from tests.support.prometheus import prometheus_binary
 
 __all__ = ["meshes"]  # the fixture, re-used
 pytestmark = pytest.mark.timeout(180)
-
-BAD_VS = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: payment}
-spec:
-  hosts: [payment]
-  http:
-  - route:
-    - {destination: {host: payment, subset: v1}, weigth: 100}
-"""
 
 
 class Mesh:
