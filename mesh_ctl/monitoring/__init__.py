@@ -10,8 +10,8 @@ Architecture (each module only uses the ones above it; none imports the rest of 
     route.py       ``GET /metrics`` on the management API (istiod's 15014), behind the owner's credential
 
 Where the numbers come from: ``mesh_ctl.xds.ads`` (pushes, connections, NACKs, queue, convergence and send
-times), ``mesh_ctl.server`` (debounce, triggers, config events, services), ``mesh_ctl.xds.api`` (validation
-of ``apply``), ``mesh_ctl.ca.service`` (CSRs, issuances, refusals) and the CA's roots (expiry gauges, read at
+times), ``mesh_ctl.server`` (debounce, triggers, config events), ``mesh_ctl.xds.verdicts`` (the validation
+verdicts of ``apply``), ``mesh_ctl.ca.service`` (CSRs, issuances, refusals) and the CA's roots (expiry gauges, read at
 scrape time). Recording is a dictionary lookup and an addition on the control plane's event loop or CA
 thread; the data plane never pays for it.
 """
