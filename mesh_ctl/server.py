@@ -13,6 +13,7 @@ Pieces, wired here and nowhere else::
     management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls, FastAPI on
                    (ca/api.py)        uvicorn (xds/web.py), only with the owner's credential (<run dir>/api-token)
                                       + /v1/ca/*: status, root, rotate-root, tokens
+                                      + /metrics: istiod's metrics (mesh_ctl.monitoring), same credential
     service graph (mesh_ctl.graph)    /ui/* on the same server: GraphFeed scrapes every sidecar's stats (the
                                       registry's prometheus ports) while a page watches; Access: login codes
 
@@ -51,6 +52,7 @@ from mesh_ctl.credential import TOKEN_FILE, ensure_token
 from mesh_ctl.graph import model as graph_model
 from mesh_ctl.graph.access import Access
 from mesh_ctl.graph.feed import GraphFeed
+from mesh_ctl.monitoring import ControlPlaneMetrics
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent, StoreSnapshot
@@ -118,12 +120,14 @@ class ControlPlane:
         self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)],
                                  implicit_subsets=self._implicit_subsets)
         snapshot = self.store.snapshot()
+        self.metrics = ControlPlaneMetrics()  # this control plane's registry, served at /metrics
         self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)),
-                             catch_up=self._catch_up)
+                             catch_up=self._catch_up, metrics=self.metrics)
         self._flush_lock = asyncio.Lock()
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
         run_root = options.run_dir.root if options.run_dir is not None else None
-        self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain)
+        self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain,
+                                      metrics=self.metrics)
         self.ads.set_trust_bundle("".join(self.ca.trust_bundle()).encode(), "CA roots loaded")  # SDS ROOTCA
         self.started_at = time.time()
         self.xds_address = ""
@@ -165,6 +169,7 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
 
         def on_commit(event: StoreEvent) -> None:
+            self.metrics.config_changed((c.key.kind, c.action) for c in event.changes)
             loop.call_soon_threadsafe(self.debouncer.trigger, f"revision {event.revision}")
 
         self._unsubscribe.append(self.store.subscribe(on_commit))
@@ -224,6 +229,7 @@ class ControlPlane:
     def _on_trust_bundle(self, bundle: list[str]) -> None:
         """The CA's trust bundle changed (a root rotation published or retired a root): every sidecar gets it
         as its SDS ``ROOTCA`` secret (pushed now to the connected ones)."""
+        self.metrics.triggered("secret")
         woken = self.ads.set_trust_bundle("".join(bundle).encode(), f"CA root rotation: {len(bundle)} root(s)")
         log.info("trust bundle changed: %d root(s), pushed to %d proxies", len(bundle), woken)
 
@@ -234,15 +240,20 @@ class ControlPlane:
             await self._install_latest("a proxy connected before the debounced push")
 
     async def _flush(self, reasons: list[str]) -> None:
-        await self._install_latest(f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}")
+        since = self.debouncer.batch_started
+        if since is not None:
+            self.metrics.debounced(asyncio.get_running_loop().time() - since)
+        self.metrics.triggered("config", len(reasons))
+        await self._install_latest(f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}", since)
 
-    async def _install_latest(self, reason: str) -> None:
+    async def _install_latest(self, reason: str, since: float | None = None) -> None:
         """Translate the store's latest revision for every connected proxy, unless it already is the pushed one.
-        One at a time: the debouncer's flush and a connecting proxy's catch-up share a lock."""
+        One at a time: the debouncer's flush and a connecting proxy's catch-up share a lock. ``since``: the
+        loop time of the change (for the convergence time; default: now)."""
         async with self._flush_lock:
-            await self._install_latest_locked(reason)
+            await self._install_latest_locked(reason, since)
 
-    async def _install_latest_locked(self, reason: str) -> None:
+    async def _install_latest_locked(self, reason: str, since: float | None = None) -> None:
         snapshot = await asyncio.to_thread(self.store.snapshot)
         revision = str(snapshot.revision)
         if revision == self.ads.generation.revision:
@@ -252,7 +263,7 @@ class ControlPlane:
         except Exception:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
-        await self.ads.update(generation, reason)
+        await self.ads.update(generation, reason, since)
 
     async def set_ready(self, name: str, namespace: str, ready: bool) -> bool:
         """Workload ``namespace/name`` became (not) ready (its app or sidecar died or is back, says the
@@ -262,6 +273,7 @@ class ControlPlane:
             if registry is self.registry:
                 return False
             self.registry = registry
+            self.metrics.triggered("endpoint")
             generation = replace(self.ads.generation, registry=registry)
             await self.ads.update(generation, f"endpoint {namespace}/{name} {'ready' if ready else 'not ready'}")
         return True
