@@ -3,13 +3,13 @@
     payment-client --target HOST:PORT [--rps N] [--duration S] [--concurrency C] [--count N]
                    [--method charge|refund|get|list|batch|exchange|mix] [--deadline-ms D]
                    [--payload-bytes B] [--echo-payload] [--metadata k=v ...] [--authority A]
-                   [--json] [--interval S]
+                   [--json] [--interval S] [--metrics-address HOST:PORT]
 
 ``--rps 0`` = as fast as ``--concurrency`` workers go (closed loop); ``--duration 0`` = until SIGINT or
 SIGTERM (or ``--count``). All calls share ONE channel, i.e. one HTTP/2 connection. ``--authority`` sets
 ``:authority`` (needed when ``--target`` is a sidecar's address). ``--metadata k=v`` adds a request
 header (repeatable; for ``-bin`` keys the value's UTF-8 bytes are sent). Exit status 0 when the run
-happened, even if calls failed; 2 on bad arguments.
+happened, even if calls failed; 2 on bad arguments; 1 when the metrics address cannot be bound.
 
 Output: a text summary, or with ``--json`` one JSON object per line on stdout:
 
@@ -36,6 +36,10 @@ rate slots dropped because all workers were busy; ``errors`` = first grpc-messag
 what such a message means, e.g. for ``UNAVAILABLE: ... Socket closed``: the server closed the connection
 during the handshake, as a TLS-only port (a sidecar under mTLS STRICT) does to a plaintext client.
 
+With ``--metrics-address HOST:PORT`` the client serves its own application metrics there (``GET /metrics``:
+go-grpc-prometheus's ``grpc_client_started_total``, ``grpc_client_handled_total{grpc_code}``,
+``grpc_client_handling_seconds``; see :mod:`payment_service.metrics`) and says where on stderr.
+
 With ``--interval``, the client also says on stderr, in words, when its calls start failing (status, count,
 first message, hint) and when they succeed again, so its log tells what happened without decoding JSON::
 
@@ -56,8 +60,12 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from payment_service.loadgen import METHOD_CHOICES, LoadConfig, LoadResult, MetadataPairs, run_load
-from payment_service.server import split_host_port
+from payment_service.metrics import ClientMetricsInterceptor, GrpcMetrics
+from payment_service.metrics import serve as serve_metrics
+from payment_service.server import join_host_port, split_host_port
 
 
 def _non_negative(kind: type[int] | type[float]) -> Any:
@@ -86,6 +94,13 @@ def _target(value: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return value
+
+
+def _address(value: str) -> tuple[str, int]:
+    try:
+        return split_host_port(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _metadata(value: str) -> tuple[str, str | bytes]:
@@ -125,11 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument("--interval", type=_non_negative(float), default=0.0, metavar="S",
                    help="print a progress line every S seconds (default: only at the end)")
+    p.add_argument("--metrics-address", type=_address, default=None, metavar="HOST:PORT",
+                   help="serve the client's Prometheus metrics (GET /metrics) here (default: off)")
     return p
 
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[LoadConfig, bool]:
     """Arguments -> (LoadConfig, json?); exits with status 2 on bad arguments."""
+    config, as_json, _ = parse_args(argv)
+    return config, as_json
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[LoadConfig, bool, tuple[str, int] | None]:
+    """Arguments -> (LoadConfig, json?, metrics address or None); exits with status 2 on bad arguments."""
     parser = build_parser()
     args = parser.parse_args(argv)
     metadata: MetadataPairs = tuple(args.metadata)
@@ -142,7 +165,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[LoadConfig, bool]:
         )
     except ValueError as e:
         parser.error(str(e))
-    return config, args.json
+    return config, args.json, args.metrics_address
 
 
 def _percent(part: int, whole: int) -> str:
@@ -213,7 +236,20 @@ class Transitions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, as_json = parse_config(argv)
+    config, as_json, metrics_address = parse_args(argv)
+    interceptors = []
+    if metrics_address is not None:
+        registry = CollectorRegistry()
+        host, port = metrics_address
+        try:
+            _, bound = serve_metrics(registry, host, port)
+        except OSError as e:
+            print(f"payment-client: --metrics-address: cannot listen on {join_host_port(host, port)}: "
+                  f"{e.strerror or e}", file=sys.stderr, flush=True)
+            return 1
+        interceptors.append(ClientMetricsInterceptor(GrpcMetrics(registry, "client")))
+        print(f"payment-client: metrics on http://{join_host_port(host, bound)}/metrics", file=sys.stderr,
+              flush=True)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -229,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in transitions.observe(report):
             print(line, file=sys.stderr, flush=True)
 
-    result = run_load(config, stop=stop, on_interval=on_interval)
+    result = run_load(config, stop=stop, on_interval=on_interval, interceptors=interceptors)
     print(json.dumps(result.to_json()) if as_json else format_final(result), flush=True)
     return 0
 

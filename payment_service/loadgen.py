@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -333,8 +333,10 @@ class _Runner:
 
 
 def run_load(config: LoadConfig, *, stop: threading.Event | None = None,
-             on_interval: IntervalCallback | None = None) -> LoadResult:
-    """Run ``config`` (blocking); see the module docstring for when it ends."""
+             on_interval: IntervalCallback | None = None,
+             interceptors: Sequence[grpc.UnaryUnaryClientInterceptor[Any, Any]] = ()) -> LoadResult:
+    """Run ``config`` (blocking); see the module docstring for when it ends. ``interceptors`` wrap every call
+    (e.g. :class:`payment_service.metrics.ClientMetricsInterceptor`)."""
     if not (config.duration_s or config.count or stop is not None):
         raise ValueError("the run would never end: give duration_s, count or a stop event")
     channel = grpc.insecure_channel(config.target, options=api.channel_options(config.authority))
@@ -344,7 +346,8 @@ def run_load(config: LoadConfig, *, stop: threading.Event | None = None,
             ready.result(timeout=config.connect_timeout_s)
         except grpc.FutureTimeoutError:
             ready.cancel()  # start anyway: the calls will say what is wrong (UNAVAILABLE)
-        return _Runner(config, api.Stub(channel), stop or threading.Event(), on_interval).run()
+        calls = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
+        return _Runner(config, api.Stub(calls), stop or threading.Event(), on_interval).run()
     finally:
         channel.close()
 

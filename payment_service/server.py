@@ -1,7 +1,7 @@
 """``payment-server``: the demo payment service, a plain insecure gRPC server that knows nothing of meshes.
 
     payment-server --version v1|v2 --listen HOST:PORT [--error-rate F] [--error-at WHERE] [--latency MS]
-                   [--name NAME] [--workers N] [--grace S] [--seed N]
+                   [--name NAME] [--workers N] [--grace S] [--seed N] [--metrics-address HOST:PORT]
     python -m payment_service.server ...
 
 Prints ``payment-server v1 listening on HOST:PORT`` once it accepts calls (the real port if PORT was 0),
@@ -38,6 +38,11 @@ Cancellation: a call that ends before its handler finished (client cancel, RST_S
 as one line ``CANCELLED method=/payment.PaymentService/<Method> reason=client|deadline`` and counted in
 ``GetServerStats``.
 
+Application metrics (``--metrics-address HOST:PORT``; off without it): ``GET /metrics`` there serves
+go-grpc-prometheus's ``grpc_server_started_total``, ``grpc_server_handled_total{grpc_code}``,
+``grpc_server_handling_seconds`` and the business counter ``payments_processed_total{version,outcome}``
+(:mod:`payment_service.metrics`); the process prints ``payment-server v1 metrics on http://HOST:PORT/metrics``.
+
 Messages up to 64 MB both ways. SO_REUSEPORT is off (a port clash is an error, not a silent share), and
 keepalive pings from a sidecar never get the connection closed (no ping strikes).
 """
@@ -53,11 +58,15 @@ import threading
 from collections.abc import Sequence
 from concurrent import futures
 from types import FrameType
+from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from payment_service.api import MAX_MESSAGE_BYTES
 from payment_service.behaviour import VERSIONS
+from payment_service.metrics import GrpcMetrics, PaymentMetrics, ServerMetricsInterceptor
+from payment_service.metrics import serve as serve_metrics
 from payment_service.servicer import ERROR_AT, PaymentServicer, ServerConfig
 from payment_service.tracking import Log, stdout_log
 
@@ -129,15 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_non_negative, default=5.0, metavar="S",
                    help="seconds in-flight calls get on shutdown (default 5)")
     p.add_argument("--seed", type=int, default=None, help="seed for --error-rate (default: random)")
+    p.add_argument("--metrics-address", type=_listen_address, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics (GET /metrics) here; port 0 picks a free one (default: off)")
     return p
 
 
 def build_server(config: ServerConfig, host: str, port: int, workers: int = 32,
-                 log: Log = stdout_log) -> tuple[grpc.Server, int, PaymentServicer]:
-    """A started-ready (not started) server bound to host:port; returns it with the bound port."""
-    servicer = PaymentServicer(config, log)
+                 log: Log = stdout_log, registry: CollectorRegistry | None = None
+                 ) -> tuple[grpc.Server, int, PaymentServicer]:
+    """A started-ready (not started) server bound to host:port; returns it with the bound port. With
+    ``registry``, the server's calls and charges are counted there (:mod:`payment_service.metrics`)."""
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
+    business = None
+    if registry is not None:
+        interceptors.append(ServerMetricsInterceptor(GrpcMetrics(registry, "server")))
+        business = PaymentMetrics(registry)
+    servicer = PaymentServicer(config, log, business)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="payment"),
-                         options=SERVER_OPTIONS)
+                         interceptors=interceptors, options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((servicer.handler(),))
     try:
         bound = server.add_insecure_port(join_host_port(host, port))
@@ -156,8 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.name or f"payment-{args.version}-{socket.gethostname()}-{os.getpid()}"
     config = ServerConfig(version=args.version, name=name, error_rate=args.error_rate,
                           latency_ms=args.latency, seed=args.seed, error_at=args.error_at)
+    registry = CollectorRegistry() if args.metrics_address is not None else None
     try:
-        server, bound, _ = build_server(config, host, port, args.workers)
+        server, bound, _ = build_server(config, host, port, args.workers, registry=registry)
+        metrics_at = None
+        if registry is not None:
+            metrics_host, metrics_port = args.metrics_address
+            try:
+                _, metrics_bound = serve_metrics(registry, metrics_host, metrics_port)
+            except OSError as e:
+                raise OSError(f"--metrics-address: cannot listen on {join_host_port(metrics_host, metrics_port)}: "
+                              f"{e.strerror or e}") from e
+            metrics_at = join_host_port(metrics_host, metrics_bound)
     except OSError as e:
         print(f"payment-server: {e}", file=sys.stderr, flush=True)
         return 1
@@ -171,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     stdout_log(f"payment-server {args.version} listening on {join_host_port(host, bound)}")
+    if metrics_at is not None:
+        stdout_log(f"payment-server {args.version} metrics on http://{metrics_at}/metrics")
     stdout_log(f"payment-server {args.version} name={name} error_rate={args.error_rate} "
                f"error_at={args.error_at} "
                f"latency_ms={args.latency:g} workers={args.workers}")

@@ -37,6 +37,7 @@ from payment_service.behaviour import (
     format_money,
     hooks_from,
 )
+from payment_service.metrics import PaymentMetrics
 from payment_service.proto import payment_pb2 as pb
 from payment_service.tracking import CallEndedError, Log, ServerCall, ServerCounters, stdout_log
 
@@ -59,8 +60,9 @@ ERROR_AT = ("before-headers", "after-headers")
 
 
 class PaymentServicer:
-    def __init__(self, config: ServerConfig, log: Log = stdout_log) -> None:
+    def __init__(self, config: ServerConfig, log: Log = stdout_log, metrics: PaymentMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.counters = ServerCounters()
         self.store = PaymentStore(config.version)
         self._log = log
@@ -215,6 +217,8 @@ class PaymentServicer:
         payment_id = request.payment_id or self.store.new_id()
         self.store.add(PaymentRecord(payment_id, request.customer_id, request.amount, outcome.fee, currency,
                                      outcome.state))
+        if self.metrics is not None:
+            self.metrics.charged(self._version, pb.PaymentState.Name(outcome.state))
         return pb.ChargeReply(
             payment_id=payment_id, state=outcome.state, amount=request.amount, fee=outcome.fee,
             currency=currency, message=outcome.message, version=self._version, served_by=self.config.name,
