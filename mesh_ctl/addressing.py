@@ -8,7 +8,9 @@ Every workload then uses the same ports, by Istio's convention:
     15001       sidecar outbound                          the local app dials it (h2c)
     15006       sidecar inbound                           mTLS from other sidecars
     15000       sidecar admin                             /ready, /config_dump, /clusters, /stats/prometheus
-    15090       sidecar Prometheus                        /stats/prometheus
+    15090       sidecar Prometheus                        /stats/prometheus (the proxy's own metrics)
+    15020       sidecar merged Prometheus                 /stats/prometheus: agent + proxy + app metrics
+    9464        app metrics                               the app's /metrics (prometheus_client), merged by 15020
 
 Where only 127.0.0.1 can be bound (macOS without aliases, some sandboxes) every workload shares one address
 and workload ``i`` moves all of its ports up by ``i * 100`` (15000, 15100, 15200 ...; 8080, 8180 ...), so
@@ -31,6 +33,8 @@ ADMIN_PORT = 15000
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 PROMETHEUS_PORT = 15090
+MERGED_PORT = 15020  # Istio's merged Prometheus port (agent + Envoy + app)
+APP_METRICS_PORT = 9464  # the app's own metrics (OpenTelemetry's Prometheus exporter port), every workload
 
 DEFAULT_BASE_ADDRESS = "127.0.0.10"
 SHARED_ADDRESS = "127.0.0.1"
@@ -57,6 +61,8 @@ class WorkloadAddresses:
     inbound: int | None  # sidecar inbound listener (None: no service selects the workload)
     admin: int
     prometheus: int
+    merged: int  # sidecar's merged Prometheus endpoint (15020)
+    metrics: int  # the app's own metrics (9464); the load client has them too
 
     def at(self, port: int | None) -> str | None:
         """``host:port`` (``[host]:port`` for IPv6), or None for a missing port."""
@@ -67,7 +73,8 @@ class WorkloadAddresses:
     def sockets(self) -> list[tuple[str, int]]:
         """Every (role, port) something listens on for this workload."""
         roles = [("app", self.app), ("outbound", self.outbound), ("inbound", self.inbound),
-                 ("admin", self.admin), ("prometheus", self.prometheus)]
+                 ("admin", self.admin), ("prometheus", self.prometheus), ("merged", self.merged),
+                 ("metrics", self.metrics)]
         return [(role, port) for role, port in roles if port is not None]
 
 
@@ -126,6 +133,8 @@ def plan(
             inbound=None if service is None else _port(INBOUND_PORT + shift),
             admin=_port(ADMIN_PORT + shift),
             prometheus=_port(PROMETHEUS_PORT + shift),
+            merged=_port(MERGED_PORT + shift),
+            metrics=_port(APP_METRICS_PORT + shift),
         ))
     return Placement("shared" if shared else "per-workload", tuple(placed))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -34,7 +34,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from payment_service import api
 
 Side = Literal["server", "client"]
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # grpc's classes are generic only in its type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = grpc.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.StreamStreamClientInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.ServerInterceptor
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.UnaryStreamClientInterceptor
+    _StreamUnary = grpc.StreamUnaryClientInterceptor
+    _StreamStream = grpc.StreamStreamClientInterceptor
 GRPC_TYPES = {"unary_unary": "unary", "stream_unary": "client_stream", "unary_stream": "server_stream",
               "stream_stream": "bidi_stream"}
 _KIND_BY_PATH = {m.path: GRPC_TYPES[m.kind] for m in api.METHODS}
@@ -112,7 +124,7 @@ def _server_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
-class ServerMetricsInterceptor(grpc.ServerInterceptor[Any, Any]):
+class ServerMetricsInterceptor(_ServerInterceptor):
     """Wraps every method handler: started on entry; handled + handling_seconds when the handler returns, raises,
     or (streamed replies) its iterator ends."""
 
@@ -171,9 +183,7 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor[Any, Any]):
 # ------------------------------------------------------------------------------------------------ client
 
 
-class ClientMetricsInterceptor(grpc.UnaryUnaryClientInterceptor[Any, Any], grpc.UnaryStreamClientInterceptor[Any, Any],
-                               grpc.StreamUnaryClientInterceptor[Any, Any],
-                               grpc.StreamStreamClientInterceptor[Any, Any]):
+class ClientMetricsInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
     """For :func:`grpc.intercept_channel`: started when the call is made, handled + handling_seconds from the
     call's done callback (grpc runs it when the call ends, with its final status; also for cancelled calls).
     The call object the caller gets is grpc's own, untouched."""

@@ -8,6 +8,9 @@ used is reported with its field paths and the process exits 1 before binding any
 Identity agent (istio-agent's role, :mod:`pyproxy.agent`): with ``--ca-address`` the proxy makes its own key,
 gets its certificate from the mesh's CA with the bootstrap token (``--token-path``) and publishes it as the
 SDS secrets ``default`` and ``ROOTCA``; ``/ready`` then also waits for the first certificate.
+
+Metrics merging (Istio's 15020): ``--merged-stats-address`` serves ``/stats/prometheus`` with the agent's metrics,
+the proxy's and, with ``--app-metrics-url``, the app's, fetched at each scrape (:mod:`pyproxy.admin.merged`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from pyproxy import __version__
+
+if TYPE_CHECKING:
+    from pyproxy.agent.manager import SecretManager
 
 log = logging.getLogger("pyproxy")
 
@@ -47,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-cluster", help="overrides node.cluster")
     p.add_argument("--stats-address", metavar="HOST:PORT", action="append", default=[],
                    help="also serve /stats/prometheus here (Istio's 15090); repeatable")
+    p.add_argument("--merged-stats-address", metavar="HOST:PORT", action="append", default=[],
+                   help="also serve /stats/prometheus here with the agent's, the proxy's and the app's metrics "
+                        "merged (Istio's 15020); repeatable")
+    p.add_argument("--app-metrics-url", metavar="URL",
+                   help="the app's Prometheus metrics (http://HOST:PORT/PATH), fetched for every scrape of the "
+                        "merged endpoint; an app that does not answer is left out (needs --merged-stats-address)")
     p.add_argument("--drain-time-s", type=float, default=5.0,
                    help="graceful shutdown: how long streams in flight may take (default 5)")
     p.add_argument("--log-path", help="write logs to this file instead of stderr")
@@ -178,6 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("--concurrency %s: pyproxy runs one event loop per process; the flag is ignored",
                  args.concurrency)
     stats_addresses = [_parse_address(a) for a in args.stats_address]
+    merged_addresses = [_parse_address(a) for a in args.merged_stats_address]
+    app_metrics_url = None
+    if args.app_metrics_url:
+        from pyproxy.admin.app_scrape import AppMetricsUrl
+
+        if not merged_addresses:
+            print("pyproxy: --app-metrics-url needs --merged-stats-address (where the merged metrics are served)",
+                  file=sys.stderr)
+            return 1
+        try:
+            app_metrics_url = AppMetricsUrl.parse(args.app_metrics_url)
+        except ValueError as e:
+            print(f"pyproxy: --app-metrics-url: {e}", file=sys.stderr)
+            return 1
     admin_token = None
     if args.admin_token_file:
         try:
@@ -201,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(functools.partial(serve, snapshot, stats_addresses, args.drain_time_s, agent_options,
                                           admin_address_path=args.admin_address_path, admin_token=admin_token,
-                                          inherited=inherited, seed=args.seed))
+                                          inherited=inherited, seed=args.seed,
+                                          merged_addresses=merged_addresses, app_metrics_url=app_metrics_url))
     except KeyboardInterrupt:
         return 0
 
@@ -286,12 +314,16 @@ def _write_admin_address(path: str, host: str, port: int) -> None:
 async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_time: float,
                 agent_options: object = None, *, admin_address_path: str | None = None,
                 admin_token: str | None = None,
-                inherited: dict[tuple[str, int], socket.socket] | None = None, seed: int | None = None) -> int:
+                inherited: dict[tuple[str, int], socket.socket] | None = None, seed: int | None = None,
+                merged_addresses: Sequence[tuple[str, int]] = (), app_metrics_url: object = None) -> int:
+    from pyproxy.admin.app_scrape import AppMetricsUrl
+    from pyproxy.admin.merged import MergedStats
     from pyproxy.admin.server import AdminServer
     from pyproxy.config.model import Snapshot
     from pyproxy.proxy.runtime import Runtime
 
     assert isinstance(snapshot, Snapshot)
+    assert app_metrics_url is None or isinstance(app_metrics_url, AppMetricsUrl)
     runtime = Runtime(snapshot, inherited, seed=seed)
     if seed is not None:
         log.info("random decisions seeded with %d (--seed)", seed)
@@ -310,6 +342,9 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
                 _write_admin_address(admin_address_path, snapshot.admin.address.host, bound)
         for host, port in stats_addresses:
             await nursery.start(functools.partial(admin.serve, host, port, prometheus_only=True))
+        merged = MergedStats(runtime, app_metrics_url)
+        for host, port in merged_addresses:
+            await nursery.start(functools.partial(admin.serve, host, port, merged=merged))
         if snapshot.dynamic is not None:
             from pyproxy.xds.client import AdsClient
 
@@ -317,7 +352,7 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
                 from pyproxy.agent.pki import WORKLOAD_SECRET
 
                 ads = AdsClient(runtime, snapshot, local_only=(WORKLOAD_SECRET,))
-                start_agent(nursery, runtime, ads, agent_options)
+                merged.agent = start_agent(nursery, runtime, ads, agent_options)
             else:
                 ads = AdsClient(runtime, snapshot)
             nursery.start_soon(ads.run)
@@ -343,9 +378,9 @@ async def serve(snapshot: object, stats_addresses: list[tuple[str, int]], drain_
     return 0
 
 
-def start_agent(nursery: trio.Nursery, runtime: object, ads: object, options: object) -> None:
+def start_agent(nursery: trio.Nursery, runtime: object, ads: object, options: object) -> SecretManager:
     """The identity agent publishes into the ADS client's state; files it removes are those the installed
-    snapshot no longer names."""
+    snapshot no longer names. Returns it (its state feeds the agent's metrics)."""
     from pyproxy.agent.manager import SecretManager
     from pyproxy.agent.options import AgentOptions
     from pyproxy.agent.store import files_in_use
@@ -355,6 +390,7 @@ def start_agent(nursery: trio.Nursery, runtime: object, ads: object, options: ob
     assert isinstance(runtime, Runtime) and isinstance(ads, AdsClient) and isinstance(options, AgentOptions)
     manager = SecretManager(options, ads.publish_local_secrets, files_in_use=lambda: files_in_use(runtime.snapshot))
     nursery.start_soon(manager.run)
+    return manager
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ Kubernetes restarts istiod and a kubelet restarts a pod's containers: the sideca
 configuration while the control plane is away and resync when it is back. The load clients are not restarted
 (their summaries would start again). The control plane's addresses: ``<control-plane address>:15010+N`` (xDS,
 plain gRPC) and ``:15014+N`` (the management API), N the port offset, 127.0.0.1 by default.
+
+Metrics: every app (servers and load clients, the non-mesh one too) serves its own metrics on its ``metrics``
+address (9464, ``--metrics-address``); every sidecar serves the proxy's on ``prometheus`` (15090) and, on
+``merged`` (15020, ``--merged-stats-address``), the agent's, the proxy's and its app's (``--app-metrics-url``),
+Istio's metrics merging.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mesh_ctl.addressing import RESERVED_ADDRESSES, AddressingError, Placement
+from mesh_ctl.addressing import PORT_BLOCK, RESERVED_ADDRESSES, AddressingError, Placement
 from mesh_ctl.runtime.identity import token_path
 from mesh_ctl.runtime.state import Role, RunDir
 from mesh_ctl.topology import Topology, Workload
@@ -58,6 +63,7 @@ DEFAULT_CONTROL_PLANE_HOST = "127.0.0.1"
 CONTROL_PLANE = "control-plane"  # its process name, workload and role in state.json
 NON_MESH_CLIENT = "legacy-client"  # the workload `up --non-mesh-client` adds
 NON_MESH_NOTE = "outside the mesh: no sidecar, plaintext"
+APPS_WITH_METRICS = frozenset({"payment-server", "payment-client"})  # apps that serve --metrics-address
 DEFAULT_NON_MESH_RPS = 5.0
 
 
@@ -124,6 +130,7 @@ class NonMeshClient:
     target_workload: str
     namespace: str
     authority: str  # <service>:<port>
+    metrics: str  # host:port of its own metrics (9464 on its address; in the shared mode the next port block)
     rps: float = DEFAULT_NON_MESH_RPS
     concurrency: int = 1
     name: str = NON_MESH_CLIENT
@@ -140,9 +147,11 @@ def non_mesh_client(topology: Topology, placement: Placement, rps: float = DEFAU
             at = placement.of(endpoint.name)
             target = at.at(at.inbound)
             if target is not None:
-                return NonMeshClient(address=next_address(placement), target=target,
+                address = next_address(placement)
+                return NonMeshClient(address=address, target=target,
                                      target_workload=endpoint.name, namespace=service.namespace,
-                                     authority=f"{service.name}:{service.port}", rps=rps)
+                                     authority=f"{service.name}:{service.port}",
+                                     metrics=_join(address, _next_metrics_port(placement)), rps=rps)
     raise AddressingError("--non-mesh-client: no workload of the topology serves a service")
 
 
@@ -160,6 +169,20 @@ def next_address(placement: Placement) -> str:
         if str(ip) not in RESERVED_ADDRESSES and (n & 0xFF) not in (0, 255):
             return str(ip)
         n += 1
+
+
+def _next_metrics_port(placement: Placement) -> int:
+    """The app metrics port of one more workload: the first workload's (9464 + the offset), moved by one more
+    port block in the shared mode, as the placement moves each workload's ports."""
+    first = placement.workloads[0].metrics
+    port = first + (len(placement.workloads) * PORT_BLOCK if placement.mode == "shared" else 0)
+    if not 1 <= port <= 65535:
+        raise AddressingError(f"port {port} is out of range: choose a smaller port offset")
+    return port
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def sidecar_name(workload: str) -> str:
@@ -235,11 +258,14 @@ def _app(placement: Placement, w: Workload, python: str) -> ProcessSpec:
     at = placement.of(w.name)
     listen = at.at(at.app)
     assert listen is not None  # a payment-server is always selected by a service
+    metrics = at.at(at.metrics)
+    assert metrics is not None
     return ProcessSpec(
         name=w.name, workload=w.name, role="app",
         argv=(python, "-m", "payment_service.server", "--version", w.version or "v1", "--listen", listen,
-              "--name", w.name, *(("--error-rate", f"{w.error_rate:g}") if w.error_rate else ())),
-        addresses={"app": listen}, ready="tcp", ready_at=listen, restart=True,
+              "--name", w.name, *(("--error-rate", f"{w.error_rate:g}") if w.error_rate else ()),
+              "--metrics-address", metrics),
+        addresses={"app": listen, "metrics": metrics}, ready="tcp", ready_at=listen, restart=True,
     )
 
 
@@ -250,14 +276,15 @@ def _sidecar(placement: Placement, w: Workload, bootstrap: Path, python: str, le
     the mesh's seed (the sidecar gets :func:`sidecar_seed` of it). Restarted when it dies, like a kubelet
     restarts a container."""
     at = placement.of(w.name)
-    addresses = {role: addr for role in ("outbound", "inbound", "admin", "prometheus")
+    addresses = {role: addr for role in ("outbound", "inbound", "admin", "prometheus", "merged")
                  if (addr := at.at(getattr(at, role))) is not None}
+    app_metrics = ("--app-metrics-url", f"http://{at.at(at.metrics)}/metrics") if w.app in APPS_WITH_METRICS else ()
     admin = ("--admin-token-file", str(admin_token)) if admin_token is not None else ()
     seeded = ("--seed", str(sidecar_seed(seed, w.name))) if seed is not None else ()
     return ProcessSpec(
         name=sidecar_name(w.name), workload=w.name, role="sidecar",
         argv=(python, "-m", "pyproxy", "-c", str(bootstrap), "--stats-address", addresses["prometheus"],
-              "-l", level, *agent, *admin, *seeded),
+              "--merged-stats-address", addresses["merged"], *app_metrics, "-l", level, *agent, *admin, *seeded),
         addresses=addresses, ready="http-ready", ready_at=addresses["admin"], restart=True,
     )
 
@@ -268,12 +295,14 @@ def _client(topology: Topology, placement: Placement, w: Workload, python: str) 
     assert target is not None  # a payment-client calls one service, so it has an outbound listener
     call = w.calls[0]
     service = topology.service(call.service, w.namespace)
+    metrics = at.at(at.metrics)
+    assert metrics is not None
     return ProcessSpec(
         name=w.name, workload=w.name, role="app",
         argv=(python, "-m", "payment_service.client", "--target", target,
               "--authority", f"{service.name}:{service.port}", "--rps", f"{call.rps:g}", "--duration", "0",
-              "--concurrency", str(call.concurrency), "--json", "--interval", "1"),
-        addresses={"target": target}, ready="first-report", ready_at=None, reports=True,
+              "--concurrency", str(call.concurrency), "--json", "--interval", "1", "--metrics-address", metrics),
+        addresses={"target": target, "metrics": metrics}, ready="first-report", ready_at=None, reports=True,
     )
 
 
@@ -282,6 +311,7 @@ def _non_mesh_client(c: NonMeshClient, python: str) -> ProcessSpec:
         name=c.name, workload=c.name, role="app",
         argv=(python, "-m", "payment_service.client", "--target", c.target, "--authority", c.authority,
               "--rps", f"{c.rps:g}", "--duration", "0", "--concurrency", str(c.concurrency), "--json",
-              "--interval", "1"),
-        addresses={"target": c.target}, ready="first-report", ready_at=None, reports=True, note=NON_MESH_NOTE,
+              "--interval", "1", "--metrics-address", c.metrics),
+        addresses={"target": c.target, "metrics": c.metrics}, ready="first-report", ready_at=None, reports=True,
+        note=NON_MESH_NOTE,
     )

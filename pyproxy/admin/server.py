@@ -20,6 +20,7 @@ import trio
 from pyproxy.admin import dumps
 
 if TYPE_CHECKING:
+    from pyproxy.admin.merged import MergedStats
     from pyproxy.proxy.runtime import Runtime
 
 log = logging.getLogger("pyproxy.admin")
@@ -46,19 +47,23 @@ class AdminServer:
         self.on_quit = on_quit
         self.token = token.encode() if token else None
 
-    async def serve(self, host: str, port: int, *, prometheus_only: bool = False,
+    async def serve(self, host: str, port: int, *, prometheus_only: bool = False, merged: MergedStats | None = None,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the admin API on host:port; ``prometheus_only``: only /stats/prometheus (Istio's 15090);
+        ``merged``: only /stats/prometheus, answered with the merged metrics (Istio's 15020)."""
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
-        log.info("admin%s on %s:%d", " (prometheus)" if prometheus_only else "", host, bound)
+        kind = " (merged prometheus)" if merged is not None else " (prometheus)" if prometheus_only else ""
+        log.info("admin%s on %s:%d", kind, host, bound)
         task_status.started(bound)
 
         async def handler(stream: trio.SocketStream) -> None:
-            await self._handle(stream, prometheus_only)
+            await self._handle(stream, prometheus_only or merged is not None, merged)
 
         await trio.serve_listeners(handler, listeners)
 
-    async def _handle(self, stream: trio.SocketStream, prometheus_only: bool) -> None:
+    async def _handle(self, stream: trio.SocketStream, prometheus_only: bool,
+                      merged: MergedStats | None = None) -> None:
         try:
             with trio.move_on_after(READ_TIMEOUT):
                 data = b""
@@ -80,7 +85,10 @@ class AdminServer:
                 headers = _headers(head)
                 try:
                     refused = self.refuse(method, headers)
-                    response = refused or self.dispatch(method, target, prometheus_only)
+                    if refused is None and merged is not None and urlsplit(target).path == "/stats/prometheus":
+                        response = 200, "text/plain; version=0.0.4", (await merged.render()).encode()
+                    else:
+                        response = refused or self.dispatch(method, target, prometheus_only)
                 except Exception as e:
                     log.exception("admin %s %s failed", method, target)
                     response = (500, "text/plain", f"internal error: {e}\n".encode())

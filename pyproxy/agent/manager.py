@@ -75,6 +75,11 @@ class SecretManager:
         self.current: Current | None = None
         self.issued_count = 0
         self.failures = 0
+        # Istio's agent metrics (pyproxy/agent/metrics.py): CSRs sent to the CA, failed, and the total latency of
+        # the successful ones in milliseconds.
+        self.csr_requests = 0
+        self.csr_failures = 0
+        self.csr_latency_ms = 0.0
         self.last_error = ""
         self.has_certificate = trio.Event()  # set once the first certificate is installed
 
@@ -141,10 +146,14 @@ class SecretManager:
         else:  # ECDSA P-256 takes microseconds
             key = pki.new_key(o.key_algorithm)
         csr = pki.make_csr(key, o.spiffe_id)
+        self.csr_requests += 1
+        sent = time.monotonic()
         try:
             chain = await self.ca(csr.decode(), max(1, round(o.ttl)), token)
         except CaError as e:
+            self.csr_failures += 1
             raise IssueError(f"the CA refused or failed: {e}") from None
+        self.csr_latency_ms += (time.monotonic() - sent) * 1000
         received_at = self.wall()
         try:
             issued = pki.validate_chain(chain, key, o.spiffe_id, datetime.fromtimestamp(received_at, UTC))

@@ -30,13 +30,16 @@ def test_default_is_one_address_per_workload_with_istio_ports() -> None:
     assert p.mode == "per-workload"
     assert p.workloads == (
         WorkloadAddresses(
-            "payment-v1", "127.0.0.10", app=8080, outbound=None, inbound=15006, admin=15000, prometheus=15090
+            "payment-v1", "127.0.0.10", app=8080, outbound=None, inbound=15006, admin=15000, prometheus=15090,
+            merged=15020, metrics=9464,
         ),
         WorkloadAddresses(
-            "payment-v2", "127.0.0.11", app=8080, outbound=None, inbound=15006, admin=15000, prometheus=15090
+            "payment-v2", "127.0.0.11", app=8080, outbound=None, inbound=15006, admin=15000, prometheus=15090,
+            merged=15020, metrics=9464,
         ),
         WorkloadAddresses(
-            "client", "127.0.0.12", app=None, outbound=15001, inbound=None, admin=15000, prometheus=15090
+            "client", "127.0.0.12", app=None, outbound=15001, inbound=None, admin=15000, prometheus=15090,
+            merged=15020, metrics=9464,
         ),
     )
     assert p.of("client").at(15001) == "127.0.0.12:15001"

@@ -51,9 +51,9 @@ def test_the_non_mesh_client_calls_payment_v1s_inbound_port_in_plaintext_from_an
     legacy = clients[1]
     assert legacy.argv == ("py", "-m", "payment_service.client", "--target", "127.0.0.10:15006",
                            "--authority", "payment:8080", "--rps", "7", "--duration", "0", "--concurrency", "1",
-                           "--json", "--interval", "1")
+                           "--json", "--interval", "1", "--metrics-address", "127.0.0.13:9464")
     assert (legacy.role, legacy.ready, legacy.reports, legacy.addresses) == (
-        "app", "first-report", True, {"target": "127.0.0.10:15006"})
+        "app", "first-report", True, {"target": "127.0.0.10:15006", "metrics": "127.0.0.13:9464"})
     assert legacy.note == "outside the mesh: no sidecar, plaintext"
     assert _target(legacy) == "127.0.0.10:15006 (payment:8080)"
     assert _target(clients[0]) == "payment:8080"
@@ -65,6 +65,9 @@ def test_its_address_is_the_next_free_one_and_shared_mode_shares() -> None:
     t = default_topology()
     assert next_address(plan(t, base_address="127.0.0.252", probe=lambda _: True)) == "127.0.1.2"  # .255, .0, 1.1
     assert next_address(plan(t, mode="shared")) == "127.0.0.1"
+    # Its own metrics port: 9464 on its address; shared, the port block after the mesh's three workloads.
+    assert non_mesh_client(t, plan(t, probe=lambda _: True, port_offset=7)).metrics == "127.0.0.13:9471"
+    assert non_mesh_client(t, plan(t, mode="shared", port_offset=7)).metrics == "127.0.0.1:9771"
     # No mesh client: the first service's first endpoint; no endpoint at all: an error.
     only_servers = topology_from_dict({
         "services": [{"name": "pay", "port": 9090}],

@@ -27,7 +27,10 @@ def test_apps_then_sidecars_then_the_client() -> None:
         "127.0.0.11:8080",
         "--name",
         "payment-v2",
+        "--metrics-address",
+        "127.0.0.11:9464",
     )
+    assert apps[1].addresses == {"app": "127.0.0.11:8080", "metrics": "127.0.0.11:9464"}
     assert (apps[1].ready, apps[1].ready_at) == ("tcp", "127.0.0.11:8080")
     assert sidecars[0].argv == (
         "py",
@@ -37,6 +40,10 @@ def test_apps_then_sidecars_then_the_client() -> None:
         "/run/bootstrap/payment-v1.yaml",
         "--stats-address",
         "127.0.0.10:15090",
+        "--merged-stats-address",
+        "127.0.0.10:15020",
+        "--app-metrics-url",
+        "http://127.0.0.10:9464/metrics",
         "-l",
         "debug",
     )
@@ -45,6 +52,7 @@ def test_apps_then_sidecars_then_the_client() -> None:
         "inbound": "127.0.0.10:15006",
         "admin": "127.0.0.10:15000",
         "prometheus": "127.0.0.10:15090",
+        "merged": "127.0.0.10:15020",
     }
     assert sidecars[2].addresses["outbound"] == "127.0.0.12:15001"
     assert clients[0].argv == (
@@ -64,7 +72,11 @@ def test_apps_then_sidecars_then_the_client() -> None:
         "--json",
         "--interval",
         "1",
+        "--metrics-address",
+        "127.0.0.12:9464",
     )
+    assert clients[0].addresses == {"target": "127.0.0.12:15001", "metrics": "127.0.0.12:9464"}
+    assert "--app-metrics-url" in sidecars[2].argv  # the client's sidecar merges the client's metrics
     assert clients[0].ready == "first-report" and clients[0].reports
     assert {s.role for s in apps + clients} == {"app"} and {s.role for s in sidecars} == {"sidecar"}
 
@@ -75,5 +87,5 @@ def test_a_server_with_an_error_rate_gets_it() -> None:
     t = topology_from_dict(doc)
     p = plan(t, probe=lambda _: True)
     apps, _, _ = build_specs(t, p, {w.name: Path(f"/b/{w.name}.yaml") for w in t.workloads}, python="py")
-    assert apps[0].argv[-2:] == ("--name", "payment-v1")
-    assert apps[1].argv[-4:] == ("--name", "payment-v2", "--error-rate", "0.3")
+    assert apps[0].argv[-4:-2] == ("--name", "payment-v1")
+    assert apps[1].argv[-6:-2] == ("--name", "payment-v2", "--error-rate", "0.3")
