@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+_COMPOUND = ("histogram", "summary", "gaugehistogram")
 _SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created", "_gsum", "_gcount", "_info")
 
 
@@ -25,6 +26,13 @@ class Family:
     name: str
     lines: list[str] = field(default_factory=list)
     sample_names: set[str] = field(default_factory=set)
+    kind: str = "untyped"
+
+    def names(self) -> set[str]:
+        """Every metric name the family uses or, by its type, may use (a histogram declared with no samples
+        yet still owns ``_bucket``, ``_sum`` and ``_count``)."""
+        implied = {self.name + s for s in ("_bucket", "_sum", "_count")} if self.kind in _COMPOUND else set()
+        return {self.name, *self.sample_names, *implied}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,8 @@ def families(text: str) -> Iterator[Family]:
                         yield current
                     current = Family(parts[2])
                 current.lines.append(line)
+                if parts[1] == "TYPE" and len(parts) == 4:
+                    current.kind = parts[3].strip()
             # other comments (and "# EOF") are dropped
             continue
         name = sample_name(line)
@@ -85,7 +95,7 @@ def merge(sources: Sequence[tuple[str, str]]) -> Merged:
     for source, text in sources:
         mine: set[str] = set()
         for family in families(text):
-            names = {family.name, *family.sample_names}
+            names = family.names()
             if names & seen:
                 dropped.append((source, family.name))
                 continue
