@@ -67,20 +67,47 @@ class GrpcMetrics:
                                  f"Histogram of response latency (seconds) of gRPC that had been "
                                  f"{'handled by the server' if side == 'server' else 'completed by the client'}.",
                                  labels, registry=registry)
+        self._children: dict[tuple[str, str | None], _Children] = {}
 
     def begin(self, path: str, grpc_type: str | None = None) -> Call:
+        key = (path, grpc_type)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._make_children(path, grpc_type)
+        children.started.inc()
+        return Call(children, time.perf_counter())
+
+    def _make_children(self, path: str, grpc_type: str | None) -> _Children:
         service, method = split_path(path)
         labels = (grpc_type or _KIND_BY_PATH.get(path, "unary"), service, method)
-        self.started.labels(*labels).inc()
-        return Call(self, labels, time.perf_counter())
+        return _Children(self, labels, self.started.labels(*labels), self.seconds.labels(*labels))
+
+
+class _Children:
+    """One method's series, looked up once: prometheus_client's ``labels()`` validates and locks on every call
+    (~1.5 us each; measured), the children themselves only add and observe."""
+
+    __slots__ = ("handled", "labels", "metrics", "seconds", "started")
+
+    def __init__(self, metrics: GrpcMetrics, labels: tuple[str, str, str], started: Any, seconds: Any) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.started = started
+        self.seconds = seconds
+        self.handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled_child(self, code: grpc.StatusCode) -> Any:
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = self.metrics.handled.labels(*self.labels, code.name)
+        return child
 
 
 @dataclass(slots=True)
 class Call:
     """One call in flight; :meth:`end` records it once (later calls are ignored)."""
 
-    metrics: GrpcMetrics
-    labels: tuple[str, str, str]
+    series: _Children
     began: float
     ended: bool = False
 
@@ -88,8 +115,8 @@ class Call:
         if self.ended:
             return
         self.ended = True
-        self.metrics.handled.labels(*self.labels, code.name).inc()
-        self.metrics.seconds.labels(*self.labels).observe(time.perf_counter() - self.began)
+        self.series.handled_child(code).inc()
+        self.series.seconds.observe(time.perf_counter() - self.began)
 
 
 def split_path(path: str) -> tuple[str, str]:
