@@ -647,13 +647,15 @@ def _workload_records(topology: Topology, placement: Placement,
             service_account=w.service_account,
             spiffe_id=topology.spiffe_id(w), address=at.address,
             ports={"app": at.app, "outbound": at.outbound, "inbound": at.inbound, "admin": at.admin,
-                   "prometheus": at.prometheus},
+                   "prometheus": at.prometheus, "merged": at.merged, "metrics": at.metrics},
         ))
-    if non_mesh is not None:  # no sidecar, no identity, nothing it listens on
+    if non_mesh is not None:  # no sidecar, no identity; it listens only for its own metrics
+        metrics_port = int(non_mesh.metrics.rpartition(":")[2])
         out.append(WorkloadRecord(
             name=non_mesh.name, namespace=non_mesh.namespace, app="payment-client", version=None,
             service_account="", spiffe_id="", address=non_mesh.address,
-            ports={"app": None, "outbound": None, "inbound": None, "admin": None, "prometheus": None},
+            ports={"app": None, "outbound": None, "inbound": None, "admin": None, "prometheus": None,
+                   "merged": None, "metrics": metrics_port},
             in_mesh=False,
         ))
     return out
