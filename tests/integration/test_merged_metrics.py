@@ -63,7 +63,7 @@ def promtool_parses(promtool: str, text: str) -> tuple[bool, str]:
 
 
 class _Fixed(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = EXPOSITIONS.get(self.path, "").encode()
         self.send_response(200 if body else 404)
         self.send_header("content-type", "text/plain; version=0.0.4")
@@ -111,7 +111,7 @@ def test_merged_endpoints_serve_agent_proxy_and_app_metrics_to_a_real_prometheus
         wanted = {"istio_requests_total", "istio_agent_cert_expiry_seconds", "istio_agent_scrapes_total",
                   app_metric[name]}
         url = f"http://{address}/stats/prometheus"
-        wait_for(lambda url=url, wanted=wanted: wanted <= _sample_names(url), 60,  # type: ignore[misc]
+        wait_for(lambda url=url, wanted=wanted: wanted <= _sample_names(url), 60,
                  f"{name}'s merged endpoint with {sorted(wanted)}")
     for name, address in merged.items():
         ok, errors = promtool_parses(promtool, _text(f"http://{address}/stats/prometheus"))
@@ -179,7 +179,7 @@ def test_merged_endpoints_serve_agent_proxy_and_app_metrics_to_a_real_prometheus
             ('count by (job) (requests_total{job="concatenated"} == 3)', "job", {"concatenated"}),
         ]
         for q, by, expected in checks:
-            wait_for(lambda q=q, by=by, expected=expected: answered(q, by, expected), 60,  # type: ignore[misc]
+            wait_for(lambda q=q, by=by, expected=expected: answered(q, by, expected), 60,
                      f"{q} -> {sorted(expected)}")
         failures = query('istio_agent_scrape_failures_total{job="merged",type="application"}')
         assert len(failures) == 3 and all(float(x["value"][1]) == 0 for x in failures), failures

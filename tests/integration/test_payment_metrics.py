@@ -94,7 +94,7 @@ def test_client_counts_its_calls_by_status_while_it_runs(group: ProcessGroup) ->
 
 
 def test_a_busy_metrics_address_is_one_line_and_exit_1(group: ProcessGroup) -> None:
-    _, target, metrics = _server(group, "v1")
+    _, _, metrics = _server(group, "v1")
     proc = group.python("second", "payment_service.server", "--version", "v1", "--listen",
                         f"127.0.0.1:{free_port()}", "--metrics-address", f"127.0.0.1:{metrics}")
     assert proc.popen.wait(timeout=30) == 1
