@@ -252,6 +252,8 @@ import yaml
 p = argparse.ArgumentParser()
 p.add_argument("-c", required=True)
 p.add_argument("--stats-address")
+p.add_argument("--merged-stats-address")
+p.add_argument("--app-metrics-url")
 p.add_argument("-l", default="info")
 p.add_argument("--ca-address")
 p.add_argument("--token-path")
@@ -324,9 +326,10 @@ if "dynamic_resources" in b:
 else:
     listeners = [sa(l["address"]) for l in b["static_resources"]["listeners"]]
 addresses = [sa(b["admin"]["address"])] + listeners
-if a.stats_address:
-    host, _, port = a.stats_address.rpartition(":")
-    addresses.append((host, int(port)))
+for extra in (a.stats_address, a.merged_stats_address):
+    if extra:
+        host, _, port = extra.rpartition(":")
+        addresses.append((host, int(port)))
 
 
 def server(addr):
@@ -359,14 +362,18 @@ p = argparse.ArgumentParser()
 p.add_argument("--version")
 p.add_argument("--listen")
 p.add_argument("--name")
+p.add_argument("--metrics-address")
 a = p.parse_args()
 host, _, port = a.listen.rpartition(":")
 server = socket.create_server((host, int(port)))
+mhost, _, mport = a.metrics_address.rpartition(":")
+metrics = socket.create_server((mhost, int(mport)))
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 print("stand-in payment server", a.version, "on", a.listen, flush=True)
 stop.wait()
 server.close()
+metrics.close()
 ''',
     "payment_service/client.py": '''
 """Stand-in load client: checks its target accepts connections, then reports rps calls per second,
@@ -374,12 +381,14 @@ alternating v1/v2, as JSON lines; a "final" line on SIGTERM."""
 import argparse, json, signal, socket, sys, threading, time
 
 p = argparse.ArgumentParser()
-for flag in ("--target", "--authority", "--rps", "--duration", "--concurrency", "--interval"):
+for flag in ("--target", "--authority", "--rps", "--duration", "--concurrency", "--interval", "--metrics-address"):
     p.add_argument(flag)
 p.add_argument("--json", action="store_true")
 a = p.parse_args()
 host, _, port = a.target.rpartition(":")
 socket.create_connection((host, int(port)), timeout=5).close()
+mhost, _, mport = a.metrics_address.rpartition(":")
+metrics = socket.create_server((mhost, int(mport)))  # closed at exit
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 total, by_version, start = 0, {"v1": 0, "v2": 0}, time.monotonic()
