@@ -18,6 +18,12 @@ each call: one counter increment when it starts, one counter + one histogram obs
 servicer knows nothing about them, apart from the business counter it is handed. :func:`serve` exposes the
 registry with prometheus_client's own HTTP server (a daemon thread, ``GET /metrics``) on
 ``--metrics-address``.
+
+Cost (measured on the dev VM, not the proxy's hot path but noted): the bookkeeping is ~5 us per call (begin + end,
+100k calls; each method's series are looked up once, prometheus_client's ``labels()`` alone is ~1.5 us).
+Closed-loop unary Charge calls, client and server in one process, median of 7 runs of 3000 calls: 1874 calls/s
+without metrics, 1817 with the server's, 1777 with the client's, 1467 with both (run-to-run spread on this VM
+is about 25 %, so only the "both" case is clearly slower; grpc's intercepted channel adds its own wrapping).
 """
 
 from __future__ import annotations

@@ -457,9 +457,10 @@ def test_lifecycle_detach_status_refuse_down(
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
     assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014",
                                "metrics": f"{prefix}.9:15014"}  # GET /metrics on the management API
-    assert sidecar["argv"][9:-2] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
-                                     str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
-                                     "--admin-token-file", str(run_dir / "api-token")]
+    after_level = sidecar["argv"].index("-l") + 2
+    assert sidecar["argv"][after_level:-2] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
+                                               str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
+                                               "--admin-token-file", str(run_dir / "api-token")]
     # Its outbound port, held by the supervisor across restarts (the client has no inbound listener).
     assert sidecar["argv"][-2] == "--listen-fd" and sidecar["argv"][-1].isdigit()
     assert stat.S_IMODE((run_dir / "api-token").stat().st_mode) == 0o600
@@ -533,7 +534,7 @@ def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
     legacy = state["processes"][-1]
     assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
     assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
-    assert legacy["addresses"] == {"target": f"{prefix}.10:15006"}
+    assert legacy["addresses"] == {"target": f"{prefix}.10:15006", "metrics": f"{prefix}.13:9464"}
     assert all(p["argv"][p["argv"].index("--cert-ttl") + 1] == "6s"
                for p in state["processes"] if p["role"] == "sidecar")
 
