@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -28,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy.admin.merge import merge
 from tests.integration.test_mesh_up import Meshes, cli, free_base_address, meshes, output, up_args, wait_for
-from tests.support.procs import free_port
+from tests.support.procs import REPO_ROOT, free_port
 from tests.support.prometheus import prometheus_binary, promtool_binary
+from tests.unit.config.conftest import BOOTSTRAPS
 
 __all__ = ["meshes"]  # the fixture, re-used
 pytestmark = pytest.mark.timeout(240)
@@ -186,3 +188,15 @@ def test_merged_endpoints_serve_agent_proxy_and_app_metrics_to_a_real_prometheus
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--app-metrics-url", "http://127.0.0.1:9464/metrics"],
+     "pyproxy: --app-metrics-url needs --merged-stats-address (where the merged metrics are served)"),
+    (["--merged-stats-address", "127.0.0.1:0", "--app-metrics-url", "ftp://127.0.0.1:9464/metrics"],
+     "pyproxy: --app-metrics-url: 'ftp://127.0.0.1:9464/metrics': only http:// URLs are supported"),
+])
+def test_bad_metrics_flags_are_one_line_and_exit_1(flags: list[str], message: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "pyproxy", "-c", str(BOOTSTRAPS / "envoy_docs_grpc_proxy.yaml"),
+                        *flags], capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT)
+    assert (r.returncode, r.stderr.strip()) == (1, message)
