@@ -14,9 +14,12 @@ mesh passes ``promtool check metrics`` without a parse error.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -185,6 +188,26 @@ def test_merged_endpoints_serve_agent_proxy_and_app_metrics_to_a_real_prometheus
                      f"{q} -> {sorted(expected)}")
         failures = query('istio_agent_scrape_failures_total{job="merged",type="application"}')
         assert len(failures) == 3 and all(float(x["value"][1]) == 0 for x in failures), failures
+
+        # The app stops answering (SIGSTOP: alive, its sockets open, nothing read): the merged endpoint still
+        # answers, within the fetch's 2 s bound, with the proxy's metrics and the failure counted.
+        state = json.loads((run_dir / "state.json").read_text())
+        [app] = [p for p in state["processes"] if p["name"] == "payment-v1"]
+        url = f"http://{merged['payment-v1']}/stats/prometheus"
+        os.kill(app["pid"], signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            text = _text(url)
+            took = time.monotonic() - began
+        finally:
+            os.kill(app["pid"], signal.SIGCONT)
+        samples = {(s.name, s.labels.get("type", "")): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        assert took < 4.5, took
+        assert samples[("istio_agent_scrape_failures_total", "application")] >= 1
+        assert ("istio_requests_total", "") in samples
+        assert not any(name.startswith("grpc_server_") for name, _ in samples)
+        wait_for(lambda: "grpc_server_handled_total" in _sample_names(url), 30, "the app's metrics back")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
