@@ -430,6 +430,7 @@ def test_lifecycle_detach_status_refuse_down(
         "payment-v2-sidecar",
         "client-sidecar",
         "client",
+        "prometheus",  # started last (every target known), stopped first
     ]
     for p in state["processes"]:
         assert rprocs.is_ours(p["pid"], p["argv"], p["start_time"]), p
