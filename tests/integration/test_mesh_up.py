@@ -37,6 +37,7 @@ from mesh_ctl.addressing import busy_sockets, can_bind, plan
 from mesh_ctl.bootstrap import validate_bootstrap
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime import procs as rprocs
+from mesh_ctl.runtime.prometheus import find_binary
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, read_state
 from mesh_ctl.topology import default_topology
@@ -430,7 +431,7 @@ def test_lifecycle_detach_status_refuse_down(
         "payment-v2-sidecar",
         "client-sidecar",
         "client",
-        "prometheus",  # started last (every target known), stopped first
+        *(["prometheus"] if find_binary() else []),  # started last (every target known), stopped first
     ]
     for p in state["processes"]:
         assert rprocs.is_ours(p["pid"], p["argv"], p["start_time"]), p
@@ -519,9 +520,10 @@ def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
     assert r.returncode == 0, output(r, run_dir)
     assert f"legacy-client (no sidecar) --h2c, plaintext--> {prefix}.10:15006" in r.stdout, r.stdout
     state = meshes.record(run_dir)
-    names = [p["name"] for p in state["processes"]]
+    mesh = [p for p in state["processes"] if p["role"] != "prometheus"]
+    names = [p["name"] for p in mesh]
     assert names[-2:] == ["client", "legacy-client"] and "legacy-client-sidecar" not in names
-    legacy = state["processes"][-1]
+    legacy = mesh[-1]
     assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
     assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
     assert legacy["addresses"] == {"target": f"{prefix}.10:15006"}
@@ -796,7 +798,8 @@ def test_lifecycle_static_mode_runs_without_a_control_plane(
     assert r.returncode == 0, output(r, run_dir)
     assert "control plane" not in r.stdout and "set-weight" not in r.stdout
     state = meshes.record(run_dir)
-    assert [p["role"] for p in state["processes"]] == ["app", "app", "sidecar", "sidecar", "sidecar", "app"]
+    assert [p["role"] for p in state["processes"] if p["role"] != "prometheus"] == [
+        "app", "app", "sidecar", "sidecar", "sidecar", "app"]
     client = yaml.safe_load((run_dir / "bootstrap" / "client.yaml").read_text())
     assert "dynamic_resources" not in client
     assert [listener["name"] for listener in client["static_resources"]["listeners"]] == ["virtualOutbound"]
