@@ -173,8 +173,8 @@ class Supervisor:
         self._namespaces = {w.name: w.namespace for w in options.topology.workloads}
         self._tokens_at: float | None = None  # when the workloads' tokens were last minted
         self._tokens_warned = 0.0
-        self._versions = {w.name: w.version for w in options.topology.workloads if w.version}
-        self._targets: dict[str, list[dict[str, object]]] | None = None  # what the target files hold
+        self._targets = prom.TargetFiles(prom.prometheus_dir(options.run_dir), self._namespaces,
+                                         {w.name: w.version for w in options.topology.workloads if w.version})
 
     # ----------------------------------------------------------------------------------------- run
 
@@ -309,13 +309,8 @@ class Supervisor:
         """Keep Prometheus's target files (file-based service discovery) equal to the processes supervised
         now: every started process that is alive or will be restarted. Rewritten (atomically) only when that
         changes: a process started or restarted at other addresses, a load client gone for good."""
-        if self.o.prometheus is None:
-            return
-        specs = [r.spec for r in self._all() if r.spec.restart or r.popen.poll() is None]
-        groups = prom.target_groups(specs, versions=self._versions, namespaces=self._namespaces)
-        if groups != self._targets:
-            prom.write_targets(prom.prometheus_dir(self.o.run_dir), groups)
-            self._targets = groups
+        if self.o.prometheus is not None:
+            self._targets.update(r.spec for r in self._all() if r.spec.restart or r.popen.poll() is None)
 
     def _mint_tokens(self) -> None:
         """A bootstrap token per workload, from the control plane's CA, for the sidecars' identity agents."""

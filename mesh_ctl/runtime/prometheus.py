@@ -220,3 +220,25 @@ def write_targets(prom_dir: Path, groups: dict[str, list[dict[str, object]]]) ->
     """Rewrite every job's target file atomically (Prometheus never reads a half-written file)."""
     for job_name, tgs in groups.items():
         _atomic_write(targets_dir(prom_dir) / f"{job_name}.json", json.dumps(tgs, indent=2) + "\n")
+
+
+class TargetFiles:
+    """The target files of one run, kept equal to the processes it supervises: :meth:`update` with the specs of
+    every process that is there (alive, or about to be restarted) rewrites the files when the groups differ
+    from what was last written, and leaves them alone otherwise."""
+
+    def __init__(self, prom_dir: Path, namespaces: dict[str, str] | None = None,
+                 versions: dict[str, str] | None = None) -> None:
+        self.prom_dir = prom_dir
+        self.namespaces = dict(namespaces or {})
+        self.versions = dict(versions or {})
+        self.written: dict[str, list[dict[str, object]]] | None = None
+
+    def update(self, specs: Iterable[ProcessSpec]) -> bool:
+        """Whether the files were rewritten."""
+        groups = target_groups(specs, versions=self.versions, namespaces=self.namespaces)
+        if groups == self.written:
+            return False
+        write_targets(self.prom_dir, groups)
+        self.written = groups
+        return True

@@ -37,7 +37,7 @@ from mesh_ctl.addressing import busy_sockets, can_bind, plan
 from mesh_ctl.bootstrap import validate_bootstrap
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime import procs as rprocs
-from mesh_ctl.runtime.prometheus import find_binary
+from mesh_ctl.runtime.prometheus import PROMETHEUS_PORT, find_binary
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, read_state
 from mesh_ctl.topology import default_topology
@@ -50,13 +50,15 @@ pytestmark = pytest.mark.timeout(180)
 
 def free_base_address() -> str:
     """A 127.x.y.10 where every socket of the default mesh can be bound right now, and so can the control
-    plane's on 127.x.y.9 (:func:`control_plane_address`)."""
+    plane's and Prometheus's on 127.x.y.9 (:func:`control_plane_address`)."""
     rng = random.Random()
     for _ in range(50):
         base = f"127.{rng.randint(64, 250)}.{rng.randint(1, 250)}.10"
         placement = plan(default_topology(), base_address=base, mode="per-workload")
         cp = ControlPlaneAddresses.for_offset(control_plane_address(base), 0)
-        if not busy_sockets(placement) and all(can_bind(h, p) for _, _, h, p in cp.sockets()):
+        if not busy_sockets(placement) and all(
+            can_bind(h, p) for _, _, h, p in [*cp.sockets(), ("prometheus", "web", cp.host, PROMETHEUS_PORT)]
+        ):
             return base
     raise RuntimeError("no free loopback addresses found")
 

@@ -5,14 +5,16 @@ the supervisor keeps current, and the sidecars' exposition passing prometheus_cl
   the control plane's ``metrics``, apps' ``metrics`` without a merging sidecar), checked against state.json;
 - ``istio_requests_total`` series for payment v1 and v2, read back through Prometheus's HTTP API;
 - a change of a target file is picked up by the running Prometheus (same pid: no restart);
-- `down` stops it (its pid gone, its port free); `--no-prometheus` starts none; with no ``prometheus`` on PATH
-  `up` says so in one line, once, and the mesh carries its traffic all the same.
+- killed, it is restarted by the supervisor; `down` stops it (its pid gone, its port free);
+- `--no-prometheus` starts none; with no ``prometheus`` on PATH `up` says so in one line, once, and the mesh
+  carries its traffic all the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import urllib.parse
 import urllib.request
@@ -136,8 +138,21 @@ def test_up_runs_a_prometheus_that_scrapes_the_whole_mesh_and_down_stops_it(tmp_
         return any(t["labels"].get("pod") == "file-sd-probe" and t["health"] == "up" for t in _active(url))
 
     wait_for(picked_up, 60, "the new target of the rewritten file, scraped")
+    expected.add(("apps", f"{cp}:9090"))
     again = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["prometheus"]
     assert again["pid"] == record["pid"] and again["restarts"] == 0
+
+    # Supervised like the rest: killed, it is started again (same address, same files) and scrapes again.
+    os.kill(record["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)["prometheus"]
+        return bool(st["restarts"] == 1 and st["pid"] != record["pid"] and st["ready"])
+
+    wait_for(restarted, 60, "the run's Prometheus restarted and ready")
+    wait_for(all_up, 60, "every target up again after the restart")
+    state = meshes.record(run_dir)  # the new pid, for assert_gone
+    record = next(p for p in state["processes"] if p["role"] == "prometheus")
 
     r = cli("down", "--run-dir", run_dir)
     assert r.returncode == 0, output(r, run_dir)

@@ -150,6 +150,21 @@ def test_targets_are_rewritten_atomically(tmp_path: Path) -> None:
     assert len(json.loads((prom.targets_dir(tmp_path) / "envoy-stats.json").read_text())) == 1
 
 
+def test_target_files_are_rewritten_only_when_the_processes_change(tmp_path: Path) -> None:
+    files = prom.TargetFiles(tmp_path, namespaces={"client": "shop"}, versions={"payment-v1": "v1"})
+    sidecars = prom.targets_dir(tmp_path) / f"{prom.SIDECAR_JOB}.json"
+    assert files.update(SPECS) is True
+    assert [g["labels"]["namespace"] for g in json.loads(sidecars.read_text())] == ["default", "shop"]
+    before = sidecars.stat().st_ino
+    assert files.update(list(SPECS)) is False  # the same processes: the files are left alone
+    assert sidecars.stat().st_ino == before
+    assert files.update(SPECS[:3]) is True  # client's sidecar gone: its target leaves the file
+    assert [g["targets"] for g in json.loads(sidecars.read_text())] == [["127.0.0.2:15090"]]
+    moved = [*SPECS[:3], _spec("client-sidecar", "client", "sidecar", prometheus="127.0.0.4:15090")]
+    assert files.update(moved) is True
+    assert json.loads(sidecars.read_text())[1]["targets"] == ["127.0.0.4:15090"]
+
+
 def test_missing_binary_is_one_line_with_the_install_command(tmp_path: Path) -> None:
     assert prom.find_binary(path=str(tmp_path)) is None
     msg = prom.missing_message()
