@@ -10,7 +10,7 @@ of its own, in a temporary run dir) and measures, per sidecar, CPU = utime + sti
 1. **With and without a scraping Prometheus**, same load: windows of ``--window`` s alternate between no
    Prometheus and a real one (the ``prometheus`` on PATH) scraping every sidecar every ``--interval`` s with the
    configuration `mesh_ctl up` generates (:mod:`mesh_ctl.runtime.prometheus`). Reported: each sidecar's CPU
-   in % of a core, mean and spread over the ``--repeat`` pairs, and the difference.
+   in % of a core, mean and spread over the ``--repeat`` pairs, and the difference; and Prometheus's own CPU.
 2. **Per scrape**: ``--scrapes`` back-to-back ``GET /stats/prometheus`` of one sidecar (the client's, which
    has the most series), its CPU delta minus its CPU over the same time without scrapes (measured just before
    and after, same load), divided by the count; then "% of a core at one scrape per ``--interval`` s" =
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 own.start()
                 print(f"pair {i + 1}/{args.repeat}: {args.window:g} s with Prometheus scraping every "
                       f"{args.interval} s ...", file=sys.stderr)
-                with_.append(window_cpu(pids, args.window))
+                assert own.proc is not None
+                with_.append(window_cpu({**pids, "prometheus": own.proc.pid}, args.window))
                 own.stop()
             client = next(x for x in sidecars if x["workload"] == "client")
             print(f"{args.scrapes} back-to-back scrapes of the client's sidecar ...", file=sys.stderr)
@@ -219,6 +220,10 @@ def report(pids: dict[str, int], without: list[dict[str, float]], with_: list[di
         rows[name] = {"without_pct": a[0], "without_sd": a[1], "with_pct": b[0], "with_sd": b[1],
                       "difference_pct": b[0] - a[0]}
         print(f"  {name:<12} {a[0]:8.2f} ± {a[1]:<4.2f} {b[0]:13.2f} ± {b[1]:<4.2f} {b[0] - a[0]:+11.2f}")
+    own = stat([w["prometheus"] for w in with_])
+    rows["prometheus"] = {"with_pct": own[0], "with_sd": own[1]}
+    print(f"  {'prometheus':<12} {'-':>14} {own[0]:13.2f} ± {own[1]:<4.2f}   (its own CPU, scraping "
+          f"{len(pids)} sidecars)")
     pct = one["cpu_ms_per_scrape"] / 1000 / interval * 100
     print(f"\nper scrape (client sidecar, {one['bytes']} bytes of exposition): {one['cpu_ms_per_scrape']:.2f} ms CPU, "
           f"{one['wall_ms_per_scrape']:.2f} ms wall ({one['scrapes']} scrapes; baseline {one['baseline_cpu_pct']:.1f} "
