@@ -4,8 +4,8 @@ Architecture (data flows top to bottom; each layer only imports the ones below i
 
     cli.py                argparse command tree; one module per command in commands/ (thin: parse -> call)
     commands/<cmd>.py     up, down, status (the local mesh); serve (the control plane); apply, get, delete,
-                          set-weight, fault, retries, lb, outlier, analyze, proxy-status, proxy-config
-                          (clients of the control plane)
+                          set-weight, fault, retries, lb, outlier, analyze, proxy-status, proxy-config,
+                          dashboard (clients of the control plane); top (reads the sidecars)
     runtime/              how a mesh is run: local processes (local.py) today; compose / kind later
       local.py            supervisor: start the control plane -> apps -> sidecars -> client, wait ready, live
                           summary, restart a dead control plane, stop in reverse order
@@ -17,6 +17,8 @@ Architecture (data flows top to bottom; each layer only imports the ones below i
                           (default) or the whole configuration, static (`up --static`) (pure)
     server.py             `mesh_ctl serve`: store + registry + ADS server (xds/) + CA + management API, wired
     xds/                  ADS state of the world: versions, nonces, ACK/NACK, debounced pushes, proxy status
+    graph/                the live service graph served on the management API (/ui/*: page, SSE, login codes)
+    telemetry/            the sidecars' Istio metrics -> per-edge rps, success %, p50/p99 (top and graph/)
     client.py             how commands find and call the control plane's management API
     store.py              durable, versioned Istio resources; resources/ validates them (field paths)
     edits/                the policy verbs' edits of a VirtualService / DestinationRule (pure; run by the store)

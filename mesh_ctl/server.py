@@ -13,6 +13,9 @@ Pieces, wired here and nowhere else::
     management API (xds/api.py)       HTTP/JSON on --api-address (istiod's 15014): what the CLI calls, FastAPI on
                    (ca/api.py)        uvicorn (xds/web.py), only with the owner's credential (<run dir>/api-token)
                                       + /v1/ca/*: status, root, rotate-root, tokens
+                                      + /metrics: istiod's metrics (mesh_ctl.monitoring), same credential
+    service graph (mesh_ctl.graph)    /ui/* on the same server: GraphFeed scrapes every sidecar's stats (the
+                                      registry's prometheus ports) while a page watches; Access: login codes
 
 The registry is built once from the topology (and its placement, the same options as `mesh_ctl up`) and the
 run's certificate directory. Restart-safety: the store is loaded before the ADS port opens, translation is
@@ -32,8 +35,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -44,9 +49,14 @@ from mesh_ctl.ca.material import CaConfigError
 from mesh_ctl.ca.options import CaOptions
 from mesh_ctl.ca.service import add_to_server as add_ca_service
 from mesh_ctl.credential import TOKEN_FILE, ensure_token
+from mesh_ctl.graph import model as graph_model
+from mesh_ctl.graph.access import Access
+from mesh_ctl.graph.feed import GraphFeed
+from mesh_ctl.monitoring import ControlPlaneMetrics
 from mesh_ctl.registry import Registry
 from mesh_ctl.runtime.state import RunDir, read_json, remove, write_json
 from mesh_ctl.store import ConfigStore, StoreCorrupt, StoreEvent, StoreSnapshot
+from mesh_ctl.telemetry.window import Row
 from mesh_ctl.translate import check_resource
 from mesh_ctl.xds.ads import AdsServer, Generation
 from mesh_ctl.xds.debounce import DEBOUNCE_AFTER, DEBOUNCE_MAX, Debouncer
@@ -110,12 +120,14 @@ class ControlPlane:
         self.store = ConfigStore(options.state_dir, checks=[lambda doc: check_resource(doc, suffix)],
                                  implicit_subsets=self._implicit_subsets)
         snapshot = self.store.snapshot()
+        self.metrics = ControlPlaneMetrics()  # this control plane's registry, served at /metrics
         self.ads = AdsServer(Generation.build(self.registry, snapshot.normalized(), str(snapshot.revision)),
-                             catch_up=self._catch_up)
+                             catch_up=self._catch_up, metrics=self.metrics)
         self._flush_lock = asyncio.Lock()
         self.debouncer = Debouncer(self._flush, quiet=options.debounce_after, max_delay=options.debounce_max)
         run_root = options.run_dir.root if options.run_dir is not None else None
-        self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain)
+        self.ca = ControlPlaneCA.open(options.ca.resolve(run_root, options.state_dir), self.registry.trust_domain,
+                                      metrics=self.metrics)
         self.ads.set_trust_bundle("".join(self.ca.trust_bundle()).encode(), "CA roots loaded")  # SDS ROOTCA
         self.started_at = time.time()
         self.xds_address = ""
@@ -130,6 +142,18 @@ class ControlPlane:
         self.parser = FileParser()  # the management API's files are parsed in a process of its own
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[object] = []
+        # The service graph (mesh_ctl.graph): scrapes the sidecars only while a page or snapshot watches.
+        self.graph = GraphFeed(self._stats_targets, self._build_graph)
+        self.graph_access = Access()
+
+    def _stats_targets(self) -> list[tuple[str, str]]:
+        """(workload, stats address) of every sidecar: the registry knows where each one listens."""
+        return [(w.name, join_address(w.address, w.prometheus_port)) for w in self.registry.workloads
+                if w.prometheus_port is not None]
+
+    def _build_graph(self, rows: list[Row], window_s: float, unreachable: Sequence[Mapping[str, str]],
+                     ) -> dict[str, Any]:
+        return graph_model.build(rows, self.registry, self.store.list(), window_s, unreachable)
 
     def _implicit_subsets(self, host: str) -> tuple[str, ...] | None:
         """The topology's subsets of ``host`` act as an implicit DestinationRule (the translator does the
@@ -145,6 +169,7 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
 
         def on_commit(event: StoreEvent) -> None:
+            self.metrics.config_changed((c.key.kind, c.action) for c in event.changes)
             loop.call_soon_threadsafe(self.debouncer.trigger, f"revision {event.revision}")
 
         self._unsubscribe.append(self.store.subscribe(on_commit))
@@ -178,6 +203,7 @@ class ControlPlane:
         for unsubscribe in self._unsubscribe:
             if callable(unsubscribe):
                 unsubscribe()
+        await self.graph.close()  # ends the pages' event streams, so the HTTP server stops at once
         if self._http is not None:
             await self._http.close()
         self.parser.close()
@@ -203,6 +229,7 @@ class ControlPlane:
     def _on_trust_bundle(self, bundle: list[str]) -> None:
         """The CA's trust bundle changed (a root rotation published or retired a root): every sidecar gets it
         as its SDS ``ROOTCA`` secret (pushed now to the connected ones)."""
+        self.metrics.triggered("secret")
         woken = self.ads.set_trust_bundle("".join(bundle).encode(), f"CA root rotation: {len(bundle)} root(s)")
         log.info("trust bundle changed: %d root(s), pushed to %d proxies", len(bundle), woken)
 
@@ -213,15 +240,20 @@ class ControlPlane:
             await self._install_latest("a proxy connected before the debounced push")
 
     async def _flush(self, reasons: list[str]) -> None:
-        await self._install_latest(f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}")
+        since = self.debouncer.batch_started
+        if since is not None:
+            self.metrics.debounced(asyncio.get_running_loop().time() - since)
+        self.metrics.triggered("config", len(reasons))
+        await self._install_latest(f"{len(reasons)} store change{'s' if len(reasons) > 1 else ''}", since)
 
-    async def _install_latest(self, reason: str) -> None:
+    async def _install_latest(self, reason: str, since: float | None = None) -> None:
         """Translate the store's latest revision for every connected proxy, unless it already is the pushed one.
-        One at a time: the debouncer's flush and a connecting proxy's catch-up share a lock."""
+        One at a time: the debouncer's flush and a connecting proxy's catch-up share a lock. ``since``: the
+        loop time of the change (for the convergence time; default: now)."""
         async with self._flush_lock:
-            await self._install_latest_locked(reason)
+            await self._install_latest_locked(reason, since)
 
-    async def _install_latest_locked(self, reason: str) -> None:
+    async def _install_latest_locked(self, reason: str, since: float | None = None) -> None:
         snapshot = await asyncio.to_thread(self.store.snapshot)
         revision = str(snapshot.revision)
         if revision == self.ads.generation.revision:
@@ -231,7 +263,7 @@ class ControlPlane:
         except Exception:
             log.exception("revision %s cannot be indexed for translation; proxies keep the previous one", revision)
             return
-        await self.ads.update(generation, reason)
+        await self.ads.update(generation, reason, since)
 
     async def set_ready(self, name: str, namespace: str, ready: bool) -> bool:
         """Workload ``namespace/name`` became (not) ready (its app or sidecar died or is back, says the
@@ -241,6 +273,7 @@ class ControlPlane:
             if registry is self.registry:
                 return False
             self.registry = registry
+            self.metrics.triggered("endpoint")
             generation = replace(self.ads.generation, registry=registry)
             await self.ads.update(generation, f"endpoint {namespace}/{name} {'ready' if ready else 'not ready'}")
         return True

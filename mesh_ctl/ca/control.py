@@ -27,6 +27,7 @@ from mesh_ctl.ca.roots import PluginRoots, RootSource, SelfSignedRoots
 from mesh_ctl.ca.service import CertificateService, IstioCertificateServicer
 from mesh_ctl.ca.signer import TtlPolicy
 from mesh_ctl.ca.tokens import TokenAuthority, default_issuer, load_or_create_key
+from mesh_ctl.monitoring.families import ControlPlaneMetrics
 
 log = logging.getLogger("mesh_ctl.ca")
 
@@ -36,14 +37,16 @@ MAX_SLEEP = 1.0  # the clock loop wakes at least this often (deadlines can move:
 
 class ControlPlaneCA:
     def __init__(self, roots: RootSource, tokens: TokenAuthority, trust_domain: str, options: CaOptions,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, metrics: ControlPlaneMetrics | None = None) -> None:
         self.roots = roots
         self.tokens = tokens
         self.trust_domain = trust_domain
         self.options = options
         self.clock = clock
         self.service = CertificateService(roots, tokens, trust_domain, TtlPolicy(options.default_ttl, options.max_ttl),
-                                          clock=clock)
+                                          clock=clock, metrics=metrics)
+        # istiod's expiry gauges, read when scraped: a root rotation moves them
+        self.service.metrics.watch_ca(self._root_expiry, self._chain_expiry)
         self.servicer = IstioCertificateServicer(self.service)
         self._listeners: list[BundleListener] = []
         self._published = self.trust_bundle()  # what listeners were last told
@@ -51,7 +54,7 @@ class ControlPlaneCA:
 
     @classmethod
     def open(cls, options: CaOptions, trust_domain: str, *, clock: Callable[[], float] = time.time,
-             ) -> ControlPlaneCA:
+             metrics: ControlPlaneMetrics | None = None) -> ControlPlaneCA:
         """Load (or create) everything the options name; :class:`material.CaConfigError` if unusable."""
         if options.directory is None:
             raise ValueError("CaOptions.directory must be resolved first (CaOptions.resolve)")
@@ -74,7 +77,14 @@ class ControlPlaneCA:
             raise material.CaConfigError(f"token signing key in {options.directory}: {e}") from None
         if created:
             log.info("CA: created the token signing key %s", options.directory / "token-key.pem")
-        return cls(roots, TokenAuthority(key, default_issuer(trust_domain)), trust_domain, options, clock=clock)
+        return cls(roots, TokenAuthority(key, default_issuer(trust_domain)), trust_domain, options, clock=clock,
+                   metrics=metrics)
+
+    def _root_expiry(self) -> float:
+        return self.roots.signing().root.not_valid_after_utc.timestamp()
+
+    def _chain_expiry(self) -> float:
+        return self.roots.signing().not_after.timestamp()
 
     # ------------------------------------------------------------------------------------------ the bundle
 

@@ -9,9 +9,14 @@
       5. signed by the current signing CA (roots.py)  CaExpired -> Unavailable (gRPC FAILED_PRECONDITION)
 
 One log line per issuance (identity, serial, not-after, signing root) and per refusal (reason, claimed
-identity, peer address), on the ``mesh_ctl.ca`` logger. :class:`IstioCertificateServicer` is the grpc.aio
-face of it (``istio.v1.auth.IstioCertificateService``, ``authorization: Bearer <token>`` metadata); the
-synchronous work runs in a worker thread so the event loop keeps serving ADS streams.
+identity, peer address), on the ``mesh_ctl.ca`` logger. Metrics as istiod's CA counts them
+(``mesh_ctl.monitoring``): every request is a ``citadel_server_csr_count``; (1) and (4) refused are
+``..._authentication_failure_count`` (Istio counts a refused impersonation there too), (3)
+``..._csr_parsing_err_count``, (2) and (5) ``..._csr_sign_err_count{error="TTL_ERROR"|"CA_NOT_READY"}``, a
+signing bug ``{error="CERT_GEN_ERROR"}``; a signed one ``..._success_cert_issuance_count``.
+:class:`IstioCertificateServicer` is the grpc.aio face of it (``istio.v1.auth.IstioCertificateService``,
+``authorization: Bearer <token>`` metadata); the synchronous work runs in a worker thread so the event loop
+keeps serving ADS streams.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from mesh_ctl.ca.proto import istio_ca_pb2, istio_ca_pb2_grpc
 from mesh_ctl.ca.roots import RootSource
 from mesh_ctl.ca.signer import CaExpired, TtlError, TtlPolicy, issue
 from mesh_ctl.ca.tokens import TokenAuthority, TokenError
+from mesh_ctl.monitoring.families import CA_NOT_READY, CERT_GEN_ERROR, TTL_ERROR, ControlPlaneMetrics
 
 log = logging.getLogger("mesh_ctl.ca")
 
@@ -70,8 +76,10 @@ class CertificateService:
     """Token-authenticated CSR signing (thread-safe; see the module docstring)."""
 
     def __init__(self, roots: RootSource, tokens: TokenAuthority, trust_domain: str,
-                 ttl: TtlPolicy | None = None, *, clock: Callable[[], float] = time.time) -> None:
+                 ttl: TtlPolicy | None = None, *, clock: Callable[[], float] = time.time,
+                 metrics: ControlPlaneMetrics | None = None) -> None:
         self.roots = roots
+        self.metrics = metrics or ControlPlaneMetrics(process=False)
         self.tokens = tokens
         self.trust_domain = trust_domain
         self.ttl = ttl or TtlPolicy()
@@ -83,37 +91,52 @@ class CertificateService:
     def create_certificate(self, csr_pem: str, ttl_seconds: int, bearer_token: str | None,
                            peer: str = "unknown") -> list[str]:
         """Sign ``csr_pem`` for the identity ``bearer_token`` proves; the PEM chain, leaf first, root last."""
+        self.metrics.csr_received()
         try:
-            return self._create(csr_pem, ttl_seconds, bearer_token, peer)
+            chain = self._create(csr_pem, ttl_seconds, bearer_token, peer)
         except Refusal as e:
             with self._lock:
                 self.refused[e.code.name] += 1
             log.warning("CA refused a certificate: %s (%s); claimed identity %s; peer %s",
                         e.reason, e.code.name, e.claimed or "unknown", peer)
             raise
+        except Exception:
+            self.metrics.signing_failed(CERT_GEN_ERROR)
+            raise
+        self.metrics.csr_issued()
+        return chain
 
     def _create(self, csr_pem: str, ttl_seconds: int, bearer_token: str | None, peer: str) -> list[str]:
         now = self.clock()
         if not bearer_token:
+            self.metrics.authentication_failed()
             raise Unauthenticated("no bearer token (send `authorization: Bearer <token>` metadata)")
         try:
             token = self.tokens.verify(bearer_token, now=now)
         except TokenError as e:
+            self.metrics.authentication_failed()
             raise Unauthenticated(f"token refused: {e.reason}", _claimed_from_subject(e.claimed)) from None
         caller = token.identity
         caller_id = caller.spiffe_id(self.trust_domain)
         try:
             ttl = self.ttl.resolve(ttl_seconds)
+        except TtlError as e:
+            self.metrics.signing_failed(TTL_ERROR)
+            raise InvalidRequest(str(e), caller_id) from None
+        try:
             request = parse_csr(csr_pem, self.trust_domain)
-        except (TtlError, CsrError) as e:
+        except CsrError as e:
+            self.metrics.csr_parsing_failed()
             raise InvalidRequest(str(e), caller_id) from None
         if request.identity != caller:
+            self.metrics.authentication_failed()
             raise PermissionDenied(f"requested identity {request.spiffe_id} does not match the caller's token "
                                    f"identity {caller_id}", request.spiffe_id)
         authority = self.roots.signing()
         try:
             issued = issue(authority, request, ttl, datetime.fromtimestamp(now, UTC), max_ttl=self.ttl.maximum)
         except CaExpired as e:
+            self.metrics.signing_failed(CA_NOT_READY)
             raise Unavailable(str(e), caller_id) from None
         self.roots.record_issue(authority, issued.not_after)
         with self._lock:

@@ -28,5 +28,6 @@ COMMANDS: dict[str, str] = {
     "proxy-status": "xDS sync state of every connected proxy (SYNCED / STALE / NOT SENT / NACKED)",
     "proxy-config": "a proxy's live listeners, routes, clusters, endpoints or secret (certificates)",
     "ca": "the mesh's CA: status, trust bundle, rotate-root, mint-token",
+    "dashboard": "print (or --open) the URL of the live service graph, Prometheus or a sidecar's admin page",
     "top": "live rps, success % and p50/p99 per service, version and edge, read from the sidecars",
 }

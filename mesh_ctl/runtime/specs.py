@@ -227,7 +227,8 @@ def _control_plane(placement: Placement, cp: ControlPlaneAddresses, run_dir: Run
               str(run_dir.topology), "--base-address", first,
               "--address-mode", placement.mode, "--port-offset", str(port_offset), "--xds-address", cp.xds,
               "--api-address", cp.api),
-        addresses={"xds": cp.xds, "api": cp.api}, ready="http-ready", ready_at=cp.api, restart=True,
+        addresses={"xds": cp.xds, "api": cp.api, "metrics": cp.api},  # metrics: GET /metrics on the API
+        ready="http-ready", ready_at=cp.api, restart=True,
     )
 
 

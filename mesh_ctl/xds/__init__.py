@@ -11,6 +11,7 @@ Architecture (each module only uses the ones above it)::
                   CA's trust bundle as ``ROOTCA`` (set_trust_bundle, again on every root rotation) and never
                   ``default`` (the workload key stays in the sidecar, its agent serves it)
     web.py        the management API's server: FastAPI on uvicorn, the owner's credential, Host/Origin checks, audit
+    verdicts.py   apply's validation verdicts as istiod's webhook metrics (galley_validation_passed/failed)
     answers.py    how the API answers a change: the store's result, 422 refusals, the audit line, 404 services
     policy_api.py set-policy: one block of a service's VirtualService / DestinationRule (fault, retries, lb, outlier)
     api.py        the management API the CLI calls (apply, get, delete, analyze, set-weight, set-policy,

@@ -31,6 +31,15 @@ per-type state needs no lock. Translation runs in a worker thread (:func:`asynci
 recompute never stalls the streams. Error handling: an unknown node or a node whose translation fails ends
 its stream with a gRPC status naming the reason; a translation error during an update keeps the proxy's
 previous resources (the last good config keeps serving) and is logged.
+
+Metrics (istiod's, :mod:`mesh_ctl.monitoring`): ``pilot_xds`` counts the open streams by proxy version; each
+response sent is one ``pilot_xds_pushes{type}`` with its ``pilot_xds_push_time`` (building the response to
+written), ``pilot_xds_send_time`` (the write) and ``pilot_xds_config_size_bytes``; a NACK is one
+``pilot_total_xds_rejects{type}`` and one ``pilot_xds_<type>_reject{node, err}``; a stale nonce one
+``pilot_xds_expired_nonce``. A wake-up waits in the connection's queue for ``pilot_proxy_queue_time``; from the
+change that caused it (the first store change of the debounced batch, given to :meth:`AdsServer.update`) to the
+moment every type the proxy subscribed to has been sent at its current version is its
+``pilot_proxy_convergence_time`` (types held back for an ACK count: the proxy has not received them yet).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import grpc.aio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from mesh_ctl.monitoring.families import ControlPlaneMetrics
 from mesh_ctl.registry import Registry
 from mesh_ctl.translate.errors import TranslationError, UnknownProxyError
 from mesh_ctl.translate.istio import ROOT_NAMESPACE, IstioConfig, index_resources
@@ -72,6 +82,19 @@ SHORT = {**SHORT_NAMES, SECRET_TYPE: "SDS"}
 
 def short(type_url: str) -> str:
     return SHORT.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+def metric_type(type_url: str) -> str:
+    """Istio's ``type`` label (``model.GetMetricType``): ``cds``, ``eds``, ``lds``, ``rds``, ``sds``."""
+    return short(type_url).lower()
+
+
+def proxy_version(node: base_pb2.Node) -> str:
+    """The ``version`` label of ``pilot_xds``: Istio's node metadata ``ISTIO_VERSION``, else the user agent's."""
+    field = node.metadata.fields.get("ISTIO_VERSION")
+    if field is not None and field.string_value:
+        return str(field.string_value)
+    return node.user_agent_version or "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +139,8 @@ class Connection:
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     wake_reason: str | None = None
     warned: frozenset[str] = frozenset()
+    queued_at: float | None = None  # monotonic: when the pending wake-up was queued
+    changed_at: float | None = None  # monotonic: the earliest change not yet sent in full (convergence)
 
     @property
     def name(self) -> str:
@@ -124,10 +149,20 @@ class Connection:
         w = self.proxy.workload
         return f"{w.name}.{w.namespace}" if w is not None else self.node.id
 
-    def wake(self, reason: str) -> None:
+    def wake(self, reason: str, since: float | None = None) -> None:
+        """Queue a push; ``since`` (monotonic): when the change behind it happened (default: now)."""
+        now = time.monotonic()
         if self.wake_reason is None:
             self.events.put_nowait(_WAKE)
+            self.queued_at = now
         self.wake_reason = reason
+        since = now if since is None else min(since, now)
+        self.changed_at = since if self.changed_at is None else min(self.changed_at, since)
+
+    def fully_sent(self) -> bool:
+        """Every subscribed type was sent at its current version."""
+        return all(state.sent_version == self.current_version(t)
+                   for t, state in self.types.items() if state.requested)
 
     def current_version(self, type_url: str) -> str | None:
         state = self.types.get(type_url)
@@ -184,7 +219,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def __init__(self, generation: Generation, *, identifier: str | None = None,
                  on_push: Callable[[Connection, str, str], None] | None = None, tls: TlsMaterial = "sds",
                  trust_bundle: bytes | None = None,
-                 catch_up: Callable[[], Awaitable[None]] | None = None) -> None:
+                 catch_up: Callable[[], Awaitable[None]] | None = None,
+                 metrics: ControlPlaneMetrics | None = None) -> None:
         if trust_bundle is not None:
             check_trust_bundle(trust_bundle)
         self._trust_bundle = trust_bundle
@@ -198,6 +234,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._on_push = on_push
         self._catch_up = catch_up
         self.stats = Stats()
+        self.metrics = metrics or ControlPlaneMetrics(process=False)
+        self._record_known(generation)
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -256,10 +294,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 c.wake(f"{reason} (SDS changed)")
         return woken
 
-    async def update(self, generation: Generation, reason: str) -> UpdateReport:
-        """Install ``generation``: re-translate every connected proxy, wake those whose resources changed."""
+    def _record_known(self, generation: Generation) -> None:
+        self.metrics.known_config(len(generation.registry.services),
+                                  sum(1 for d in generation.resources if d.get("kind") == "VirtualService"))
+
+    async def update(self, generation: Generation, reason: str, since: float | None = None) -> UpdateReport:
+        """Install ``generation``: re-translate every connected proxy, wake those whose resources changed.
+        ``since`` (``time.monotonic()``): when the change happened, for ``pilot_proxy_convergence_time``
+        (default: now)."""
         started = time.monotonic()
+        since = started if since is None else since
         self._generation = generation
+        self._record_known(generation)
         self._cache = {}
         conns = list(self._connections.values())
         nodes = {c.node.id: c.node for c in conns}
@@ -285,7 +331,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 self._log_warnings(c)
                 if changed:
                     woken += 1
-                    c.wake(f"{reason} ({', '.join(short(t) for t in changed)} changed)")
+                    c.wake(f"{reason} ({', '.join(short(t) for t in changed)} changed)", since)
         elapsed = (time.monotonic() - started) * 1000
         self.stats.updates += 1
         self.stats.woken += woken
@@ -345,6 +391,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 if event is _WAKE:
                     reason, conn.wake_reason = conn.wake_reason or "update", None
+                    if conn.queued_at is not None:
+                        self.metrics.queued(time.monotonic() - conn.queued_at)
+                        conn.queued_at = None
                     await self._push_changes(conn, context, reason)
                 elif isinstance(event, discovery_pb2.DiscoveryRequest):
                     await self._on_request(conn, event, context)
@@ -352,6 +401,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             reader.cancel()
             if conn is not None:
                 self._connections.pop(conn.id, None)
+                self.metrics.proxy_disconnected(proxy_version(conn.node))
                 self.stats.disconnects += 1
                 log.info("%s disconnected (%s, stream %s)", conn.name, conn.peer, conn.id)
 
@@ -376,6 +426,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         stream = next(self._counter)
         conn = Connection(f"{node.id}-{stream}", node, proxy, context.peer(), resources, revision, events=events)
         self._connections[conn.id] = conn
+        self.metrics.proxy_connected(proxy_version(node))
         self.stats.connects += 1
         self._log_warnings(conn)
         log.info("%s connected (%s %s, %s, stream %s)", conn.name, proxy.kind, node.id, conn.peer, conn.id)
@@ -396,10 +447,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                            names=request.resource_names, error_message=error)
         kind = short(type_url)
         if decision.received is Received.STALE:
+            self.metrics.expired_nonce(metric_type(type_url))
             log.debug("%s %s: stale nonce %r ignored", conn.name, kind, request.response_nonce)
             return
         if decision.nack is not None:
             self.stats.nacks[kind] = self.stats.nacks.get(kind, 0) + 1
+            self.metrics.rejected(metric_type(type_url), conn.name, request.error_detail.code)
             log.warning("NACK %s from %s: version %s (nonce %s) rejected, it keeps version %r: %s", kind,
                         conn.name, decision.nack.version, decision.nack.nonce, request.version_info,
                         decision.nack.message)
@@ -424,9 +477,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             if state.awaiting_ack:
                 return
             await self._send(conn, state, context, reason)
+        if conn.changed_at is not None and conn.fully_sent():
+            self.metrics.converged(time.monotonic() - conn.changed_at)
+            conn.changed_at = None
 
     async def _send(self, conn: Connection, state: TypeState, context: Context,
                     reason: str) -> None:
+        started = time.monotonic()
         type_url = state.type_url
         resources = conn.resources.of(type_url)
         subscribed = state.subscribed
@@ -450,7 +507,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                  nonce, reason, f"; not found: {', '.join(missing)}" if missing else "")
         if self._on_push is not None:
             self._on_push(conn, type_url, version)
-        await context.write(response)
+        writing = time.monotonic()
+        try:
+            await context.write(response)
+        except Exception:
+            self.metrics.send_failed(metric_type(type_url))
+            raise
+        done = time.monotonic()
+        self.metrics.pushed(metric_type(type_url), done - started, done - writing, response.ByteSize())
 
 
 def _translate_many(generation: Generation, nodes: Mapping[str, base_pb2.Node], tls: TlsMaterial,

@@ -15,6 +15,7 @@
     GET  /v1/proxy-config            ?proxy=NAME: the resources last computed for a connected proxy (CDS, EDS,
                                      LDS, RDS, and SDS: the ROOTCA secret served to it)
     GET  /v1/workloads               the registry: node ids, addresses, admin addresses, readiness
+    GET  /metrics                    istiod's metrics, Prometheus text (:mod:`mesh_ctl.monitoring`)
     PUT  /v1/workloads/{namespace}/{name}/ready   {"ready": false}: its app or sidecar is down, so EDS leaves
                                      it out until {"ready": true} (the supervisor's report, a kubelet's role)
 
@@ -50,6 +51,7 @@ from mesh_ctl.xds.answers import invalid as _invalid
 from mesh_ctl.xds.answers import result_json as _result
 from mesh_ctl.xds.parsing import ParserGone
 from mesh_ctl.xds.policy_api import SetPolicyBody, set_policy
+from mesh_ctl.xds.verdicts import record_validation
 from mesh_ctl.xds.web import HttpError, audit, caller
 
 if TYPE_CHECKING:
@@ -244,6 +246,8 @@ class _Api:
             problems, warnings = loaded.problems, list(result.warnings)
         except InvalidConfig as e:
             problems, warnings = [*loaded.problems, *e.problems], list(e.warnings)
+        if not body.get("dry_run"):
+            record_validation(self.cp.metrics, loaded.resources, problems)
         if problems:
             problems = in_order(problems, origins)
             raise _invalid(InvalidConfig(problems, warnings), loaded.counts(problems))

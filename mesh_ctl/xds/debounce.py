@@ -6,7 +6,9 @@ stream of changes still pushes at least every ``max_delay``. Istio's defaults ar
 uses 100 ms and 1 s (a laptop mesh is small, and a demo should react within a second).
 
 The flush (an async callable given the batch's reasons) runs in the debouncer's own task, one at a time;
-changes that arrive during a flush start the next batch.
+changes that arrive during a flush start the next batch. While it runs, :attr:`Debouncer.batch_started` is the
+loop time (``time.monotonic()``) of the batch's first change: istiod's ``pilot_debounce_time`` ends at the
+flush, its ``pilot_proxy_convergence_time`` starts there.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Debouncer:
         self._last = 0.0
         self._changed = asyncio.Event()
         self.flushes = 0
+        self.batch_started: float | None = None
 
     def trigger(self, reason: str) -> None:
         """Record a change (from the event loop's thread; use ``loop.call_soon_threadsafe`` elsewhere)."""
@@ -59,7 +62,7 @@ class Debouncer:
                     break
                 await asyncio.sleep(delay)
             reasons, self._reasons = self._reasons, []
-            self._first = None
+            self.batch_started, self._first = self._first, None
             self._changed.clear()
             self.flushes += 1
             await self._flush(reasons)

@@ -16,6 +16,11 @@ Only the mesh's owner controls the mesh (issue 9.1). Every request passes, in th
    noticing). 401 otherwise. ``/ready`` (for the supervisor's probe) and ``/openapi.json`` (the API's
    published description) need no credential and tell nothing about the mesh.
 
+The service graph's pages (``/ui/``, :mod:`mesh_ctl.graph`) are for a browser, which cannot send the
+credential: a GET or HEAD under ``/ui/`` is also let in with a valid session cookie (``/ui/login`` with a
+one-time code makes one: :mod:`mesh_ctl.graph.access`), and (2) lets through an ``Origin`` that is this very
+server (the page's own event stream). The cookie opens nothing else: no API path, no other method.
+
 Audit: every request that changes something (any method but GET) is logged on ``mesh_ctl.audit`` with who
 asked: the peer address, the peer's uid (read from ``/proc/net/tcp``: the socket's owner, which the kernel
 knows and the caller cannot forge), and the ``User-Agent`` the CLI fills with the command, user and pid.
@@ -50,6 +55,10 @@ audit = logging.getLogger("mesh_ctl.audit")
 MAX_BODY = 3 * 1024 * 1024  # the Kubernetes API server's request limit
 PUBLIC_PATHS = frozenset({"/ready", "/openapi.json"})
 TOO_LARGE = "the request body is larger than 3 MiB (the Kubernetes API server's limit)"
+UI_PREFIX = "/ui/"
+UI_LOGIN = "/ui/login"
+UI_UNAUTHORIZED = ("the service graph needs a session: open it with `mesh_ctl dashboard` (it prints a one-time "
+                   "login URL; --open opens it), run by the user who started the mesh")
 UNAUTHORIZED = ("this control plane needs its owner's credential (Authorization: Bearer <the content of the run "
                 "dir's api-token file>); mesh_ctl sends it when the user running it can read that file")
 
@@ -132,9 +141,22 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, messa
 class Guard:
     """Checks (2) to (5) of the module docstring, and the audit line of each changing request."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, sessions: Callable[[str | None], bool] | None = None,
+                 cookie: str = "") -> None:
         self.app = app
         self.token = token.encode()
+        self.sessions = sessions  # session id -> valid? (the UI's cookie; None: no UI)
+        self.cookie = cookie
+
+    def _ui_read(self, method: str, path: str) -> bool:
+        return self.sessions is not None and method in ("GET", "HEAD") and path.startswith(UI_PREFIX)
+
+    def _session(self, headers: dict[str, str]) -> str | None:
+        for part in headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.cookie and value:
+                return value
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,7 +164,8 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         method, path = scope["method"], scope["path"]
-        if "origin" in headers:
+        same_origin = headers.get("origin") == f"http://{headers.get('host', '')}"
+        if "origin" in headers and not (same_origin and self._ui_read(method, path)):
             await _refuse(scope, receive, send, 403, f"cross-origin request from {headers['origin']!r} refused: "
                           "the management API serves the mesh_ctl CLI, not web pages")
             return
@@ -157,7 +180,13 @@ class Guard:
         if path not in PUBLIC_PATHS:
             given = headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token):
+            bearer = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token)
+            ui = self._ui_read(method, path) and (path == UI_LOGIN or bool(
+                self.sessions and self.sessions(self._session(headers))))
+            if not bearer and not ui:
+                if self._ui_read(method, path):
+                    await _refuse(scope, receive, send, 401, UI_UNAUTHORIZED)
+                    return
                 await _refuse(scope, receive, send, 401, UNAUTHORIZED, {"www-authenticate": 'Bearer realm="minimesh"'})
                 return
         who = _describe_caller(scope) if method != "GET" else "-"  # only changes are audited; GETs are frequent
@@ -192,8 +221,10 @@ class Guard:
 # ------------------------------------------------------------------------------------------------ the app
 
 
-def build_app(title: str, version: str, allowed_hosts: list[str], token: str) -> FastAPI:
-    """The FastAPI application: routers are included by the caller (``app.include_router``)."""
+def build_app(title: str, version: str, allowed_hosts: list[str], token: str,
+              sessions: Callable[[str | None], bool] | None = None, cookie: str = "") -> FastAPI:
+    """The FastAPI application: routers are included by the caller (``app.include_router``). ``sessions``
+    says whether a UI session cookie named ``cookie`` is valid (None: no UI, the credential only)."""
     app = FastAPI(title=title, version=version, docs_url=None, redoc_url=None,
                   description="The minimesh control plane's management API (istiod's port 15014): what the "
                               "mesh_ctl CLI calls. Every endpoint but /ready and /openapi.json needs "
@@ -214,7 +245,7 @@ def build_app(title: str, version: str, allowed_hosts: list[str], token: str) ->
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
 
-    app.add_middleware(Guard, token=token)
+    app.add_middleware(Guard, token=token, sessions=sessions, cookie=cookie)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)  # outermost: checked first
     return app
 

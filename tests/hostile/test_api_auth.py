@@ -64,7 +64,8 @@ def test_without_the_owners_credential_nothing_is_answered(cp: ControlPlane) -> 
     for method, path, body in (("POST", "/v1/ca/tokens", {"namespace": "default", "service_account": "client"}),
                                ("POST", "/v1/apply", {"files": [{"text": DR}]}),
                                ("POST", "/v1/set-weight", {"service": "payment", "weights": {"v1": 100}}),
-                               ("GET", "/v1/resources", None), ("GET", "/v1/ca/root", None)):
+                               ("GET", "/v1/resources", None), ("GET", "/v1/ca/root", None),
+                               ("GET", "/metrics", None)):  # istiod's metrics tell about the mesh too
         for headers in ({**JSON}, {**JSON, "Authorization": "Bearer " + "0" * 64}, {**JSON, "Authorization": "x"}):
             status, answer = call(cp, method, path, body, headers)
             assert status == 401, (method, path, headers, status, answer)

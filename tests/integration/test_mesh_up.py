@@ -450,7 +450,8 @@ def test_lifecycle_detach_status_refuse_down(
     assert client["argv"][client["argv"].index("--rps") + 1] == "40"
     cp = next(p for p in state["processes"] if p["name"] == "control-plane")
     assert cp["role"] == "control-plane" and cp["argv"][1:4] == ["-m", "mesh_ctl", "serve"]
-    assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014"}
+    assert cp["addresses"] == {"xds": f"{prefix}.9:15010", "api": f"{prefix}.9:15014",
+                               "metrics": f"{prefix}.9:15014"}  # GET /metrics on the management API
     assert sidecar["argv"][9:-2] == ["--ca-address", f"{prefix}.9:15010", "--token-path",
                                      str(run_dir / "tokens" / "client.jwt"), "--cert-ttl", "24h",
                                      "--admin-token-file", str(run_dir / "api-token")]

@@ -48,7 +48,8 @@ def test_the_control_plane_starts_first_and_everything_but_the_clients_is_restar
         "--base-address", "127.0.0.10", "--address-mode", "per-workload",
         "--port-offset", "0", "--xds-address", XDS, "--api-address", "127.0.0.1:15014")
     assert (cp.role, cp.ready, cp.ready_at, cp.addresses) == (
-        "control-plane", "http-ready", "127.0.0.1:15014", {"xds": XDS, "api": "127.0.0.1:15014"})
+        "control-plane", "http-ready", "127.0.0.1:15014",
+        {"xds": XDS, "api": "127.0.0.1:15014", "metrics": "127.0.0.1:15014"})
     assert [s.name for g in groups for s in g if not s.restart] == ["client"]  # a kubelet's restartPolicy: Always
     client_sidecar = groups[2][2]
     assert client_sidecar.argv[-6:] == ("--ca-address", XDS, "--token-path", str(tmp_path / "tokens" / "client.jwt"),

@@ -61,3 +61,30 @@ def test_bad_settings_are_refused() -> None:
 
     with pytest.raises(ValueError, match="quiet"):
         Debouncer(noop, quiet=0.5, max_delay=0.1)
+
+
+def test_the_flush_knows_when_its_batch_began() -> None:
+    """``batch_started`` (istiod's debounce and convergence clocks start there) is the first change's time."""
+    async def scenario() -> list[tuple[float, float | None]]:
+        loop = asyncio.get_running_loop()
+        seen: list[tuple[float, float | None]] = []
+        d: Debouncer
+
+        async def flush(reasons: list[str]) -> None:
+            seen.append((first, d.batch_started))
+
+        d = Debouncer(flush, quiet=0.05, max_delay=1.0)
+        task = asyncio.create_task(d.run())
+        first = loop.time()
+        d.trigger("a")
+        await asyncio.sleep(0.02)
+        d.trigger("b")
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return seen
+
+    [(first, started)] = run(scenario)
+    assert started is not None and 0 <= started - first < 0.01

@@ -19,6 +19,6 @@ def test_every_route_is_described_with_its_body() -> None:
     paths = document()["paths"]
     assert {"/v1/apply", "/v1/analyze", "/v1/delete", "/v1/set-weight", "/v1/resources", "/v1/proxy-status",
             "/v1/proxy-config", "/v1/workloads", "/v1/info", "/ready", "/v1/ca/status", "/v1/ca/root",
-            "/v1/ca/rotate-root", "/v1/ca/tokens"} <= set(paths)
+            "/v1/ca/rotate-root", "/v1/ca/tokens", "/metrics"} <= set(paths)
     schema = paths["/v1/set-weight"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/SetWeightBody"}
