@@ -4,7 +4,10 @@ second: "now"). A client whose calls fail also shows its statuses now (``now OK=
 message of each failing status and what it means: e.g. `up --non-mesh-client`'s ``legacy-client`` (no sidecar)
 once `mesh_ctl mtls strict` makes the sidecars refuse plaintext.
 
+The run's Prometheus (when `up` started one): its URL, pid and state (``ready`` once it answers ``/-/ready``).
+
 ``-o json`` prints the same as one JSON document (``running``, ``control_plane`` (null with `up --static`),
+``prometheus`` (null without one: ``url``, ``pid``, ``alive``, ``ready``, ``restarts``, ``log``),
 ``workloads[]``, ``summary[]`` ...).
 """
 

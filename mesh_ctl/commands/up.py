@@ -29,6 +29,12 @@ so its calls succeed; after `mesh_ctl mtls strict` the sidecar refuses them at t
 and `mesh_ctl status` show its results apart (OK vs errors now, its first error and what it means), and its
 log (<run dir>/logs/legacy-client.log) says when its calls started failing and why.
 
+Prometheus: `up` also runs a Prometheus (the `prometheus` on PATH, e.g. Debian's package) on the control plane's
+address, port 9090 (+ the port offset), and prints its URL. It scrapes every sidecar (Istio's job `envoy-stats`,
+/stats/prometheus), the control plane (`istiod`) and the apps every --scrape-interval (default 15s), found through
+target files in <run dir>/prometheus/targets/ that the supervisor keeps current. --no-prometheus runs none; when
+none is installed `up` says so in one line, with the command that installs it, and runs the rest.
+
 Logs: <run dir>/logs/ holds each process's output (<workload>.log, <workload>-sidecar.log with the access log,
 control-plane.log) and the supervisor's own lines (supervisor.log). Each file is rotated when it reaches
 --log-max-size (default 10m = 10 MiB), keeping --log-max-files files (default 3: x.log, x.log.1, x.log.2), so a
@@ -55,6 +61,13 @@ from mesh_ctl.runtime import control
 from mesh_ctl.runtime.local import Supervisor, UpOptions
 from mesh_ctl.runtime.logs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, MIN_MAX_BYTES, parse_size
 from mesh_ctl.runtime.prepare import StartupError, preflight
+from mesh_ctl.runtime.prometheus import (
+    DEFAULT_SCRAPE_INTERVAL,
+    PrometheusOptions,
+    find_binary,
+    missing_message,
+    parse_scrape_interval,
+)
 from mesh_ctl.runtime.specs import (
     DEFAULT_CONTROL_PLANE_HOST,
     DEFAULT_NON_MESH_RPS,
@@ -110,6 +123,13 @@ def log_size(text: str) -> int:
     return value
 
 
+def scrape_interval(text: str) -> str:
+    try:
+        return parse_scrape_interval(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_dir(p)
     p.add_argument("--topology", metavar="FILE", help="topology YAML (default: the built-in payment demo)")
@@ -155,6 +175,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-max-files", metavar="N", type=positive_int, default=DEFAULT_MAX_FILES,
                    help="files kept per log, the current one included: x.log, x.log.1, ... x.log.<N-1> "
                         f"(default: {DEFAULT_MAX_FILES})")
+    p.add_argument("--no-prometheus", action="store_true",
+                   help="do not run Prometheus (by default `up` runs one on the control plane's address, port 9090 "
+                        "plus the port offset, scraping the sidecars, the control plane and the apps)")
+    p.add_argument("--scrape-interval", metavar="DURATION", type=scrape_interval, default=DEFAULT_SCRAPE_INTERVAL,
+                   help=f"how often Prometheus scrapes every target (1s to 5m; default: {DEFAULT_SCRAPE_INTERVAL})")
     p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
                    help="how long each start-up step may take (default: 30)")
     p.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # the --detach child
@@ -179,13 +204,18 @@ def run(args: argparse.Namespace) -> int:
                          else ControlPlaneAddresses.for_offset(args.control_plane_address, args.port_offset))
         non_mesh = (non_mesh_client(topology, placement, args.non_mesh_rps or DEFAULT_NON_MESH_RPS)
                     if args.non_mesh_client else None)
+        prometheus = _prometheus(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if prometheus is None and not args.no_prometheus:  # none installed: said once, here, and not again
+        print(missing_message(), flush=True)
+        args.no_prometheus = True  # so that the background supervisor of --detach does not look again
     run_id = args.run_id or new_run_id()
     if args.detach and not args.supervise:
         try:
-            preflight(run_dir, placement, sys.stdout, holding_lock=False, control_plane=control_plane)
+            preflight(run_dir, placement, sys.stdout, holding_lock=False, control_plane=control_plane,
+                      prometheus=prometheus)
         except (control.MeshRunningError, StartupError, StateError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -197,9 +227,19 @@ def run(args: argparse.Namespace) -> int:
         live_summary=not (args.no_summary or args.supervise), foreground=not args.supervise,
         control_plane=control_plane, port_offset=args.port_offset, non_mesh=non_mesh,
         cert_ttl=None if control_plane is None else args.cert_ttl or DEFAULT_CERT_TTL, fresh=args.fresh,
-        log_max_bytes=args.log_max_size, log_max_files=args.log_max_files,
+        log_max_bytes=args.log_max_size, log_max_files=args.log_max_files, prometheus=prometheus,
     )
     return Supervisor(options).run()
+
+
+def _prometheus(args: argparse.Namespace) -> PrometheusOptions | None:
+    """The run's Prometheus: None with --no-prometheus or when there is no ``prometheus`` on PATH."""
+    if args.no_prometheus:
+        return None
+    binary = find_binary()
+    if binary is None:
+        return None
+    return PrometheusOptions.for_offset(binary, args.control_plane_address, args.port_offset, args.scrape_interval)
 
 
 def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -228,4 +268,7 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
         out.append("--fresh")
     if args.non_mesh_rps is not None:
         out += ["--non-mesh-rps", str(args.non_mesh_rps)]
+    if args.no_prometheus:
+        out.append("--no-prometheus")
+    out += ["--scrape-interval", args.scrape_interval]
     return out

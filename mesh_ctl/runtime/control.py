@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +20,16 @@ from typing import Any, TextIO
 from mesh_ctl.addressing import can_bind
 from mesh_ctl.runtime import procs
 from mesh_ctl.runtime.logs import generation, tail
-from mesh_ctl.runtime.render import control_plane_line, control_plane_lines, control_plane_record, hints, where_table
+from mesh_ctl.runtime.render import (
+    control_plane_line,
+    control_plane_lines,
+    control_plane_record,
+    hints,
+    prometheus_line,
+    prometheus_lines,
+    prometheus_record,
+    where_table,
+)
 from mesh_ctl.runtime.state import (
     ProcessRecord,
     RunDir,
@@ -186,6 +197,7 @@ def status(run_dir: RunDir) -> dict[str, Any]:
         "started_at": state.started_at,
         "address_mode": state.address_mode,
         "control_plane": control_plane_status(run_dir, state),
+        "prometheus": prometheus_status(state),
         "workloads": workloads,
         "traffic": state.traffic,
         "summary": [s.to_json() for s in _summaries(run_dir, state.run_id)],
@@ -214,6 +226,38 @@ def control_plane_status(run_dir: RunDir, state: State) -> dict[str, Any] | None
     }
 
 
+def prometheus_status(state: State) -> dict[str, Any] | None:
+    """The run's Prometheus: its URL, pid, whether it is alive and ready (``GET /-/ready``); None when the
+    run has none (`up --no-prometheus`, or none installed)."""
+    record = prometheus_record(state)
+    if record is None or state.prometheus is None:
+        return None
+    alive = procs.is_ours(record.pid, record.argv, record.start_time)
+    return {"url": state.prometheus, "pid": record.pid, "alive": alive,
+            "ready": alive and _http_ok(f"{state.prometheus}/-/ready"), "restarts": record.restarts,
+            "log": record.log}
+
+
+def prometheus_status_line(p: dict[str, Any], supervised: bool = True) -> str:
+    if p["ready"]:
+        note = " (ready)"
+    elif p["alive"]:
+        note = " (starting)"
+    else:
+        note = " (not running: the supervisor restarts it)" if supervised else " (not running)"
+    if p["restarts"]:
+        note += f" (restarted {p['restarts']}x)"
+    return prometheus_line(p["url"], p["pid"], note)
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def control_plane_status_line(cp: dict[str, Any], supervised: bool = True) -> str:
     if cp["serving"]:
         note = ""
@@ -235,6 +279,8 @@ def status_text(run_dir: RunDir) -> list[str]:
         lines = [head, ""]
         if st["control_plane"] is not None:
             lines += [control_plane_status_line(st["control_plane"], supervised=st["running"]), ""]
+        if st["prometheus"] is not None:
+            lines += [prometheus_status_line(st["prometheus"], supervised=st["running"]), ""]
         lines += [*where_table(state, alive=lambda pid: _alive_in(state, pid)), ""]
         lines += _summary_text(st["summary"]) or ["(no load reports yet)"]
         return lines
@@ -298,7 +344,7 @@ def launch_detached(run_dir: RunDir, run_id: str, up_args: Sequence[str], out: T
         return 130
     print(f"minimesh is up in the background: run {run_id}, supervisor pid {popen.pid}, "
           f"{state.address_mode} addresses\n", file=out)
-    for line in [*control_plane_lines(state), *where_table(state), "", *state.traffic, "",
+    for line in [*control_plane_lines(state), *prometheus_lines(state), *where_table(state), "", *state.traffic, "",
                  *hints(state, state.run_dir)]:
         print(line, file=out)
     print(f"  supervisor log: {log}", file=out)

@@ -57,12 +57,13 @@ from typing import Any, TextIO
 from mesh_ctl.addressing import Placement, listening
 from mesh_ctl.client import ControlPlaneError
 from mesh_ctl.runtime import control, procs
+from mesh_ctl.runtime import prometheus as prom
 from mesh_ctl.runtime.identity import TOKEN_REFRESH_S, mint_tokens
 from mesh_ctl.runtime.in_force import in_force
 from mesh_ctl.runtime.logs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogPump, RotatingLog, tail, text_stream
 from mesh_ctl.runtime.prepare import StartupError, preflight, prepare
 from mesh_ctl.runtime.readiness import Readiness
-from mesh_ctl.runtime.render import control_plane_lines, hints, traffic_lines, where_table
+from mesh_ctl.runtime.render import control_plane_lines, hints, prometheus_lines, traffic_lines, where_table
 from mesh_ctl.runtime.sockets import HeldSockets
 from mesh_ctl.runtime.specs import ControlPlaneAddresses, NonMeshClient, ProcessSpec, build_specs
 from mesh_ctl.runtime.state import (
@@ -119,6 +120,7 @@ class UpOptions:
     log_max_bytes: int = DEFAULT_MAX_BYTES  # each file in logs/ (0: no rotation)
     log_max_files: int = DEFAULT_MAX_FILES  # files per log, the current one included
     fresh: bool = False  # `up --fresh`: set the config store of earlier runs aside, start with none
+    prometheus: prom.PrometheusOptions | None = None  # None: `up --no-prometheus`, or none installed
 
 
 @dataclass(eq=False, slots=True)
@@ -171,6 +173,8 @@ class Supervisor:
         self._namespaces = {w.name: w.namespace for w in options.topology.workloads}
         self._tokens_at: float | None = None  # when the workloads' tokens were last minted
         self._tokens_warned = 0.0
+        self._targets = prom.TargetFiles(prom.prometheus_dir(options.run_dir), self._namespaces,
+                                         {w.name: w.version for w in options.topology.workloads if w.version})
 
     # ----------------------------------------------------------------------------------------- run
 
@@ -187,7 +191,7 @@ class Supervisor:
         try:
             self._open_own_log()
             preflight(self.o.run_dir, self.o.placement, self.out, holding_lock=True,
-                      control_plane=self.o.control_plane)
+                      control_plane=self.o.control_plane, prometheus=self.o.prometheus)
             if self.o.fresh:
                 kept = set_store_aside(self.o.run_dir)
                 if kept is not None:  # said in the banner (both modes: it is in the state's traffic lines)
@@ -271,6 +275,10 @@ class Supervisor:
         env = self._env = procs.child_env()
         if o.control_plane is not None:
             self._readiness = Readiness(o.control_plane.api, o.run_dir.api_token)
+        if o.prometheus is not None:  # last: it starts with every target known, and stops first
+            self._prepare_prometheus(o.prometheus)
+            specs = [*specs, [prom.process_spec(o.prometheus, o.run_dir)]]
+            self.state.prometheus = o.prometheus.url
         for group_specs in specs:
             group: list[Running] = []
             self.groups.append(group)
@@ -278,6 +286,7 @@ class Supervisor:
                 group.append(self._spawn(spec, env))
                 self.state.processes.append(group[-1].record)
                 write_state(o.run_dir, self.state)
+                self._refresh_targets()
             self._wait_ready(group)
             if o.control_plane is not None and group[0].spec.role == "control-plane":
                 # What is in force: the split and policies of the stored resources, not only the topology's.
@@ -288,6 +297,20 @@ class Supervisor:
                 self._mint_tokens()
         self.state.status = "ready"
         write_state(o.run_dir, self.state)
+
+    def _prepare_prometheus(self, options: prom.PrometheusOptions) -> None:
+        """prometheus.yml and empty target files, before anything starts (filled in as processes start)."""
+        pdir = prom.prometheus_dir(self.o.run_dir)
+        token = self.o.run_dir.api_token if self.o.control_plane is not None else None
+        prom.write_config(pdir, options.scrape_interval, token)
+        self._refresh_targets()
+
+    def _refresh_targets(self) -> None:
+        """Keep Prometheus's target files (file-based service discovery) equal to the processes supervised
+        now: every started process that is alive or will be restarted. Rewritten (atomically) only when that
+        changes: a process started or restarted at other addresses, a load client gone for good."""
+        if self.o.prometheus is not None:
+            self._targets.update(r.spec for r in self._all() if r.spec.restart or r.popen.poll() is None)
 
     def _mint_tokens(self) -> None:
         """A bootstrap token per workload, from the control plane's CA, for the sidecars' identity agents."""
@@ -374,7 +397,8 @@ class Supervisor:
         self._say(f"minimesh is up: run {self.o.run_id}, supervisor pid {os.getpid()}, "
                   f"{self.o.placement.mode} addresses\n")
         st = self.state
-        for line in [*control_plane_lines(st), *where_table(st), "", *st.traffic, "", *hints(st, st.run_dir)]:
+        for line in [*control_plane_lines(st), *prometheus_lines(st), *where_table(st), "", *st.traffic, "",
+                     *hints(st, st.run_dir)]:
             self._say(line)
         if self.o.foreground:
             self._say("\nCtrl-C stops the mesh.\n")
@@ -401,6 +425,7 @@ class Supervisor:
                 self._say(f"warning: {r.spec.name} (pid {r.popen.pid}) exited with code {code}; log: {r.log}",
                           err=True)
         self._refresh_tokens()
+        self._refresh_targets()
         self._write_summary()
         if self.o.live_summary:
             self._draw()
@@ -460,6 +485,7 @@ class Supervisor:
         new.record.restarts = old.record.restarts + 1
         self.state.processes = [new.record if p is old.record else p for p in self.state.processes]
         write_state(self.o.run_dir, self.state)
+        self._refresh_targets()
         self._say(f"{old.spec.name} restarted (pid {new.popen.pid}, restart {new.record.restarts})", err=True)
         return new
 
@@ -698,7 +724,7 @@ def _is_ready(r: Running) -> bool:
         return listening(host, port)
     conn = http.client.HTTPConnection(host, port, timeout=1.0)
     try:
-        conn.request("GET", "/ready")
+        conn.request("GET", spec.ready_path)
         return conn.getresponse().status == 200
     except (OSError, http.client.HTTPException):
         return False

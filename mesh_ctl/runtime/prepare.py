@@ -17,6 +17,7 @@ from mesh_ctl.bootstrap import build_ads_bootstraps, build_bootstraps, to_yaml, 
 from mesh_ctl.ca.files import load_or_create_root, write_workload_files
 from mesh_ctl.credential import ensure_token
 from mesh_ctl.runtime import control
+from mesh_ctl.runtime.prometheus import PrometheusOptions
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir
 from mesh_ctl.topology import Topology, topology_to_dict
@@ -54,9 +55,10 @@ def prepare(run_dir: RunDir, topology: Topology, placement: Placement,
 
 
 def preflight(run_dir: RunDir, placement: Placement, out: TextIO, *, holding_lock: bool,
-              control_plane: ControlPlaneAddresses | None = None) -> None:
-    """Refuse to start over a running mesh or on busy addresses (the control plane's too); clean up after a
-    dead supervisor."""
+              control_plane: ControlPlaneAddresses | None = None,
+              prometheus: PrometheusOptions | None = None) -> None:
+    """Refuse to start over a running mesh or on busy addresses (the control plane's and Prometheus's too);
+    clean up after a dead supervisor."""
     if not holding_lock:
         control.ensure_not_running(run_dir)
     running = control.running_supervisor(run_dir)
@@ -69,8 +71,10 @@ def preflight(run_dir: RunDir, placement: Placement, out: TextIO, *, holding_loc
     busy = busy_sockets(placement)
     if control_plane is not None:
         busy += [s for s in control_plane.sockets() if not can_bind(s[2], s[3])]
+    if prometheus is not None:
+        busy += [s for s in prometheus.sockets() if not can_bind(s[2], s[3])]
     if busy:
         listed = "\n".join(f"  {host}:{port}  ({workload} {role})" for workload, role, host, port in busy)
         raise StartupError(f"these addresses are in use (another mesh? see `mesh_ctl status`):\n{listed}\n"
                            "Choose others with --base-address / --port-offset (--control-plane-address for the "
-                           "control plane).")
+                           "control plane and Prometheus), or --no-prometheus.")

@@ -100,6 +100,24 @@ def control_plane_lines(state: State) -> list[str]:
     return [control_plane_line(cp.addresses.get("xds", "?"), cp.addresses.get("api", "?"), cp.pid, restarts), ""]
 
 
+def prometheus_record(state: State) -> ProcessRecord | None:
+    return next((p for p in state.processes if p.role == "prometheus"), None)
+
+
+def prometheus_line(url: str, pid: int | str, note: str = "") -> str:
+    """``prometheus: http://127.0.0.1:9090, pid N`` (the UI; its API under /api/v1/)."""
+    return f"prometheus: {url}, pid {pid}{note}"
+
+
+def prometheus_lines(state: State) -> list[str]:
+    """The run's Prometheus line and a blank line; none when it runs none (`up --no-prometheus`)."""
+    p = prometheus_record(state)
+    if p is None or state.prometheus is None:
+        return []
+    restarts = f" (restarted {p.restarts}x)" if p.restarts else ""
+    return [prometheus_line(state.prometheus, p.pid, restarts), ""]
+
+
 def hints(state: State, run_dir: str) -> list[str]:
     admin = next((p.addresses["admin"] for p in state.processes if "admin" in p.addresses), None)
     prom = next((p.addresses["prometheus"] for p in state.processes if "prometheus" in p.addresses), None)

@@ -115,6 +115,7 @@ class ProcessSpec:
     addresses: dict[str, str]  # role -> host:port it listens on (or dials, for "target")
     ready: ReadyKind
     ready_at: str | None  # host:port to probe for "tcp" / "http-ready"
+    ready_path: str = "/ready"  # what "http-ready" GETs (Prometheus: /-/ready)
     reports: bool = False  # stdout carries the client's JSON reports
     restart: bool = False  # the supervisor starts it again when it exits (control plane, apps, sidecars)
     note: str = ""  # for a load client outside the mesh: what it is (shown with its summary)

@@ -14,6 +14,7 @@ Run dir (``--run-dir``, else ``$MINIMESH_HOME``, else ``./.minimesh``)::
                       with a control plane each sidecar makes its key and gets its certificate from the CA)
     tokens/           <workload>.jwt: each workload's bootstrap token (what its sidecar shows the CA), 0600
     bootstrap/        <workload>.yaml, one Envoy bootstrap per sidecar
+    prometheus/       prometheus.yml, targets/<job>.json (file-SD, kept current), data/ (mesh_ctl.runtime.prometheus)
     logs/             <workload>.log (app), <workload>-sidecar.log, control-plane.log, supervisor.log; each
                       rotated at `up --log-max-size` into x.log.1, x.log.2 ... (mesh_ctl.runtime.logs)
 
@@ -40,7 +41,7 @@ from mesh_ctl.credential import TOKEN_FILE
 STATE_VERSION = 1
 ENV_HOME = "MINIMESH_HOME"
 
-Role = Literal["app", "sidecar", "control-plane"]
+Role = Literal["app", "sidecar", "control-plane", "prometheus"]
 Status = Literal["starting", "ready", "stopping"]
 
 
@@ -144,6 +145,7 @@ class State:
     traffic: list[str] = field(default_factory=list)  # the call paths, as `mesh_ctl up` prints them
     services: dict[str, list[str]] = field(default_factory=dict)  # service name -> subset names (for hints)
     processes: list[ProcessRecord] = field(default_factory=list)
+    prometheus: str | None = None  # the run's Prometheus, "http://host:port" (None: not started)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from mesh_ctl.addressing import busy_sockets, can_bind, plan
 from mesh_ctl.bootstrap import validate_bootstrap
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime import procs as rprocs
+from mesh_ctl.runtime.prometheus import PROMETHEUS_PORT, find_binary
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, read_state
 from mesh_ctl.topology import default_topology
@@ -49,13 +50,15 @@ pytestmark = pytest.mark.timeout(180)
 
 def free_base_address() -> str:
     """A 127.x.y.10 where every socket of the default mesh can be bound right now, and so can the control
-    plane's on 127.x.y.9 (:func:`control_plane_address`)."""
+    plane's and Prometheus's on 127.x.y.9 (:func:`control_plane_address`)."""
     rng = random.Random()
     for _ in range(50):
         base = f"127.{rng.randint(64, 250)}.{rng.randint(1, 250)}.10"
         placement = plan(default_topology(), base_address=base, mode="per-workload")
         cp = ControlPlaneAddresses.for_offset(control_plane_address(base), 0)
-        if not busy_sockets(placement) and all(can_bind(h, p) for _, _, h, p in cp.sockets()):
+        if not busy_sockets(placement) and all(
+            can_bind(h, p) for _, _, h, p in [*cp.sockets(), ("prometheus", "web", cp.host, PROMETHEUS_PORT)]
+        ):
             return base
     raise RuntimeError("no free loopback addresses found")
 
@@ -439,6 +442,7 @@ def test_lifecycle_detach_status_refuse_down(
         "payment-v2-sidecar",
         "client-sidecar",
         "client",
+        *(["prometheus"] if find_binary() else []),  # started last (every target known), stopped first
     ]
     for p in state["processes"]:
         assert rprocs.is_ours(p["pid"], p["argv"], p["start_time"]), p
@@ -529,9 +533,10 @@ def test_lifecycle_non_mesh_client_runs_beside_the_mesh_and_is_stopped_with_it(
     assert r.returncode == 0, output(r, run_dir)
     assert f"legacy-client (no sidecar) --h2c, plaintext--> {prefix}.10:15006" in r.stdout, r.stdout
     state = meshes.record(run_dir)
-    names = [p["name"] for p in state["processes"]]
+    mesh = [p for p in state["processes"] if p["role"] != "prometheus"]
+    names = [p["name"] for p in mesh]
     assert names[-2:] == ["client", "legacy-client"] and "legacy-client-sidecar" not in names
-    legacy = state["processes"][-1]
+    legacy = mesh[-1]
     assert legacy["argv"][1:5] == ["-m", "payment_service.client", "--target", f"{prefix}.10:15006"]
     assert legacy["argv"][legacy["argv"].index("--rps") + 1] == "10"
     assert legacy["addresses"] == {"target": f"{prefix}.10:15006", "metrics": f"{prefix}.13:9464"}
@@ -806,7 +811,8 @@ def test_lifecycle_static_mode_runs_without_a_control_plane(
     assert r.returncode == 0, output(r, run_dir)
     assert "control plane" not in r.stdout and "set-weight" not in r.stdout
     state = meshes.record(run_dir)
-    assert [p["role"] for p in state["processes"]] == ["app", "app", "sidecar", "sidecar", "sidecar", "app"]
+    assert [p["role"] for p in state["processes"] if p["role"] != "prometheus"] == [
+        "app", "app", "sidecar", "sidecar", "sidecar", "app"]
     client = yaml.safe_load((run_dir / "bootstrap" / "client.yaml").read_text())
     assert "dynamic_resources" not in client
     assert [listener["name"] for listener in client["static_resources"]["listeners"]] == ["virtualOutbound"]

@@ -40,6 +40,7 @@ from mesh_ctl.runtime import control
 from mesh_ctl.runtime.state import RunDir
 from tests.support.live_mesh import free_base_address
 from tests.support.procs import REPO_ROOT
+from tests.support.prometheus import prometheus_binary
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -121,7 +122,8 @@ class Walkthrough:
                     "MINIMESH_CONTROL_PLANE_ADDRESS": self.cp_host, "PATH": f"{bin_dir}:{os.environ['PATH']}",
                     "COLUMNS": "200"}
         self.rewrites = [(".venv/bin/", f"{bin_dir}/"), (".minimesh/", f"{self.run_dir}/"),
-                         ("127.0.0.1:15014", f"{self.cp_host}:15014"), ("127.0.0.1:15010", f"{self.cp_host}:15010")]
+                         ("127.0.0.1:15014", f"{self.cp_host}:15014"), ("127.0.0.1:15010", f"{self.cp_host}:15010"),
+                         ("127.0.0.1:9090", f"{self.cp_host}:9090")]
         self.rewrites += [(f"127.0.0.{n}:", f"{prefix}.{n}:") for n in range(10, 20)]
         self.foreground: list[tuple[Step, subprocess.Popen[str], Path]] = []
 
@@ -199,6 +201,7 @@ def test_the_matching_rules_can_fail() -> None:
 
 
 def test_every_command_of_the_readme_walkthrough(tmp_path: Path) -> None:
+    prometheus_binary()  # the walkthrough reads the Prometheus `mesh_ctl up` runs
     steps = walkthrough(README.read_text())
     assert len(steps) >= 20, "the README's walkthrough is in ```console blocks"
     w = Walkthrough(tmp_path)

@@ -32,6 +32,7 @@ from mesh_ctl.addressing import busy_sockets, can_bind, plan
 from mesh_ctl.client import Client, ControlPlaneError, Endpoint
 from mesh_ctl.runtime import control
 from mesh_ctl.runtime import procs as rprocs
+from mesh_ctl.runtime.prometheus import PROMETHEUS_PORT
 from mesh_ctl.runtime.specs import ControlPlaneAddresses
 from mesh_ctl.runtime.state import RunDir, State, read_state
 from mesh_ctl.topology import default_topology
@@ -134,14 +135,14 @@ def failures(calls: Sequence[Call]) -> list[Call]:
     return [c for c in calls if c.status != "OK"]
 
 def free_base_address() -> str:
-    """A 127.x.y.10 where every socket of the default mesh, and the control plane's on 127.x.y.9, can be
-    bound right now."""
+    """A 127.x.y.10 where every socket of the default mesh, and the control plane's and Prometheus's on
+    127.x.y.9, can be bound right now."""
     rng = random.Random()
     for _ in range(50):
         base = f"127.{rng.randint(64, 250)}.{rng.randint(1, 250)}.10"
         cp = ControlPlaneAddresses.for_offset(base.rsplit(".", 1)[0] + ".9", 0)
         if not busy_sockets(plan(default_topology(), base_address=base, mode="per-workload")) and all(
-                can_bind(h, p) for _, _, h, p in cp.sockets()):
+                can_bind(h, p) for _, _, h, p in [*cp.sockets(), ("prometheus", "web", cp.host, PROMETHEUS_PORT)]):
             return base
     raise RuntimeError("no free loopback addresses found")
 
