@@ -7,12 +7,14 @@ It starts a mesh (`mesh_ctl up --detach --no-prometheus`, the default load of 50
 of its own, in a temporary run dir) and measures, per sidecar, CPU = utime + stime of its process from
 ``/proc/<pid>/stat`` (:mod:`bench.procfs`):
 
-1. **With and without a scraping Prometheus**, same load: windows of ``--window`` s alternate between no
+1. **With and without a scraping Prometheus**, same load (sidecars and the apps, whose metrics the merged
+   endpoint fetches per scrape): windows of ``--window`` s alternate between no
    Prometheus and a real one (the ``prometheus`` on PATH) scraping every sidecar every ``--interval`` s with the
    configuration `mesh_ctl up` generates (:mod:`mesh_ctl.runtime.prometheus`). Reported: each sidecar's CPU
    in % of a core, mean and spread over the ``--repeat`` pairs, and the difference; and Prometheus's own CPU.
-2. **Per scrape**: ``--scrapes`` back-to-back ``GET /stats/prometheus`` of one sidecar (the client's, which
-   has the most series), its CPU delta minus its CPU over the same time without scrapes (measured just before
+2. **Per scrape**: ``--scrapes`` back-to-back ``GET /stats/prometheus`` of what Prometheus scrapes on one
+   workload (the client's merged endpoint, 15020: the most series, and the app's metrics fetched per scrape),
+   the CPU delta of the sidecar and the app minus their CPU over the same time without scrapes (measured just before
    and after, same load), divided by the count; then "% of a core at one scrape per ``--interval`` s" =
    cost per scrape / interval.
 
@@ -128,30 +130,35 @@ def window_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     return {n: 100 * (cpu_s(p) - before[n]) / elapsed for n, p in pids.items()}
 
 
-def per_scrape(pid: int, address: str, count: int) -> dict[str, float]:
-    """CPU seconds per scrape of ``address`` (the sidecar ``pid``), net of its CPU without scrapes."""
+def per_scrape(pids: dict[str, int], address: str, count: int) -> dict[str, Any]:
+    """CPU seconds per scrape of ``address`` for each process in ``pids`` (the sidecar serving it and, for the
+    merged endpoint, the app whose metrics it fetches), net of their CPU without scrapes."""
     url = f"http://{address}/stats/prometheus"
 
-    def idle_rate(seconds: float) -> float:
-        c0, t0 = cpu_s(pid), time.monotonic()
+    def cpu() -> dict[str, float]:
+        return {n: cpu_s(p) for n, p in pids.items()}
+
+    def idle_rate(seconds: float) -> dict[str, float]:
+        c0, t0 = cpu(), time.monotonic()
         time.sleep(seconds)
-        return (cpu_s(pid) - c0) / (time.monotonic() - t0)
+        c1, elapsed = cpu(), time.monotonic() - t0
+        return {n: (c1[n] - c0[n]) / elapsed for n in pids}
 
     size = 0
     with urllib.request.urlopen(url, timeout=10) as r:  # warm: connection code paths, first render
         size = len(r.read())
     before = idle_rate(5.0)
-    c0, t0 = cpu_s(pid), time.monotonic()
+    c0, t0 = cpu(), time.monotonic()
     for _ in range(count):
         with urllib.request.urlopen(url, timeout=10) as r:
             r.read()
     elapsed = time.monotonic() - t0
-    used = cpu_s(pid) - c0
+    c1 = cpu()
     after = idle_rate(5.0)
-    baseline = (before + after) / 2
-    cost = (used - baseline * elapsed) / count
-    return {"scrapes": count, "bytes": size, "elapsed_s": elapsed, "cpu_s": used,
-            "baseline_cpu_pct": 100 * baseline, "cpu_ms_per_scrape": 1000 * cost,
+    per_process = {n: 1000 * ((c1[n] - c0[n]) - (before[n] + after[n]) / 2 * elapsed) / count for n in pids}
+    return {"url": url, "scrapes": count, "bytes": size, "elapsed_s": elapsed,
+            "baseline_cpu_pct": {n: 100 * (before[n] + after[n]) / 2 for n in pids},
+            "cpu_ms_per_scrape_by_process": per_process, "cpu_ms_per_scrape": sum(per_process.values()),
             "wall_ms_per_scrape": 1000 * elapsed / count}
 
 
@@ -178,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--control-plane-address", cp)
             state = json.loads((run_dir / "state.json").read_text())
             sidecars = [x for x in state["processes"] if x["role"] == "sidecar"]
-            pids = {x["workload"]: x["pid"] for x in sidecars}
+            apps = [x for x in state["processes"] if x["role"] == "app" and "metrics" in x["addresses"]]
+            pids = {f"{x['workload']}-sidecar": x["pid"] for x in sidecars}
+            pids |= {f"{x['workload']}-app": x["pid"] for x in apps}
             own = OwnPrometheus(binary, Path(tmp) / "prometheus", sidecars, cp, f"{args.interval}s")
             time.sleep(min(10.0, args.window))  # warm-up: connections made, certificates in, load steady
             without: list[dict[str, float]] = []
@@ -194,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                 own.stop()
             client = next(x for x in sidecars if x["workload"] == "client")
             print(f"{args.scrapes} back-to-back scrapes of the client's sidecar ...", file=sys.stderr)
-            one = per_scrape(client["pid"], client["addresses"]["prometheus"], args.scrapes)
+            # what Prometheus scrapes: the merged endpoint (15020: proxy + agent + the app's, fetched per scrape)
+            target = client["addresses"].get("merged", client["addresses"]["prometheus"])
+            one = per_scrape({n: pids[n] for n in ("client-sidecar", "client-app") if n in pids}, target,
+                             args.scrapes)
         finally:
             if own is not None:
                 own.stop()
@@ -207,28 +219,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(pids: dict[str, int], without: list[dict[str, float]], with_: list[dict[str, float]],
-           one: dict[str, float], interval: int) -> dict[str, Any]:
+           one: dict[str, Any], interval: int) -> dict[str, Any]:
     def stat(xs: list[float]) -> tuple[float, float]:
         return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
     rows = {}
-    print(f"\nsidecar CPU (% of one core) under the mesh's load, {len(without)} window pair(s):")
-    print(f"  {'SIDECAR':<12} {'WITHOUT':>14} {'WITH (every ' + str(interval) + ' s)':>20} {'DIFFERENCE':>12}")
+    print(f"\nCPU (% of one core) under the mesh's load, {len(without)} window pair(s):")
+    print(f"  {'PROCESS':<16} {'WITHOUT':>14} {'WITH (every ' + str(interval) + ' s)':>20} {'DIFFERENCE':>12}")
     for name in pids:
         a = stat([w[name] for w in without])
         b = stat([w[name] for w in with_])
         rows[name] = {"without_pct": a[0], "without_sd": a[1], "with_pct": b[0], "with_sd": b[1],
                       "difference_pct": b[0] - a[0]}
-        print(f"  {name:<12} {a[0]:8.2f} ± {a[1]:<4.2f} {b[0]:13.2f} ± {b[1]:<4.2f} {b[0] - a[0]:+11.2f}")
+        print(f"  {name:<16} {a[0]:8.2f} ± {a[1]:<4.2f} {b[0]:13.2f} ± {b[1]:<4.2f} {b[0] - a[0]:+11.2f}")
     own = stat([w["prometheus"] for w in with_])
     rows["prometheus"] = {"with_pct": own[0], "with_sd": own[1]}
-    print(f"  {'prometheus':<12} {'-':>14} {own[0]:13.2f} ± {own[1]:<4.2f}   (its own CPU, scraping "
-          f"{len(pids)} sidecars)")
+    print(f"  {'prometheus':<16} {'-':>14} {own[0]:13.2f} ± {own[1]:<4.2f}   (its own CPU, scraping "
+          f"{sum(n.endswith('-sidecar') for n in pids)} workloads)")
     pct = one["cpu_ms_per_scrape"] / 1000 / interval * 100
-    print(f"\nper scrape (client sidecar, {one['bytes']} bytes of exposition): {one['cpu_ms_per_scrape']:.2f} ms CPU, "
-          f"{one['wall_ms_per_scrape']:.2f} ms wall ({one['scrapes']} scrapes; baseline {one['baseline_cpu_pct']:.1f} "
-          "% of a core subtracted)")
-    print(f"at one scrape per {interval} s: {pct:.4f} % of a core per sidecar")
+    parts = ", ".join(f"{n} {ms:.2f} ms" for n, ms in one["cpu_ms_per_scrape_by_process"].items())
+    print(f"\nper scrape of {one['url']} ({one['bytes']} bytes of exposition): {one['cpu_ms_per_scrape']:.2f} ms CPU "
+          f"({parts}), {one['wall_ms_per_scrape']:.2f} ms wall ({one['scrapes']} scrapes; each process's CPU "
+          "without scrapes subtracted)")
+    print(f"at one scrape per {interval} s: {pct:.4f} % of a core per workload")
     return {"windows": rows, "per_scrape": one, "interval_s": interval, "pct_of_core_at_interval": pct}
 
 

@@ -54,7 +54,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from mesh_ctl.addressing import ADDRESS_MODES, plan
+from mesh_ctl.addressing import ADDRESS_MODES, can_bind, plan
 from mesh_ctl.ca.options import parse_duration
 from mesh_ctl.commands._common import add_run_dir, positive_float, positive_int
 from mesh_ctl.runtime import control
@@ -178,6 +178,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prometheus", action="store_true",
                    help="do not run Prometheus (by default `up` runs one on the control plane's address, port 9090 "
                         "plus the port offset, scraping the sidecars, the control plane and the apps)")
+    p.add_argument("--prometheus-port", metavar="PORT", type=port_number,
+                   help="Prometheus's port (default: 9090 plus the port offset, or the next free one of the ten "
+                        "after it when that is taken, e.g. by a Prometheus already running; given here, a taken "
+                        "port stops `up`)")
     p.add_argument("--scrape-interval", metavar="DURATION", type=scrape_interval, default=DEFAULT_SCRAPE_INTERVAL,
                    help=f"how often Prometheus scrapes every target (1s to 5m; default: {DEFAULT_SCRAPE_INTERVAL})")
     p.add_argument("--ready-timeout", metavar="SECONDS", type=positive_float, default=30.0,
@@ -232,6 +236,19 @@ def run(args: argparse.Namespace) -> int:
     return Supervisor(options).run()
 
 
+PROMETHEUS_PORT_TRIES = 10  # ports after the default one tried when it is taken
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
 def _prometheus(args: argparse.Namespace) -> PrometheusOptions | None:
     """The run's Prometheus: None with --no-prometheus or when there is no ``prometheus`` on PATH."""
     if args.no_prometheus:
@@ -239,7 +256,20 @@ def _prometheus(args: argparse.Namespace) -> PrometheusOptions | None:
     binary = find_binary()
     if binary is None:
         return None
-    return PrometheusOptions.for_offset(binary, args.control_plane_address, args.port_offset, args.scrape_interval)
+    options = PrometheusOptions.for_offset(binary, args.control_plane_address, args.port_offset,
+                                           args.scrape_interval, port=args.prometheus_port)
+    if args.prometheus_port is None and not can_bind(options.host, options.port):
+        # 9090 is every Prometheus's port: Debian's package starts one there as a service. Move rather than
+        # refuse (the mesh's other ports are its own); the URL is printed and recorded in state.json.
+        free = next((p for p in range(options.port + 1, min(options.port + PROMETHEUS_PORT_TRIES, 65535) + 1)
+                     if can_bind(options.host, p)), None)
+        if free is not None:
+            moved = replace(options, port=free)
+            print(f"prometheus: {options.address} is in use (another Prometheus?); this run's is on "
+                  f"{moved.address}", flush=True)
+            options = moved
+        args.prometheus_port = options.port  # the --detach child starts it there, and says nothing again
+    return options
 
 
 def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -271,4 +301,6 @@ def _forwarded(args: argparse.Namespace, run_dir: Path) -> list[str]:
     if args.no_prometheus:
         out.append("--no-prometheus")
     out += ["--scrape-interval", args.scrape_interval]
+    if args.prometheus_port is not None:
+        out += ["--prometheus-port", str(args.prometheus_port)]
     return out

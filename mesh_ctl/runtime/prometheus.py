@@ -96,7 +96,8 @@ class PrometheusOptions:
 
     @classmethod
     def for_offset(cls, binary: str, host: str, port_offset: int,
-                   scrape_interval: str = DEFAULT_SCRAPE_INTERVAL) -> PrometheusOptions:
+                   scrape_interval: str = DEFAULT_SCRAPE_INTERVAL, port: int | None = None) -> PrometheusOptions:
+        """On ``host`` (loopback only), port ``port`` or else 9090 + ``port_offset``."""
         try:
             loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
         except ValueError:
@@ -104,7 +105,7 @@ class PrometheusOptions:
         if not loopback:
             raise ValueError(f"prometheus address {host} is not a loopback address: it would serve the mesh's "
                              "metrics to the network")
-        port = PROMETHEUS_PORT + port_offset
+        port = PROMETHEUS_PORT + port_offset if port is None else port
         if not 1 <= port <= 65535:
             raise ValueError(f"prometheus port {port} is out of range: choose a smaller port offset")
         return cls(binary, host, port, scrape_interval)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.parse
 import urllib.request
@@ -201,3 +202,40 @@ def test_without_a_prometheus_binary_up_says_so_once_and_the_mesh_runs(tmp_path:
         return bool(s) and s[0]["requests"] >= 50 and s[0]["errors"] == 0
 
     wait_for(traffic, 60, "50 calls through the mesh without Prometheus")
+
+
+def test_a_taken_9090_moves_the_runs_prometheus_to_the_next_free_port(tmp_path: Path, meshes: Meshes) -> None:
+    """Debian's package runs a Prometheus on 9090 as a service: `up` moves its own to the next free port (and
+    says so once), unless --prometheus-port asked for that port, when the taken port stops it."""
+    run_dir = tmp_path / "run"
+    meshes.run_dirs.append(run_dir)
+    base = free_base_address()
+    cp = control_plane_address(base)
+    with socket.socket() as other:  # "another Prometheus" on the run's 9090
+        other.bind((cp, 9090))
+        other.listen()
+        explicit = cli(*up_args(tmp_path / "refused", base, "--static", "--prometheus-port", "9090"))
+        assert explicit.returncode == 1, explicit.stdout + explicit.stderr
+        assert f"{cp}:9090  (prometheus web)" in explicit.stderr, explicit.stderr
+        if not can_bind(cp, 9091):
+            pytest.skip(f"{cp}:9091 is taken too")
+        r = cli(*up_args(run_dir, base, "--static"))
+        assert r.returncode == 0, output(r, run_dir)
+        said = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("prometheus")]
+        assert said[0] == (f"prometheus: {cp}:9090 is in use (another Prometheus?); this run's is on {cp}:9091"), said
+        assert sum("is in use" in line for line in said) == 1, said
+        state = meshes.record(run_dir)
+        assert state["prometheus"] == f"http://{cp}:9091"
+        supervisor_log = (run_dir / "logs" / "supervisor.log").read_text()
+        assert "is in use" not in supervisor_log, supervisor_log  # the background supervisor said nothing more
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{cp}:9091/-/ready", timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 60, "the run's Prometheus ready on 9091")
+        st = json.loads(cli("status", "-o", "json", "--run-dir", run_dir).stdout)
+        assert st["prometheus"]["url"] == f"http://{cp}:9091", st["prometheus"]
