@@ -225,16 +225,16 @@ def report(pids: dict[str, int], without: list[dict[str, float]], with_: list[di
 
     rows = {}
     print(f"\nCPU (% of one core) under the mesh's load, {len(without)} window pair(s):")
-    print(f"  {'PROCESS':<16} {'WITHOUT':>14} {'WITH (every ' + str(interval) + ' s)':>20} {'DIFFERENCE':>12}")
+    print(f"  {'PROCESS':<20} {'WITHOUT':>14} {'WITH (every ' + str(interval) + ' s)':>20} {'DIFFERENCE':>12}")
     for name in pids:
         a = stat([w[name] for w in without])
         b = stat([w[name] for w in with_])
         rows[name] = {"without_pct": a[0], "without_sd": a[1], "with_pct": b[0], "with_sd": b[1],
                       "difference_pct": b[0] - a[0]}
-        print(f"  {name:<16} {a[0]:8.2f} ± {a[1]:<4.2f} {b[0]:13.2f} ± {b[1]:<4.2f} {b[0] - a[0]:+11.2f}")
+        print(f"  {name:<20} {a[0]:8.2f} ± {a[1]:<4.2f} {b[0]:13.2f} ± {b[1]:<4.2f} {b[0] - a[0]:+11.2f}")
     own = stat([w["prometheus"] for w in with_])
     rows["prometheus"] = {"with_pct": own[0], "with_sd": own[1]}
-    print(f"  {'prometheus':<16} {'-':>14} {own[0]:13.2f} ± {own[1]:<4.2f}   (its own CPU, scraping "
+    print(f"  {'prometheus':<20} {'-':>14} {own[0]:13.2f} ± {own[1]:<4.2f}   (its own CPU, scraping "
           f"{sum(n.endswith('-sidecar') for n in pids)} workloads)")
     pct = one["cpu_ms_per_scrape"] / 1000 / interval * 100
     parts = ", ".join(f"{n} {ms:.2f} ms" for n, ms in one["cpu_ms_per_scrape_by_process"].items())
