@@ -8,6 +8,9 @@ ones. Who is on each side comes from the node metadata (this proxy), Istio's met
 
 Cost on the request path: one dict lookup for the label set (the parts that only depend on the peer and the
 cluster are cached), integer adds, and a bisect per histogram. Text is only produced at scrape time.
+Not prometheus_client here, by measurement (``python -m bench.recording_cost``): ~0.5 us per request against
+~3 us with its children cached (~10 us calling ``labels()``), ~3 % of a sidecar's CPU per request. Its
+parser and a real Prometheus check this module's exposition in the tests.
 """
 
 from __future__ import annotations
