@@ -305,5 +305,12 @@ class ApiServer:
         self._server.should_exit = True
         # uvicorn gives open connections timeout_graceful_shutdown (2 s); a task still running after that is
         # cancelled: stopping the control plane never hangs on a client that keeps its connection open.
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        try:
             await asyncio.wait_for(self._task, 5.0)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # close() itself was cancelled: that must reach whoever cancelled it
+            # else the server's task was cancelled by someone else: it is stopped, which is all close() wants
