@@ -1,14 +1,15 @@
-"""ApiServer.close() lets its caller's cancellation through (it only absorbs its own server task's end)."""
+"""The management API server: close() lets its caller's cancellation through (it only absorbs its own server
+task's end); the Guard lets no WebSocket through unchecked."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.responses import StreamingResponse
 
-from mesh_ctl.xds.web import ApiServer
+from mesh_ctl.xds.web import ApiServer, allowed_hosts, build_app
 
 
 def _endless_app(streaming: asyncio.Event) -> FastAPI:
@@ -52,3 +53,32 @@ def test_a_cancelled_close_propagates_the_cancellation() -> None:
     cancelled, server_stopped = asyncio.run(_cancel_close_while_it_waits())
     assert cancelled, "close() swallowed its caller's cancellation"
     assert server_stopped
+
+
+async def _websocket_handshake_status() -> bytes:
+    app = build_app("t", "0", allowed_hosts("127.0.0.1"), "secret")
+
+    @app.websocket("/ui/events")
+    async def accepted(ws: WebSocket) -> None:  # a route someone might add one day
+        await ws.accept()
+        await ws.close()
+
+    server = ApiServer(app)
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /ui/events HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 10.0)
+        writer.close()
+        return status
+    finally:
+        await server.close()
+
+
+def test_a_websocket_never_passes_the_guard_unchecked() -> None:
+    """The Guard checks HTTP requests; a WebSocket upgrade (no Origin rule, no credential) is refused outright."""
+    status = asyncio.run(_websocket_handshake_status())
+    assert status.split()[1:2] == [b"403"], status
