@@ -194,3 +194,12 @@ async def test_a_huge_app_answer_is_merged_off_the_event_loop(monkeypatch: pytes
         nursery.cancel_scope.cancel()
     assert "app_metric_199999 1" in text
     assert during > 0
+
+
+def test_label_values_with_unicode_line_separators_pass_whole() -> None:
+    """Only "\\n" ends a line in the text format: a label value may hold U+2028, U+0085 or a form feed."""
+    app = '# TYPE app_calls_total counter\napp_calls_total{path="/a\u2028b",ua="x\x85y\x0cz"} 3\n'
+    merged = merge([("envoy", "# TYPE e gauge\ne 1\n"), ("application", app)])
+    parsed = {s.name: s for f in text_string_to_metric_families(merged.text) for s in f.samples}
+    assert parsed["app_calls_total"].labels == {"path": "/a\u2028b", "ua": "x\x85y\x0cz"}
+    assert parsed["e"].value == 1.0
