@@ -93,8 +93,13 @@ class GraphFeed:
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # The loop's own cancellation ends here; the caller's (it was cancelled while waiting) goes on.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
     async def _run(self) -> None:
         history: deque[tuple[Sample, float]] = deque()

@@ -59,7 +59,9 @@ def families(text: str) -> Iterator[Family]:
     """The families of one exposition, in order. A ``# HELP``/``# TYPE`` line for a new name starts one; so does
     a sample that does not belong to the family before it (an untyped metric)."""
     current: Family | None = None
-    for raw in text.splitlines():
+    # Lines end at "\n" only: str.splitlines() also cuts at U+0085, U+2028, form feed..., which a label value or
+    # HELP text may hold unescaped (the format escapes only \\, \" and \n), and would break the sample in two.
+    for raw in text.split("\n"):
         line = raw.rstrip("\r")
         if not line.strip():
             continue

@@ -151,3 +151,42 @@ def test_the_feed_scrapes_only_while_watched_and_ends_streams_on_close(sidecars:
                 pass
 
     asyncio.run(scenario())
+
+
+def test_stopping_the_loop_does_not_swallow_the_callers_cancellation() -> None:
+    """The last watcher leaving waits for the loop's task to end; if that watcher is itself cancelled meanwhile
+    (its page closed, the server stopping), it ends cancelled, not as if nothing happened."""
+
+    async def scenario() -> None:
+        feed = GraphFeed(list, lambda *_: {})
+        release = asyncio.Event()
+
+        async def slow_to_stop() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await release.wait()  # its cleanup takes a while
+
+        leaving = asyncio.Event()
+
+        async def watcher() -> None:
+            async with feed.subscribe():
+                assert feed._task is not None
+                feed._task.cancel()  # the real loop is replaced by one slow to stop
+                feed._task = asyncio.create_task(slow_to_stop())
+                await asyncio.sleep(0)
+                leaving.set()
+
+        task = asyncio.create_task(watcher())
+        await leaving.wait()
+        for _ in range(3):  # into the watcher's wait for the loop's end
+            await asyncio.sleep(0)
+        task.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    asyncio.run(scenario())

@@ -165,3 +165,41 @@ def test_app_metrics_url_errors(text: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         AppMetricsUrl.parse(text)
     assert str(AppMetricsUrl.parse("http://[::1]:9464/metrics?x=1")) == "http://[::1]:9464/metrics?x=1"
+
+
+async def test_a_huge_app_answer_is_merged_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cutting megabytes of the app's families takes the CPU for long: other trio tasks (the proxy's traffic)
+    still run meanwhile."""
+    huge = "\n".join(f"app_metric_{i} 1" for i in range(200_000))
+
+    async def fetch_at_once(url: AppMetricsUrl, **_: object) -> str:
+        return huge  # no checkpoint: only the merge itself can let other tasks run
+
+    monkeypatch.setattr("pyproxy.admin.merged.fetch", fetch_at_once)
+    stats = MergedStats(_runtime(), AppMetricsUrl("127.0.0.1", 1, "/metrics"))
+    ran = 0
+
+    async def other_task() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await trio.lowlevel.checkpoint()
+        before = ran
+        text = await stats.render()
+        during = ran - before
+        nursery.cancel_scope.cancel()
+    assert "app_metric_199999 1" in text
+    assert during > 0
+
+
+def test_label_values_with_unicode_line_separators_pass_whole() -> None:
+    """Only "\\n" ends a line in the text format: a label value may hold U+2028, U+0085 or a form feed."""
+    app = '# TYPE app_calls_total counter\napp_calls_total{path="/a\u2028b",ua="x\x85y\x0cz"} 3\n'
+    merged = merge([("envoy", "# TYPE e gauge\ne 1\n"), ("application", app)])
+    parsed = {s.name: s for f in text_string_to_metric_families(merged.text) for s in f.samples}
+    assert parsed["app_calls_total"].labels == {"path": "/a\u2028b", "ua": "x\x85y\x0cz"}
+    assert parsed["e"].value == 1.0
