@@ -174,7 +174,7 @@ class Supervisor:
         self._tokens_at: float | None = None  # when the workloads' tokens were last minted
         self._tokens_warned = 0.0
         self._targets = prom.TargetFiles(prom.prometheus_dir(options.run_dir), self._namespaces,
-                                         {w.name: w.version for w in options.topology.workloads if w.version})
+                                         {w.name: dict(w.labels) for w in options.topology.workloads})
 
     # ----------------------------------------------------------------------------------------- run
 

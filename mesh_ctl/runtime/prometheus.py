@@ -165,25 +165,25 @@ def config(prom_dir: Path, scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
             "scrape_configs": [job(SIDECAR_JOB, SIDECAR_METRICS_PATH), istiod, job(APP_JOB, APP_METRICS_PATH)]}
 
 
-def _labels(spec: ProcessSpec, namespace: str, version: str | None) -> dict[str, str]:
-    labels = {"namespace": namespace, "pod": spec.workload, "app": spec.workload}
-    if version:
-        labels["version"] = version
-    return labels
+def _labels(spec: ProcessSpec, namespace: str, pod_labels: dict[str, str]) -> dict[str, str]:
+    """What Istio's Prometheus addon gives a pod's target: its labels (``labelmap`` of the pod's labels, the
+    names sanitised as Kubernetes service discovery does: ``app``, ``version`` ...), ``namespace`` and ``pod``."""
+    labels = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in pod_labels.items()}
+    return {**labels, "namespace": namespace, "pod": spec.workload}
 
 
 def target_groups(specs: Iterable[ProcessSpec], namespace: str = "default",
-                  versions: dict[str, str] | None = None,
+                  pod_labels: dict[str, dict[str, str]] | None = None,
                   namespaces: dict[str, str] | None = None) -> dict[str, list[dict[str, object]]]:
-    """job name -> file-SD target groups, from the run's process specs. ``namespaces`` / ``versions``:
-    workload -> its namespace (default ``namespace``) / version label."""
+    """job name -> file-SD target groups, from the run's process specs. ``namespaces`` / ``pod_labels``:
+    workload -> its namespace (default ``namespace``) / its labels (the topology's, a pod's labels)."""
     specs = list(specs)
-    versions = versions or {}
+    pod_labels = pod_labels or {}
     namespaces = namespaces or {}
     merged = {s.workload for s in specs if s.role == "sidecar" and MERGED_ROLE in s.addresses}
     out: dict[str, list[dict[str, object]]] = {SIDECAR_JOB: [], CONTROL_PLANE_JOB: [], APP_JOB: []}
     for s in specs:
-        labels = _labels(s, namespaces.get(s.workload, namespace), versions.get(s.workload))
+        labels = _labels(s, namespaces.get(s.workload, namespace), pod_labels.get(s.workload, {}))
         if s.role == "sidecar":
             address = s.addresses.get(MERGED_ROLE) or s.addresses.get(SIDECAR_STATS_ROLE)
             if address:
@@ -229,15 +229,15 @@ class TargetFiles:
     from what was last written, and leaves them alone otherwise."""
 
     def __init__(self, prom_dir: Path, namespaces: dict[str, str] | None = None,
-                 versions: dict[str, str] | None = None) -> None:
+                 pod_labels: dict[str, dict[str, str]] | None = None) -> None:
         self.prom_dir = prom_dir
         self.namespaces = dict(namespaces or {})
-        self.versions = dict(versions or {})
+        self.pod_labels = dict(pod_labels or {})
         self.written: dict[str, list[dict[str, object]]] | None = None
 
     def update(self, specs: Iterable[ProcessSpec]) -> bool:
         """Whether the files were rewritten."""
-        groups = target_groups(specs, versions=self.versions, namespaces=self.namespaces)
+        groups = target_groups(specs, pod_labels=self.pod_labels, namespaces=self.namespaces)
         if groups == self.written:
             return False
         write_targets(self.prom_dir, groups)

@@ -32,12 +32,14 @@ SPECS = [
 
 
 def test_every_sidecar_is_a_target_with_istio_labels() -> None:
-    groups = prom.target_groups(SPECS, versions={"payment-v1": "v1"}, namespaces={"client": "shop"})
+    v1_labels = {"app": "payment", "version": "v1", "app.kubernetes.io/part-of": "shop"}
+    groups = prom.target_groups(SPECS, pod_labels={"payment-v1": v1_labels}, namespaces={"client": "shop"})
     assert groups[prom.SIDECAR_JOB] == [
         {"targets": ["127.0.0.2:15090"],
-         "labels": {"namespace": "default", "pod": "payment-v1", "app": "payment-v1", "version": "v1"}},
+         "labels": {"namespace": "default", "pod": "payment-v1", "app": "payment", "version": "v1",
+                    "app_kubernetes_io_part_of": "shop"}},
         {"targets": ["127.0.0.3:15090"],
-         "labels": {"namespace": "shop", "pod": "client", "app": "client"}},
+         "labels": {"namespace": "shop", "pod": "client"}},
     ]
 
 
@@ -48,12 +50,13 @@ def test_merged_endpoint_is_scraped_instead_of_15090_and_instead_of_the_app() ->
         _spec("payment-v2", "payment-v2", "app", app="127.0.0.3:8080", metrics="127.0.0.3:9464"),
         _spec("payment-v2-sidecar", "payment-v2", "sidecar", prometheus="127.0.0.3:15090"),
     ]
-    groups = prom.target_groups(specs, versions={"payment-v1": "v1", "payment-v2": "v2"})
+    groups = prom.target_groups(specs, pod_labels={"payment-v1": {"app": "payment", "version": "v1"},
+                                                   "payment-v2": {"app": "payment", "version": "v2"}})
     assert [g["targets"] for g in groups[prom.SIDECAR_JOB]] == [["127.0.0.2:15020"], ["127.0.0.3:15090"]]
     # payment-v1's app metrics come through its sidecar's merged endpoint: not scraped twice
     assert groups[prom.APP_JOB] == [
         {"targets": ["127.0.0.3:9464"],
-         "labels": {"namespace": "default", "pod": "payment-v2", "app": "payment-v2", "version": "v2"}}]
+         "labels": {"namespace": "default", "pod": "payment-v2", "app": "payment", "version": "v2"}}]
 
 
 def test_control_plane_target_only_when_it_lists_a_metrics_address() -> None:
@@ -151,7 +154,8 @@ def test_targets_are_rewritten_atomically(tmp_path: Path) -> None:
 
 
 def test_target_files_are_rewritten_only_when_the_processes_change(tmp_path: Path) -> None:
-    files = prom.TargetFiles(tmp_path, namespaces={"client": "shop"}, versions={"payment-v1": "v1"})
+    files = prom.TargetFiles(tmp_path, namespaces={"client": "shop"},
+                             pod_labels={"payment-v1": {"app": "payment", "version": "v1"}})
     sidecars = prom.targets_dir(tmp_path) / f"{prom.SIDECAR_JOB}.json"
     assert files.update(SPECS) is True
     assert [g["labels"]["namespace"] for g in json.loads(sidecars.read_text())] == ["default", "shop"]
