@@ -234,7 +234,7 @@ def test_a_taken_9090_moves_the_runs_prometheus_to_the_next_free_port(tmp_path: 
         def ready() -> bool:
             try:
                 with urllib.request.urlopen(f"http://{cp}:9091/-/ready", timeout=2) as resp:
-                    return resp.status == 200
+                    return bool(resp.status == 200)
             except OSError:
                 return False
 
