@@ -211,10 +211,12 @@ def test_a_taken_9090_moves_the_runs_prometheus_to_the_next_free_port(tmp_path: 
     meshes.run_dirs.append(run_dir)
     base = free_base_address()
     cp = control_plane_address(base)
+    refused = tmp_path / "refused"
+    meshes.run_dirs.append(refused)  # stopped at the end should `up` wrongly start something there
     with socket.socket() as other:  # "another Prometheus" on the run's 9090
         other.bind((cp, 9090))
         other.listen()
-        explicit = cli(*up_args(tmp_path / "refused", base, "--static", "--prometheus-port", "9090"))
+        explicit = cli(*up_args(refused, base, "--static", "--prometheus-port", "9090"))
         assert explicit.returncode == 1, explicit.stdout + explicit.stderr
         assert f"{cp}:9090  (prometheus web)" in explicit.stderr, explicit.stderr
         if not can_bind(cp, 9091):

@@ -33,7 +33,10 @@ class PrometheusAPI:
             with urllib.request.urlopen(url, timeout=self.timeout) as r:
                 doc = json.loads(r.read())
         except urllib.error.HTTPError as e:
-            doc = json.loads(e.read() or b"{}")
+            try:
+                doc = json.loads(e.read() or b"{}")
+            except ValueError:  # not the API's answer: a plain "Service Unavailable" until Prometheus is ready
+                raise e from None  # an OSError, which the callers' waits take for "not up yet"
             raise PromQLError(f"{path} {dict(params)}: HTTP {e.code}: {doc.get('error', doc)}") from None
         if doc.get("status") != "success":
             raise PromQLError(f"{path} {dict(params)}: {doc}")
