@@ -238,15 +238,21 @@ def prometheus_status(state: State) -> dict[str, Any] | None:
             "log": record.log}
 
 
-def prometheus_status_line(p: dict[str, Any], supervised: bool = True) -> str:
-    if p["ready"]:
-        note = " (ready)"
-    elif p["alive"]:
+def _process_note(up: bool, alive: bool, restarts: int, supervised: bool, up_note: str = "") -> str:
+    """What `status` says of a supervised process: up, starting, or not running; and its restarts."""
+    if up:
+        note = up_note
+    elif alive:
         note = " (starting)"
     else:
         note = " (not running: the supervisor restarts it)" if supervised else " (not running)"
-    if p["restarts"]:
-        note += f" (restarted {p['restarts']}x)"
+    if restarts:
+        note += f" (restarted {restarts}x)"
+    return note
+
+
+def prometheus_status_line(p: dict[str, Any], supervised: bool = True) -> str:
+    note = _process_note(p["ready"], p["alive"], p["restarts"], supervised, " (ready)")
     return prometheus_line(p["url"], p["pid"], note)
 
 
@@ -259,14 +265,7 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
 
 
 def control_plane_status_line(cp: dict[str, Any], supervised: bool = True) -> str:
-    if cp["serving"]:
-        note = ""
-    elif cp["alive"]:
-        note = " (starting)"
-    else:
-        note = " (not running: the supervisor restarts it)" if supervised else " (not running)"
-    if cp["restarts"]:
-        note += f" (restarted {cp['restarts']}x)"
+    note = _process_note(cp["serving"], cp["alive"], cp["restarts"], supervised)
     return control_plane_line(cp["xds_address"], cp["api_address"], cp["pid"], note)
 
 
